@@ -1,0 +1,27 @@
+# `make demo` and `make test` work on a fresh machine: they build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test stubs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/demo.sh
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy qroute server indexer
+	$(VENV)/bin/python -m pytest
+
+stubs: install
+	$(VENV)/bin/python proto/generate.py

@@ -1,0 +1,16 @@
+"""qroute: label a query with the domain of its nearest labelled examples."""
+
+from qroute.classifier import Classifier
+from qroute.config import Settings, load_settings
+from qroute.types import Decision, Example, Hit, LabelScore, Prediction
+
+__all__ = [
+    "Classifier",
+    "Decision",
+    "Example",
+    "Hit",
+    "LabelScore",
+    "Prediction",
+    "Settings",
+    "load_settings",
+]

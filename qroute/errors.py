@@ -1,0 +1,69 @@
+"""qroute's errors. Core raises these; each app maps them to its own surface
+(``server/errors.py`` to gRPC status codes, ``qroute.cli`` to exit codes).
+
+QrouteError
+ ├── ConfigError          the config file or an override is invalid (names the field)
+ ├── TableError           a row of the labelled table is invalid (names file:row and field)
+ ├── ModelLoadError       a model could not be found locally nor fetched from the hub
+ ├── InvalidQuery         the request itself is unusable (empty or over-long text)
+ ├── NotIndexed           no index version has been published yet
+ │    └── VersionMissing   the version being searched was dropped after a newer one was published
+ ├── StoreUnavailable     the vector store cannot be reached
+ └── IndexWriteError      a new index version could not be written or published
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "IndexWriteError",
+    "InvalidQuery",
+    "ModelLoadError",
+    "NotIndexed",
+    "QrouteError",
+    "StoreUnavailable",
+    "TableError",
+    "VersionMissing",
+]
+
+
+class QrouteError(Exception):
+    """Base of every error qroute raises on purpose."""
+
+
+class ConfigError(QrouteError):
+    pass
+
+
+class TableError(QrouteError):
+    """One or more invalid rows; ``problems`` lists each as ``file:row: field: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} invalid row(s) in the table:\n{shown}{more}")
+
+
+class ModelLoadError(QrouteError):
+    pass
+
+
+class InvalidQuery(QrouteError):
+    pass
+
+
+class NotIndexed(QrouteError):
+    pass
+
+
+class StoreUnavailable(QrouteError):
+    pass
+
+
+class IndexWriteError(QrouteError):
+    pass
+
+
+class VersionMissing(NotIndexed):
+    """The index version being searched was dropped (a newer one was published)."""

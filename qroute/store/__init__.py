@@ -1,0 +1,27 @@
+"""Vector stores: the interface, its two implementations, and the one place that chooses."""
+
+from __future__ import annotations
+
+from qroute.config import StoreSettings
+from qroute.store.base import Point, VectorStore
+
+__all__ = ["Point", "VectorStore", "open_store"]
+
+
+def open_store(settings: StoreSettings) -> VectorStore:
+    """A ServerStore for an http(s):// location, else an EmbeddedStore under that directory."""
+    if settings.is_server:
+        from qdrant_client import AsyncQdrantClient
+
+        from qroute.store.server import ServerStore
+
+        client = AsyncQdrantClient(
+            url=settings.location,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            prefer_grpc=True,
+            timeout=int(settings.timeout_s),
+        )
+        return ServerStore(client, settings.collection)
+    from qroute.store.embedded import EmbeddedStore
+
+    return EmbeddedStore(settings.location, settings.collection)

@@ -1,0 +1,93 @@
+"""The vector store interface both backends implement.
+
+An index is a series of *versions* (one Qdrant collection or edge shard each) and one
+published pointer (a Qdrant alias, or a pointer file for the embedded store). The
+indexer writes a new version completely, then publishes it; readers search a named
+version, so the version they report is the one that answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qroute.types import Hit
+
+__all__ = ["Point", "VectorStore", "hit_from_payload", "version_name", "version_number"]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    id: str
+    vector: Sequence[float]
+    payload: Mapping[str, Any]
+
+
+def version_name(collection: str, number: int) -> str:
+    return f"{collection}_v{number}"
+
+
+def version_number(collection: str, name: str) -> int | None:
+    """The number of a version name of ``collection``, or None for any other name."""
+    prefix = f"{collection}_v"
+    if name.startswith(prefix) and name[len(prefix) :].isdigit():
+        return int(name[len(prefix) :])
+    return None
+
+
+def hit_from_payload(point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
+    payload = payload or {}
+    return Hit(
+        row_id=str(payload.get("row_id", point_id)),
+        text=str(payload.get("text", "")),
+        label=str(payload.get("label", "")),
+        similarity=float(score),
+    )
+
+
+class VectorStore(Protocol):
+    """Cosine-similarity store of labelled examples, versioned and published by pointer.
+
+    Raises StoreUnavailable when the backend cannot be reached, VersionMissing when a
+    named version does not exist.
+    """
+
+    async def current_version(self) -> str | None:
+        """The published version, or None before the first publish."""
+        ...
+
+    async def versions(self) -> list[str]:
+        """Every version of the collection, oldest first, published or not."""
+        ...
+
+    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
+        """Create an empty, unpublished version and return its name."""
+        ...
+
+    async def upsert(self, version: str, points: Sequence[Point]) -> None: ...
+
+    async def count(self, version: str) -> int: ...
+
+    async def metadata(self, version: str) -> dict[str, Any]: ...
+
+    async def publish(self, version: str) -> str | None:
+        """Atomically make ``version`` the published one; returns the one it replaced."""
+        ...
+
+    async def drop(self, version: str) -> None:
+        """Delete a version. Refuses to delete the published one."""
+        ...
+
+    async def open(self, version: str) -> None:
+        """Get ``version`` ready for searching, and let go of any other version this
+        store has open (a reader follows one published version at a time)."""
+        ...
+
+    async def search(
+        self, version: str, vectors: Sequence[Sequence[float]], k: int
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest examples of each vector, most similar first."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,288 @@
+"""EmbeddedStore: Qdrant Edge (the Qdrant engine in-process), no server needed.
+
+Chosen over qdrant-client's local mode by measurement (bench/bench_store.py): the
+same search at 10k x 384 is several times faster, and each version is its own
+directory, so an indexer process can write a new version while a router process
+serves the published one.
+
+Layout under ``<location>/<collection>/``::
+
+    CURRENT                 name of the published version (replaced atomically)
+    <collection>_v<N>/      one Qdrant Edge shard per version, plus
+        qroute.json         the version's metadata
+        .readers            a router holds a shared flock here while it has the version open
+
+A version directory belongs to one writer; a reader opens only published versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
+from qroute.store.base import Point, hit_from_payload, version_name, version_number
+from qroute.types import Hit
+
+__all__ = ["EmbeddedStore"]
+
+log = logging.getLogger(__name__)
+
+_META = "qroute.json"
+_READERS = ".readers"
+_CURRENT = "CURRENT"
+
+
+@dataclass
+class _Reader:
+    shard: Any
+    lock_file: TextIO
+    active: int = 0
+    retired: bool = False
+    guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        self.shard.close()
+        self.lock_file.close()  # releases the shared flock
+
+
+class EmbeddedStore:
+    """A VectorStore on local disk. ``drain_s``: how long ``drop`` waits for readers
+    of a superseded version to let go before leaving it for the next run to remove."""
+
+    def __init__(self, location: str | Path, collection: str, *, drain_s: float = 30.0) -> None:
+        self._root = Path(location).expanduser() / collection
+        self._collection = collection
+        self._drain_s = drain_s
+        self._writers: dict[str, Any] = {}
+        self._readers: dict[str, _Reader] = {}
+        self._lock = threading.Lock()
+
+    # -- pointer and listing -------------------------------------------------
+
+    async def current_version(self) -> str | None:
+        try:
+            name = (self._root / _CURRENT).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {self._root / _CURRENT}: {exc}") from exc
+        return name or None
+
+    async def versions(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        found = [
+            (number, path.name)
+            for path in self._root.iterdir()
+            if path.is_dir() and (number := version_number(self._collection, path.name)) is not None
+        ]
+        return [name for _, name in sorted(found)]
+
+    # -- writing -------------------------------------------------------------
+
+    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
+        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the store directory {self._root}: {exc}"
+            ) from exc
+        await self._collect_garbage()
+        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
+        current = await self.current_version()
+        if current is not None:
+            existing.append(version_number(self._collection, current) or 0)
+        name = version_name(self._collection, max(existing, default=0) + 1)
+        path = self._root / name
+        path.mkdir()
+        (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
+        config = EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine))
+        self._writers[name] = await asyncio.to_thread(EdgeShard.create, str(path), config)
+        return name
+
+    async def upsert(self, version: str, points: Sequence[Point]) -> None:
+        from qdrant_edge import Point as EdgePoint
+        from qdrant_edge import UpdateOperation
+
+        shard = self._writers.get(version)
+        if shard is None:
+            raise IndexWriteError(f"version {version} is not open for writing in this process")
+        operation = UpdateOperation.upsert_points(
+            [EdgePoint(p.id, [float(x) for x in p.vector], dict(p.payload)) for p in points]
+        )
+        await asyncio.to_thread(shard.update, operation)
+
+    async def count(self, version: str) -> int:
+        from qdrant_edge import CountRequest
+
+        shard = self._writers.get(version)
+        if shard is not None:
+            return int(await asyncio.to_thread(shard.count, CountRequest(exact=True)))
+        reader = self._acquire(version)
+        try:
+            return int(await asyncio.to_thread(reader.shard.count, CountRequest(exact=True)))
+        finally:
+            self._release(version, reader)
+
+    async def metadata(self, version: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise VersionMissing(f"index version {version} does not exist in {self._root}") from exc
+        return dict(data)
+
+    async def publish(self, version: str) -> str | None:
+        shard = self._writers.pop(version, None)
+        if shard is not None:
+            await asyncio.to_thread(shard.flush)
+            await asyncio.to_thread(shard.close)
+        if not (self._root / version).is_dir():
+            raise VersionMissing(f"index version {version} does not exist in {self._root}")
+        previous = await self.current_version()
+        tmp = self._root / f".{_CURRENT}.{os.getpid()}.tmp"
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._root / _CURRENT)
+        dir_fd = os.open(self._root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return previous if previous != version else None
+
+    async def drop(self, version: str) -> None:
+        if version == await self.current_version():
+            raise IndexWriteError(f"refusing to drop the published version {version}")
+        shard = self._writers.pop(version, None)
+        if shard is not None:
+            await asyncio.to_thread(shard.close)
+        path = self._root / version
+        if not path.is_dir():
+            return
+        deadline = time.monotonic() + self._drain_s
+        while not self._try_remove(path):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "version %s is still open by a reader; it will be removed by a later run",
+                    version,
+                )
+                return
+            await asyncio.sleep(0.1)
+
+    def _try_remove(self, path: Path) -> bool:
+        """Remove a version directory unless a reader holds it open."""
+        try:
+            handle = (path / _READERS).open("a")
+        except FileNotFoundError:
+            handle = None
+        try:
+            if handle is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+            shutil.rmtree(path, ignore_errors=True)
+            return True
+        finally:
+            if handle is not None:
+                handle.close()
+
+    async def _collect_garbage(self) -> None:
+        """Remove superseded versions that an earlier run could not remove (a reader
+        still held them, or the run crashed before publishing)."""
+        current = await self.current_version()
+        current_number = version_number(self._collection, current) if current else None
+        if current_number is None:
+            return
+        for name in await self.versions():
+            number = version_number(self._collection, name)
+            superseded = number is not None and number < current_number
+            if superseded and name not in self._writers and self._try_remove(self._root / name):
+                log.info("removed superseded index version %s", name)
+
+    # -- reading -------------------------------------------------------------
+
+    def _acquire(self, version: str) -> _Reader:
+        from qdrant_edge import EdgeShard
+
+        with self._lock:
+            reader = self._readers.get(version)
+            if reader is None:
+                path = self._root / version
+                if not (path / _META).is_file():
+                    raise VersionMissing(f"index version {version} does not exist in {self._root}")
+                lock_file = (path / _READERS).open("a")
+                fcntl.flock(lock_file, fcntl.LOCK_SH)
+                try:
+                    shard = EdgeShard.load(str(path))
+                except Exception as exc:
+                    lock_file.close()
+                    raise StoreUnavailable(f"cannot open index version {path}: {exc}") from exc
+                reader = _Reader(shard, lock_file)
+                # A router only ever needs the newest version it was asked for:
+                # older readers close once their in-flight searches finish.
+                for name, old in list(self._readers.items()):
+                    with old.guard:
+                        old.retired = True
+                        idle = old.active == 0
+                    if idle:
+                        del self._readers[name]
+                        old.close()
+                self._readers[version] = reader
+            with reader.guard:
+                reader.active += 1
+            return reader
+
+    def _release(self, version: str, reader: _Reader) -> None:
+        with reader.guard:
+            reader.active -= 1
+            close = reader.retired and reader.active == 0
+        if close:
+            with self._lock:
+                if self._readers.get(version) is reader:
+                    del self._readers[version]
+            reader.close()
+
+    async def open(self, version: str) -> None:
+        reader = await asyncio.to_thread(self._acquire, version)
+        self._release(version, reader)
+
+    async def search(
+        self, version: str, vectors: Sequence[Sequence[float]], k: int
+    ) -> list[list[Hit]]:
+        from qdrant_edge import Query, QueryBatchRequest, QueryRequest
+
+        requests = [
+            QueryRequest(limit=k, query=Query.Nearest([float(x) for x in v]), with_payload=True)
+            for v in vectors
+        ]
+        reader = self._acquire(version)
+        try:
+            results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
+        finally:
+            self._release(version, reader)
+        return [[hit_from_payload(p.id, p.score, p.payload) for p in points] for points in results]
+
+    async def close(self) -> None:
+        with self._lock:
+            readers, self._readers = self._readers, {}
+            writers, self._writers = self._writers, {}
+        for reader in readers.values():
+            reader.close()
+        for shard in writers.values():
+            shard.close()

@@ -1,0 +1,154 @@
+"""ServerStore: a Qdrant server or cluster through qdrant-client (gRPC preferred).
+
+Versions are collections ``<collection>_v<N>``; the published one is the alias
+``<collection>``, switched atomically. The same class runs over qdrant-client's
+``:memory:`` mode in the contract tests, where no server is available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
+from qroute.store.base import Point, hit_from_payload, version_name, version_number
+from qroute.types import Hit
+
+__all__ = ["ServerStore"]
+
+
+def _is_not_found(exc: Exception) -> bool:
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    text = str(exc).lower()
+    return "not found" in text or "doesn't exist" in text or "not_found" in text
+
+
+class ServerStore:
+    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    async def _call(self, what: str, coro: Any, version: str | None = None) -> Any:
+        """Await a client call, translating transport failures into StoreUnavailable
+        and a missing collection into VersionMissing."""
+        try:
+            return await coro
+        except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
+            raise StoreUnavailable(f"Qdrant is unreachable ({what}): {exc}") from exc
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND and version is not None:
+                raise VersionMissing(f"index version {version} does not exist") from exc
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise StoreUnavailable(f"Qdrant is unreachable ({what}): {exc.details()}") from exc
+            raise
+        except (UnexpectedResponse, ValueError, KeyError) as exc:
+            if version is not None and _is_not_found(exc):
+                raise VersionMissing(f"index version {version} does not exist") from exc
+            raise
+
+    async def current_version(self) -> str | None:
+        response = await self._call("get aliases", self._client.get_aliases())
+        for alias in response.aliases:
+            if alias.alias_name == self._collection:
+                return str(alias.collection_name)
+        return None
+
+    async def versions(self) -> list[str]:
+        response = await self._call("list collections", self._client.get_collections())
+        found = [
+            (number, c.name)
+            for c in response.collections
+            if (number := version_number(self._collection, c.name)) is not None
+        ]
+        return [name for _, name in sorted(found)]
+
+    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
+        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
+        name = version_name(self._collection, max(existing, default=0) + 1)
+        await self._call(
+            "create collection",
+            self._client.create_collection(
+                collection_name=name,
+                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                metadata=dict(metadata),
+            ),
+        )
+        return name
+
+    async def upsert(self, version: str, points: Sequence[Point]) -> None:
+        structs = [
+            models.PointStruct(
+                id=p.id, vector=[float(x) for x in p.vector], payload=dict(p.payload)
+            )
+            for p in points
+        ]
+        await self._call(
+            "upsert",
+            self._client.upsert(collection_name=version, points=structs, wait=True),
+            version,
+        )
+
+    async def count(self, version: str) -> int:
+        result = await self._call(
+            "count", self._client.count(collection_name=version, exact=True), version
+        )
+        return int(result.count)
+
+    async def metadata(self, version: str) -> dict[str, Any]:
+        info = await self._call("get collection", self._client.get_collection(version), version)
+        return dict(info.config.metadata or {})
+
+    async def publish(self, version: str) -> str | None:
+        previous = await self.current_version()
+        operations: list[Any] = []
+        if previous is not None:
+            operations.append(
+                models.DeleteAliasOperation(
+                    delete_alias=models.DeleteAlias(alias_name=self._collection)
+                )
+            )
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(
+                    collection_name=version, alias_name=self._collection
+                )
+            )
+        )
+        # One request: Qdrant applies alias changes atomically, so readers see
+        # either the old version or the new one, never none.
+        await self._call(
+            "switch alias",
+            self._client.update_collection_aliases(change_aliases_operations=operations),
+            version,
+        )
+        return previous if previous != version else None
+
+    async def drop(self, version: str) -> None:
+        if version == await self.current_version():
+            raise IndexWriteError(f"refusing to drop the published version {version}")
+        await self._call("delete collection", self._client.delete_collection(version), version)
+
+    async def open(self, version: str) -> None:
+        await self._call("get collection", self._client.get_collection(version), version)
+
+    async def search(
+        self, version: str, vectors: Sequence[Sequence[float]], k: int
+    ) -> list[list[Hit]]:
+        requests = [
+            models.QueryRequest(query=[float(x) for x in v], limit=k, with_payload=True)
+            for v in vectors
+        ]
+        responses = await self._call(
+            "search",
+            self._client.query_batch_points(collection_name=version, requests=requests),
+            version,
+        )
+        return [[hit_from_payload(p.id, p.score, p.payload) for p in r.points] for r in responses]
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,89 @@
+"""Tiny models built locally, for tests and offline demos (no hub needed).
+
+``build_tiny_models(texts, out_dir)`` trains a WordPiece tokenizer on ``texts`` and
+writes a randomly initialised BERT as a sentence-transformers encoder and as an NLI
+sequence classifier (entailment/neutral/contradiction). They load through exactly
+the code path a hub model takes. Random weights: the encoder maps identical texts
+to identical vectors and similar texts to nearby ones, no more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TinyModels", "build_tiny_models"]
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    encoder: Path
+    nli: Path
+    nli_unlabelled: Path  # an NLI-shaped classifier whose config names no entailment class
+
+
+def build_tiny_models(texts: Iterable[str], out_dir: str | Path, *, seed: int = 0) -> TinyModels:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef,import-not-found]
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+        PreTrainedTokenizerFast,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=False)
+    wordpiece.train_from_iterator(list(texts), vocab_size=2000, min_frequency=1)
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=wordpiece._tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+    def config(**extra: Any) -> BertConfig:
+        return BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            **extra,
+        )
+
+    transformer_dir = out / "encoder-transformer"
+    BertModel(config()).save_pretrained(transformer_dir)
+    tokenizer.save_pretrained(transformer_dir)
+    word = Transformer(str(transformer_dir), max_seq_length=64)
+    pooling = Pooling(32, pooling_mode="mean")
+    encoder_dir = out / "encoder"
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(encoder_dir))
+
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    nli_dir = out / "nli"
+    BertForSequenceClassification(
+        config(num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()})
+    ).save_pretrained(nli_dir)
+    tokenizer.save_pretrained(nli_dir)
+
+    unlabelled_dir = out / "nli-unlabelled"
+    BertForSequenceClassification(config(num_labels=3)).save_pretrained(unlabelled_dir)
+    tokenizer.save_pretrained(unlabelled_dir)
+    return TinyModels(encoder=encoder_dir, nli=nli_dir, nli_unlabelled=unlabelled_dir)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Index examples/, start the router on the embedded store, classify a few queries, stop.
+# Uses `qroute` from PATH (make demo puts .venv/bin first). Every setting can be
+# overridden from the environment, e.g. QROUTE_ENCODER__MODEL=/models/ko-sroberta.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+config=examples/qroute.yaml
+address=${QROUTE_SERVER__BIND:-127.0.0.1:50051}
+
+qroute index examples/queries.csv --config "$config"
+
+qroute serve --config "$config" &
+router=$!
+trap 'kill "$router" 2>/dev/null; wait "$router" 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 600); do
+  if qroute health --address "$address" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$router" 2>/dev/null; then echo "the router exited; see its log above" >&2; exit 1; fi
+  sleep 0.5
+done
+qroute health --address "$address"
+
+qroute classify --address "$address" "코스닥 지수 알려줘" "오펜하이머 등장인물 알려줘" "서귀포 맛집 알려줘"
+qroute classify --address "$address" --json "내일 부산 비 와?"

@@ -1,0 +1,1 @@
+"""The router's gRPC surface: servicer, pb conversions, status mapping, app wiring."""

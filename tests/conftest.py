@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny models built in this session, the example table, settings."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qroute.config import Settings
+from qroute.testing import TinyModels, build_tiny_models
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TABLE = ROOT / "examples" / "queries.csv"
+TEMPLATE = "이 문장은 {label}에 관한 것입니다."
+
+
+def example_rows() -> list[dict[str, str]]:
+    with EXAMPLE_TABLE.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No QROUTE_* variable of the developer's shell leaks into a test."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("QROUTE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    rows = example_rows()
+    texts = [r["text"] for r in rows]
+    texts += [TEMPLATE.format(label=label) for label in sorted({r["label"] for r in rows})]
+    return build_tiny_models(texts, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, tiny_models: TinyModels) -> Callable[..., Settings]:
+    """Settings on the tiny models and a fresh embedded store; keyword sections override."""
+
+    def make(**sections: dict[str, Any]) -> Settings:
+        base: dict[str, dict[str, Any]] = {
+            "encoder": {"model": str(tiny_models.encoder)},
+            "nli": {"model": str(tiny_models.nli), "template": TEMPLATE},
+            # The tiny random encoder puts distinct texts below 0.99 of each other,
+            # and a text exactly on itself.
+            "router": {"k": 5, "similarity_threshold": 0.99},
+            "store": {"location": str(tmp_path / "store"), "collection": "test"},
+            "server": {"bind": "127.0.0.1:0", "index_poll_s": 0.2},
+        }
+        for section, values in sections.items():
+            base.setdefault(section, {}).update(values)
+        return Settings(**base)
+
+    return make

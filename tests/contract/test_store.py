@@ -1,0 +1,138 @@
+"""The same behaviour from every VectorStore: the embedded Qdrant Edge store, and the
+server store (over qdrant-client's in-memory mode here; over a real Qdrant server
+when QDRANT_TEST_URL is set and the opt-in ``qdrant_server`` marker is selected)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from qroute.errors import IndexWriteError, VersionMissing
+from qroute.store import Point, VectorStore
+from qroute.store.embedded import EmbeddedStore
+from qroute.store.server import ServerStore
+
+DIM = 8
+
+
+def _points(n: int, seed: int = 0) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, DIM))
+    return [
+        Point(
+            str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}-{i}")),
+            v.tolist(),
+            {"text": f"t{i}", "label": f"l{i % 3}", "row_id": f"r{i}"},
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        "server-memory",
+        pytest.param("server", marks=pytest.mark.qdrant_server),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
+    collection = f"contract_{uuid.uuid4().hex[:8]}"
+    built: VectorStore
+    if request.param == "embedded":
+        built = EmbeddedStore(tmp_path / "store", collection, drain_s=0.5)
+    elif request.param == "server-memory":
+        built = ServerStore(AsyncQdrantClient(location=":memory:"), collection)
+    else:
+        url = os.environ.get("QDRANT_TEST_URL")
+        if not url:
+            pytest.fail("the qdrant_server marker needs QDRANT_TEST_URL")
+        built = ServerStore(AsyncQdrantClient(url=url, prefer_grpc=True), collection)
+    yield built
+    for version in await built.versions():
+        if version != await built.current_version():
+            await built.drop(version)
+    await built.close()
+
+
+async def test_nothing_is_published_at_first(store: VectorStore) -> None:
+    assert await store.current_version() is None
+    assert await store.versions() == []
+
+
+async def test_write_publish_search(store: VectorStore) -> None:
+    points = _points(30)
+    version = await store.create_version(DIM, {"labels": ["l0", "l1", "l2"]})
+    await store.upsert(version, points[:10])
+    await store.upsert(version, points[10:])
+    assert await store.count(version) == 30
+    assert await store.current_version() is None  # written, not yet published
+
+    assert await store.publish(version) is None
+    assert await store.current_version() == version
+    assert (await store.metadata(version))["labels"] == ["l0", "l1", "l2"]
+
+    await store.open(version)
+    results = await store.search(version, [points[7].vector, points[21].vector], 4)
+    assert [len(r) for r in results] == [4, 4]
+    first, second = results
+    assert (first[0].text, first[0].label, first[0].row_id) == ("t7", "l1", "r7")
+    assert first[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert second[0].text == "t21"
+    assert [h.similarity for h in first] == sorted((h.similarity for h in first), reverse=True)
+
+
+async def test_upsert_of_the_same_id_replaces(store: VectorStore) -> None:
+    points = _points(5)
+    version = await store.create_version(DIM, {})
+    await store.upsert(version, points)
+    await store.upsert(version, points)
+    assert await store.count(version) == 5
+
+
+async def test_republish_switches_and_old_version_can_be_dropped(store: VectorStore) -> None:
+    v1 = await store.create_version(DIM, {"n": 1})
+    await store.upsert(v1, _points(5, seed=1))
+    await store.publish(v1)
+    await store.open(v1)
+
+    v2 = await store.create_version(DIM, {"n": 2})
+    assert v2 != v1
+    await store.upsert(v2, _points(6, seed=2))
+    assert await store.publish(v2) == v1
+    assert await store.current_version() == v2
+    await store.open(v2)
+    await store.drop(v1)
+    assert await store.versions() == [v2]
+    with pytest.raises(VersionMissing):
+        await store.search(v1, [_points(1)[0].vector], 3)
+
+
+async def test_the_published_version_cannot_be_dropped(store: VectorStore) -> None:
+    version = await store.create_version(DIM, {})
+    await store.upsert(version, _points(3))
+    await store.publish(version)
+    with pytest.raises(IndexWriteError):
+        await store.drop(version)
+    assert await store.current_version() == version
+
+
+async def test_unpublished_version_is_invisible_and_droppable(store: VectorStore) -> None:
+    live = await store.create_version(DIM, {})
+    await store.upsert(live, _points(3))
+    await store.publish(live)
+    draft = await store.create_version(DIM, {})
+    await store.upsert(draft, _points(4, seed=5))
+    await store.drop(draft)
+    assert await store.current_version() == live
+    assert await store.versions() == [live]
+
+
+async def test_missing_version_is_reported(store: VectorStore) -> None:
+    with pytest.raises(VersionMissing):
+        await store.metadata("no_such_v9")

@@ -1,0 +1,120 @@
+"""The README's main command and the CLI's failure modes, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qroute.testing import TinyModels
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QROUTE_", "HF_HUB_OFFLINE"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # no model cached from elsewhere
+    env["QROUTE_STORE__LOCATION"] = str(tmp_path / "store")
+    env.update(extra)
+    return env
+
+
+def test_demo_runs_end_to_end_with_local_models(tmp_path: Path, tiny_models: TinyModels) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    env = _env(
+        tmp_path,
+        QROUTE_ENCODER__MODEL=str(tiny_models.encoder),
+        QROUTE_NLI__MODEL=str(tiny_models.nli),
+        QROUTE_SERVER__BIND=address,
+    )
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "published examples_v1: " in out
+    assert "SERVING" in out
+    assert "코스닥 지수 알려줘\n  -> 금융  [KNN" in out  # a row of the table
+    assert "why: best similarity" in out
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["text"] == "내일 부산 비 와?"
+    assert answer["path"].startswith("DECISION_PATH_")
+    assert answer["index_version"] == "examples_v1"
+    assert not (tmp_path / "store" / "examples" / "examples_v2").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "model", "variable"),
+    [
+        (["index", "examples/queries.csv"], "jhgan/ko-sroberta-multitask", "QROUTE_ENCODER__MODEL"),
+        (["serve"], "Huffon/klue-roberta-base-nli", "QROUTE_NLI__MODEL"),
+    ],
+)
+def test_unreachable_hub_model_fails_fast_and_says_how_to_fix_it(
+    tmp_path: Path, tiny_models: TinyModels, command: list[str], model: str, variable: str
+) -> None:
+    extra = {"QROUTE_SERVER__BIND": f"127.0.0.1:{_free_port()}"}
+    if command == ["serve"]:
+        extra["QROUTE_ENCODER__MODEL"] = str(
+            tiny_models.encoder
+        )  # so the NLI model is the one missing
+    result = subprocess.run(
+        [sys.executable, "-m", "qroute", *command, "--config", "examples/qroute.yaml"],
+        cwd=ROOT,
+        env=_env(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert model in result.stderr
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store" / "examples" / "CURRENT").exists()
+
+
+def test_missing_local_model_directory_is_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qroute",
+            "index",
+            "examples/queries.csv",
+            "--config",
+            "examples/qroute.yaml",
+        ],
+        cwd=ROOT,
+        env=_env(tmp_path, QROUTE_ENCODER__MODEL=str(tmp_path / "nowhere")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"encoder model directory '{tmp_path / 'nowhere'}' does not exist" in result.stderr
+
+
+def test_bad_table_row_is_named_by_the_cli(tmp_path: Path, tiny_models: TinyModels) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\n코스닥 지수 알려줘,금융\n서귀포 맛집 알려줘,\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "qroute", "index", str(table), "--config", "examples/qroute.yaml"],
+        cwd=ROOT,
+        env=_env(tmp_path, QROUTE_ENCODER__MODEL=str(tiny_models.encoder)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"{table}:3: label: empty" in result.stderr

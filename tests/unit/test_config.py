@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qroute.config import load_settings
+from qroute.errors import ConfigError
+
+
+def test_defaults_are_the_korean_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./qroute.yaml here
+    settings = load_settings()
+    assert settings.encoder.model == "jhgan/ko-sroberta-multitask"
+    assert settings.nli.model == "Huffon/klue-roberta-base-nli"
+    assert settings.nli.template == "이 문장은 {label}에 관한 것입니다."
+    assert not settings.store.is_server
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "qroute.yaml"
+    path.write_text(
+        "router:\n  k: 7\n  similarity_threshold: 0.6\nstore:\n  location: /data/q\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("QROUTE_ROUTER__K", "3")
+    monkeypatch.setenv("QROUTE_STORE__LOCATION", "http://qdrant:6333")
+    settings = load_settings(path)
+    assert settings.router.k == 3  # environment wins
+    assert settings.router.similarity_threshold == 0.6  # the rest of the section stays
+    assert settings.store.is_server
+
+
+def test_config_file_from_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("nli:\n  threshold: 0.25\n", encoding="utf-8")
+    monkeypatch.setenv("QROUTE_CONFIG", str(path))
+    assert load_settings().nli.threshold == 0.25
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("router:\n  k: 0\n", "router.k"),
+        ("router:\n  similarity_threshold: 2\n", "router.similarity_threshold"),
+        ("nli:\n  template: '이 문장은 금융입니다'\n", "nli.template"),
+        ("nli:\n  candidates: some\n", "nli.candidates"),
+        ("store:\n  colection: x\n", "store.colection"),
+        ("store:\n  collection: 'has space'\n", "store.collection"),
+    ],
+)
+def test_bad_config_names_the_file_and_field(tmp_path: Path, content: str, field: str) -> None:
+    path = tmp_path / "qroute.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+    assert field in str(info.value)
+
+
+def test_bad_environment_value_names_the_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QROUTE_ROUTER__K", "many")
+    with pytest.raises(ConfigError, match=r"router\.k"):
+        load_settings()
+
+
+def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "qroute.yaml"
+    path.write_text("router: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")

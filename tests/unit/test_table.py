@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from qroute.config import TableSettings
+from qroute.errors import TableError
+from qroute.table import read_table, row_id
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("t.csv", "text,label\n코스닥 지수 알려줘,금융\n서귀포 맛집 알려줘,장소\n"),
+        ("t.tsv", "text\tlabel\n코스닥 지수 알려줘\t금융\n서귀포 맛집 알려줘\t장소\n"),
+        (
+            "t.jsonl",
+            '{"text": "코스닥 지수 알려줘", "label": "금융"}\n\n'
+            '{"text": "서귀포 맛집 알려줘", "label": "장소"}\n',
+        ),
+    ],
+)
+def test_each_format_reads_the_same_examples(tmp_path: Path, name: str, content: str) -> None:
+    examples = read_table(_write(tmp_path / name, content))
+    assert [(e.text, e.label) for e in examples] == [
+        ("코스닥 지수 알려줘", "금융"),
+        ("서귀포 맛집 알려줘", "장소"),
+    ]
+    assert examples[0].row_id == row_id("코스닥 지수 알려줘", "금융")
+
+
+def test_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": ["코스닥 지수 알려줘"], "label": ["금융"]}), path)
+    assert [(e.text, e.label) for e in read_table(path)] == [("코스닥 지수 알려줘", "금융")]
+
+
+def test_row_ids_are_stable_and_ignore_spacing_and_unicode_form() -> None:
+    assert row_id("  코스닥   지수 ", "금융") == row_id(
+        unicodedata.normalize("NFD", "코스닥 지수"), "금융"
+    )
+    assert row_id("코스닥 지수", "금융") != row_id("코스닥 지수", "뉴스")
+    # Pinned: a changed derivation would re-id every point of every existing index.
+    assert row_id("코스닥 지수", "금융") == "f479f0a3-8de6-516e-b8ac-0ced582e9b4a"
+
+
+def test_configured_column_names_and_utf8_bom(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufeffquery,domain\n코스닥 지수 알려줘,금융\n".encode())
+    examples = read_table(path, TableSettings(text_column="query", label_column="domain"))
+    assert [(e.text, e.label) for e in examples] == [("코스닥 지수 알려줘", "금융")]
+
+
+def test_every_bad_row_is_named_with_file_row_and_field(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "bad.csv",
+        "text,label\n코스닥 지수 알려줘,금융\n,장소\n날씨 알려줘,  \n코스닥 지수 알려줘,뉴스\n",
+    )
+    with pytest.raises(TableError) as info:
+        read_table(path)
+    assert info.value.problems == [
+        f"{path}:3: text: empty",
+        f"{path}:4: label: empty",
+        f"{path}:5: label: text is also labelled '금융' at row 2 (conflicting labels)",
+    ]
+
+
+def test_jsonl_problems(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "bad.jsonl",
+        "\n".join(
+            [
+                json.dumps({"text": "ok", "label": "a"}),
+                "{not json",
+                json.dumps(["a", "list"]),
+                json.dumps({"text": 3, "label": "a"}),
+                json.dumps({"label": "a"}),
+            ]
+        ),
+    )
+    with pytest.raises(TableError) as info:
+        read_table(path)
+    assert [p.split(": ", 1)[0] for p in info.value.problems] == [
+        f"{path}:{n}" for n in (2, 3, 4, 5)
+    ]
+    assert "text: column is missing" in info.value.problems[-1]
+    assert "expected a string, got int" in info.value.problems[-2]
+
+
+def test_repeated_row_is_kept_once(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "text,label\n비 와?,날씨\n비  와?,날씨\n")
+    assert len(read_table(path)) == 1
+
+
+def test_missing_file_unknown_format_and_empty_table(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="no such file"):
+        read_table(tmp_path / "none.csv")
+    with pytest.raises(TableError, match="unsupported file type"):
+        read_table(_write(tmp_path / "t.xlsx", ""))
+    with pytest.raises(TableError, match="no rows"):
+        read_table(_write(tmp_path / "t.csv", "text,label\n"))
+
+
+def test_non_utf8_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\n코스닥,금융\n".encode("cp949"))
+    with pytest.raises(TableError, match="not UTF-8"):
+        read_table(path)
