@@ -76,6 +76,20 @@ async def test_health_is_not_serving_until_models_and_index_are_loaded(
     assert await router.status(SERVICE_NAME) == SERVING
 
 
+async def test_reflection_lists_the_router_and_health_services(
+    started: tuple[Router, Settings],
+) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    router, _ = started
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router.app.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"qroute.v1.RouterService", "grpc.health.v1.Health"} <= names
+
+
 async def _is(awaitable: Any, value: Any) -> bool:
     return bool(await awaitable == value)
 
