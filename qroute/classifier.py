@@ -1,6 +1,8 @@
-"""The classifier: embed -> nearest labelled examples -> vote -> NLI zero-shot fallback.
+"""The classifier: embed -> nearest examples grouped by label -> vote -> zero-shot fallback.
 
-This is the one use-case object both the gRPC server and in-process callers drive.
+This is the one use-case object both the gRPC server and in-process callers drive. It
+is immutable apart from following the published index version; a config reload builds
+a new one with ``reconfigure`` that shares the loaded models and the store.
 """
 
 from __future__ import annotations
@@ -9,32 +11,46 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from qroute.config import Settings
 from qroute.encoder import Encoder
 from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
 from qroute.store import VectorStore
-from qroute.types import Decision, Hit, LabelScore, Prediction
-from qroute.vote import vote
+from qroute.types import (
+    Decision,
+    FallbackReason,
+    Group,
+    LabelScore,
+    Prediction,
+    Query,
+    Thresholds,
+)
+from qroute.vote import label_scores, shares
+from qroute.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 
-__all__ = ["Classifier", "IndexState", "ZeroShotScorer"]
+__all__ = ["Classifier", "IndexState"]
 
 log = logging.getLogger(__name__)
 
 
-class ZeroShotScorer(Protocol):
-    def score(
-        self, items: Sequence[tuple[str, Sequence[str]]], template: str
-    ) -> list[list[LabelScore]]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class IndexState:
-    """The published index version this classifier searches, and what it knows of it."""
+    """The published index version this classifier searches, and its labels."""
 
     version: str
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Vote:
+    groups: list[Group]
+    scores: list[LabelScore]
+    reasons: tuple[FallbackReason, ...]
+    thresholds: Thresholds
+    detail: str
 
 
 class Classifier:
@@ -42,18 +58,34 @@ class Classifier:
         self,
         settings: Settings,
         encoder: Encoder,
-        zero_shot: ZeroShotScorer,
+        nli: ZeroShotScorer | None,
         store: VectorStore,
+        *,
+        index: IndexState | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        self.zero_shot = zero_shot
+        self.nli = nli
+        self.embedding = EmbeddingZeroShot(encoder)
         self.store = store
-        self._index: IndexState | None = None
+        self._index = index
+
+    def reconfigure(self, settings: Settings, nli: ZeroShotScorer | None = None) -> Classifier:
+        """A classifier on new (hot-reloadable) settings, sharing models, store and index."""
+        clone = Classifier(settings, self.encoder, nli or self.nli, self.store, index=self._index)
+        clone.embedding = self.embedding
+        return clone
 
     @property
     def index(self) -> IndexState | None:
         return self._index
+
+    @property
+    def zero_shot(self) -> ZeroShotScorer | None:
+        method = self.settings.zero_shot.method
+        if method == "nli":
+            return self.nli
+        return self.embedding if method == "embedding" else None
 
     async def refresh_index(self) -> IndexState | None:
         """Follow the store's published version; returns the state now in use."""
@@ -66,103 +98,178 @@ class Classifier:
         log.info("serving index version %s (%d labels)", version, len(self._index.labels))
         return self._index
 
-    def _validate(self, texts: Sequence[str]) -> None:
+    def validate(self, query: Query) -> None:
+        """Raise InvalidQuery for a request no classification can answer."""
         limit = self.settings.router.max_text_chars
-        for position, text in enumerate(texts):
-            where = f"text #{position}" if len(texts) > 1 else "text"
-            if not text.strip():
-                raise InvalidQuery(f"{where} is empty")
-            if len(text) > limit:
-                raise InvalidQuery(f"{where} has {len(text)} characters; the limit is {limit}")
+        if not query.text.strip():
+            raise InvalidQuery("text is empty")
+        if len(query.text) > limit:
+            raise InvalidQuery(f"text has {len(query.text)} characters; the limit is {limit}")
+        if query.top_labels < 0:
+            raise InvalidQuery("top_labels must not be negative")
+        if query.allowed_labels and self._index is not None:
+            unknown = sorted(set(query.allowed_labels) - set(self._index.labels))
+            if unknown:
+                raise InvalidQuery(
+                    f"unknown allowed_labels {unknown}; index {self._index.version} knows "
+                    f"{len(self._index.labels)} labels"
+                )
 
     async def _search(
-        self, vectors: Sequence[Sequence[float]]
-    ) -> tuple[IndexState, list[list[Hit]]]:
+        self, vectors: npt.NDArray[np.float32], queries: Sequence[Query]
+    ) -> tuple[IndexState, list[list[Group]]]:
+        router = self.settings.router
+        labels = [q.allowed_labels or None for q in queries]
         index = self._index or await self.refresh_index()
-        if index is None:
-            raise NotIndexed("no index has been published yet: run `qroute index TABLE` first")
-        try:
-            return index, await self.store.search(index.version, vectors, self.settings.router.k)
-        except VersionMissing:
-            # The indexer published a newer version and dropped ours: follow it once.
-            index = await self.refresh_index()
+        for attempt in range(2):
             if index is None:
-                raise NotIndexed("no index has been published yet") from None
-            return index, await self.store.search(index.version, vectors, self.settings.router.k)
+                raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
+            try:
+                found = await self.store.search_groups(
+                    index.version,
+                    vectors.tolist(),
+                    groups=router.k,
+                    group_size=router.group_size,
+                    labels=labels,
+                )
+                return index, found
+            except VersionMissing:
+                if attempt:
+                    raise
+                # The indexer published a newer version and dropped ours: follow it.
+                index = await self.refresh_index()
+        raise AssertionError("unreachable")
 
-    async def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        """Label each text. Raises InvalidQuery, NotIndexed or StoreUnavailable."""
-        self._validate(texts)
-        vectors = await asyncio.to_thread(self.encoder.encode, list(texts))
-        index, all_hits = await self._search(vectors.tolist())
-        router, nli = self.settings.router, self.settings.nli
-        knn: list[tuple[list[Hit], list[LabelScore]]] = []
-        fallback: list[int] = []
-        for position, hits in enumerate(all_hits):
-            scores = vote(hits, router.vote_temperature)
-            knn.append((hits, scores))
-            if not hits or hits[0].similarity < router.similarity_threshold:
-                fallback.append(position)
+    def _vote(self, groups: list[Group]) -> _Vote:
+        router, zero_shot = self.settings.router, self.settings.zero_shot
+        scores = label_scores(groups, router.label_score)
+        if not scores:
+            thresholds = Thresholds(
+                router.similarity_threshold,
+                router.min_margin,
+                router.min_agreeing,
+                zero_shot.threshold,
+            )
+            return _Vote(
+                groups, scores, (FallbackReason.LOW_SIMILARITY,), thresholds, "no neighbours"
+            )
+        top = scores[0]
+        threshold = router.threshold_for(top.label)
+        thresholds = Thresholds(
+            threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
+        )
+        winner = next(g for g in groups if g.label == top.label)
+        best = winner.hits[0].similarity
+        agreeing = sum(1 for hit in winner.hits if hit.similarity >= threshold)
+        margin = top.score - scores[1].score if len(scores) > 1 else float("inf")
 
-        items: list[tuple[str, list[str]]] = []
-        for position in fallback:
-            hits = knn[position][0]
-            if nli.candidates == "all" and index.labels:
-                candidates = list(index.labels)
-            else:
-                candidates = list(dict.fromkeys(hit.label for hit in hits))
-            items.append((texts[position], candidates))
+        reasons = []
+        parts = []
+        if best < threshold:
+            reasons.append(FallbackReason.LOW_SIMILARITY)
+            parts.append(f"best similarity {best:.3f} < threshold {threshold:.3f}")
+        else:
+            parts.append(f"best similarity {best:.3f} >= threshold {threshold:.3f}")
+        if margin < router.min_margin:
+            reasons.append(FallbackReason.AMBIGUOUS)
+            second = scores[1].label
+            parts.append(
+                f"margin {margin:.3f} over {second!r} < {router.min_margin:.3f} (ambiguous)"
+            )
+        if router.min_agreeing > 1 and agreeing < router.min_agreeing:
+            reasons.append(FallbackReason.FEW_AGREEING)
+            parts.append(
+                f"{agreeing} of {top.label!r}'s neighbours reach the threshold "
+                f"< {router.min_agreeing} needed"
+            )
+        elif not reasons:
+            parts.append(f"{agreeing} of {top.label!r}'s {len(winner.hits)} nearest agree")
+        return _Vote(groups, scores, tuple(reasons), thresholds, "; ".join(parts))
+
+    def _candidates(self, query: Query, vote: _Vote, index: IndexState) -> tuple[str, ...]:
+        settings = self.settings.zero_shot
+        if settings.candidates == "all" or not vote.scores:
+            labels = query.allowed_labels or index.labels
+        else:
+            labels = tuple(s.label for s in vote.scores[: settings.top_n])
+        return tuple(labels)
+
+    async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
+        """Label each query: one encoder call, one search batch and at most one
+        zero-shot pass for all of them. Raises InvalidQuery, NotIndexed, StoreUnavailable."""
+        for query in queries:
+            self.validate(query)
+        vectors = await asyncio.to_thread(self.encoder.encode, [q.text for q in queries])
+        index, found = await self._search(vectors, queries)
+        votes = [self._vote(groups) for groups in found]
+
+        scorer = self.zero_shot
+        fallback = [i for i, vote in enumerate(votes) if vote.reasons]
         zero_shot: dict[int, list[LabelScore]] = {}
-        if items:
-            scored = await asyncio.to_thread(self.zero_shot.score, items, nli.template)
+        if scorer is not None and fallback:
+            items = [
+                ZeroShotItem(
+                    queries[i].text, vectors[i], self._candidates(queries[i], votes[i], index)
+                )
+                for i in fallback
+            ]
+            scored = await asyncio.to_thread(scorer.score, items, self.settings.zero_shot)
             zero_shot = dict(zip(fallback, scored, strict=True))
 
+        method = scorer.method(self.settings.zero_shot) if scorer is not None else ""
         return [
-            self._decide(index.version, hits, scores, zero_shot.get(position))
-            for position, (hits, scores) in enumerate(knn)
+            self._decide(query, vote, index, zero_shot.get(i), method)
+            for i, (query, vote) in enumerate(zip(queries, votes, strict=True))
         ]
 
     def _decide(
         self,
-        version: str,
-        hits: list[Hit],
-        scores: list[LabelScore],
+        query: Query,
+        vote: _Vote,
+        index: IndexState,
         zero_shot: list[LabelScore] | None,
+        method: str,
     ) -> Prediction:
-        """The answer for one text, given its neighbours, its vote and, when the
-        neighbours were not similar enough, its zero-shot scores."""
-        router, nli = self.settings.router, self.settings.nli
-        best = hits[0].similarity if hits else float("nan")
-        if zero_shot is None:
-            top = scores[0]
-            agreeing = sum(1 for hit in hits if hit.label == top.label)
-            decision, label, confidence = Decision.KNN, top.label, top.score
-            reason = (
-                f"best similarity {best:.3f} >= threshold {router.similarity_threshold:.3f}; "
-                f"{agreeing} of {len(hits)} neighbours are {top.label!r}"
-            )
+        settings = self.settings
+        knn_shares = shares(vote.scores, settings.router.vote_temperature)
+        top_n = max(query.top_labels, 1)
+        label: str | None
+        if not vote.reasons:
+            decision, label, confidence = Decision.KNN, knn_shares[0].label, knn_shares[0].score
+            reason, top = f"kNN: {vote.detail}", knn_shares[:top_n]
+        elif zero_shot is None:
+            decision, label, confidence = Decision.NO_MATCH, None, 0.0
+            reason, top, method = f"{vote.detail}; zero-shot is off", knn_shares[:top_n], ""
         else:
-            low = f"best similarity {best:.3f} < threshold {router.similarity_threshold:.3f}"
-            top_score = zero_shot[0].score if zero_shot else 0.0
-            if zero_shot and top_score >= nli.threshold:
-                decision, label, confidence = Decision.ZERO_SHOT, zero_shot[0].label, top_score
-                reason = (
-                    f"{low}; NLI entailment {top_score:.3f} >= {nli.threshold:.3f} "
-                    f"for {label!r} among {len(zero_shot)} candidate labels"
-                )
+            threshold = settings.zero_shot.threshold
+            best = zero_shot[0] if zero_shot else LabelScore("", 0.0)
+            single = method == "nli-single"
+            if zero_shot and (single or best.score >= threshold):
+                decision, label, confidence = Decision.ZERO_SHOT, best.label, best.score
+                rule = "single-label mode" if single else f">= {threshold:.3f}"
+                verdict = f"{method} {best.score:.3f} for {best.label!r} ({rule})"
             else:
-                decision, label, confidence = Decision.NO_MATCH, None, 1.0 - top_score
-                reason = (
-                    f"{low}; best NLI entailment {top_score:.3f} < {nli.threshold:.3f} "
-                    f"over {len(zero_shot)} candidate labels"
-                )
+                decision, label, confidence = Decision.NO_MATCH, None, 1.0 - best.score
+                verdict = f"best {method} score {best.score:.3f} < {threshold:.3f}: none of these"
+            reason = f"{vote.detail}; {verdict} among {len(zero_shot)} candidate labels"
+            top = zero_shot[:top_n]
+        neighbours = sorted(
+            (hit for group in vote.groups for hit in group.hits),
+            key=lambda hit: hit.similarity,
+            reverse=True,
+        )
         return Prediction(
             label=label,
             confidence=confidence,
             decision=decision,
             reason=reason,
-            index_version=version,
-            neighbours=tuple(hits),
-            knn_scores=tuple(scores),
+            index_version=index.version,
+            config_version=settings.version,
+            thresholds=vote.thresholds,
+            neighbours=tuple(neighbours),
+            knn_scores=tuple(vote.scores),
             zero_shot_scores=tuple(zero_shot or ()),
+            fallback_reasons=vote.reasons,
+            top_labels=tuple(top),
+            zero_shot_method=method if zero_shot is not None else "",
         )

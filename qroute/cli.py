@@ -63,10 +63,11 @@ def _index(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, config: str | None) -> int:
+    from qroute.config import config_file
     from server.app import serve
 
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, config_file(config)))
     return 0
 
 
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.command == "index":
             return _index(settings, args)
-        return _serve(settings)
+        return _serve(settings, args.config)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)
         return 2

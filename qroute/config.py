@@ -7,23 +7,35 @@ A model is a Hugging Face hub id or a local directory. The store location is a l
 directory (embedded Qdrant Edge, one process at a time per version) or an
 ``http(s)://`` URL of a Qdrant server or cluster.
 
-Restart-only fields: ``encoder.*``, ``nli.model``, ``store.*``, ``server.bind``.
+Hot-reloadable: ``router.*``, ``zero_shot.*``, ``server.index_poll_s``/``config_poll_s``.
+Restart-only: ``encoder.*``, ``nli.*``, ``store.*``, ``batching.*``, ``server.bind`` and
+``server.metrics_port``; a reload that changes them keeps the running values and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qroute.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "BatchingSettings",
     "EncoderSettings",
     "NLISettings",
     "RouterSettings",
@@ -31,10 +43,13 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "TableSettings",
+    "ZeroShotSettings",
+    "config_file",
     "load_settings",
 ]
 
 DEFAULT_CONFIG_FILE = "qroute.yaml"
+RESTART_ONLY = ("encoder", "nli", "store", "batching")
 
 
 class _Section(BaseModel):
@@ -51,13 +66,32 @@ class EncoderSettings(_Section):
 
 
 class NLISettings(_Section):
+    """The NLI cross-encoder behind the ``nli`` zero-shot method (restart-only)."""
+
     model: str = "Huffon/klue-roberta-base-nli"
     device: str = "cpu"
-    template: str = "이 문장은 {label}에 관한 것입니다."
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    # "neighbours": score only the labels among the k neighbours; "all": every label.
-    candidates: Literal["neighbours", "all"] = "neighbours"
     max_length: int = Field(128, ge=8, le=4096)
+
+
+class ZeroShotSettings(_Section):
+    """How the router decides when the neighbours are not enough (hot-reloadable)."""
+
+    # nli: NLI entailment of a hypothesis per label; embedding: similarity of the
+    # query to each label's description under the same encoder; off: never.
+    method: Literal["nli", "embedding", "off"] = "nli"
+    # independent: entailment vs contradiction per label, so it can say "none of
+    # these"; single: softmax of entailment logits across labels, always picks one.
+    mode: Literal["independent", "single"] = "independent"
+    template: str = "이 문장은 {label}에 관한 것입니다."
+    # A bare label name is often a poor hypothesis: {label} is filled with the
+    # description where one is given (금융: "주식, 환율, 금리 같은 금융").
+    label_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Score needed for a ZERO_SHOT answer, else NO_MATCH: entailment probability
+    # (nli, independent mode) or cosine similarity (embedding).
+    threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    # Which labels are scored: the best `top_n` of the kNN vote, or every label.
+    candidates: Literal["vote", "all"] = "vote"
+    top_n: int = Field(5, ge=1, le=1000)
 
     @field_validator("template")
     @classmethod
@@ -70,14 +104,49 @@ class NLISettings(_Section):
             raise ValueError("template must contain the {label} placeholder")
         return value
 
+    def hypothesis(self, label: str) -> str:
+        return self.template.format(label=self.label_descriptions.get(label, label))
+
 
 class RouterSettings(_Section):
+    """The kNN vote and when to leave it (hot-reloadable)."""
+
+    # Labels fetched per query (Qdrant groups), each with its best `group_size` examples.
     k: int = Field(10, ge=1, le=1000)
-    # Cosine similarity the best neighbour must reach for a kNN answer.
+    group_size: int = Field(3, ge=1, le=100)
+    # A label's score from its best neighbours' similarities: "max", "mean" (of the
+    # best group_size), or "max_mean" (their average).
+    label_score: Literal["max", "mean", "max_mean"] = "max_mean"
+    # Cosine similarity the winning label's best neighbour must reach; per-label overrides.
     similarity_threshold: float = Field(0.8, ge=-1.0, le=1.0)
-    # Softmax temperature of the similarity-weighted vote (see qroute.vote.vote).
+    label_thresholds: dict[str, float] = Field(default_factory=dict)
+    # Leave kNN when the first and second label scores are closer than this.
+    min_margin: float = Field(0.0, ge=0.0, le=2.0)
+    # Leave kNN when fewer of the winner's neighbours reach its similarity threshold.
+    min_agreeing: int = Field(1, ge=1, le=100)
+    # Softmax temperature turning label scores into the KNN confidence.
     vote_temperature: float = Field(0.05, gt=0.0, le=10.0)
     max_text_chars: int = Field(1000, ge=1)
+
+    @field_validator("label_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for label, threshold in value.items():
+            if not -1.0 <= threshold <= 1.0:
+                raise ValueError(f"{label}: {threshold} is not a cosine similarity in [-1, 1]")
+        return value
+
+    @model_validator(mode="after")
+    def _agreeing_fits_group(self) -> RouterSettings:
+        if self.min_agreeing > self.group_size:
+            raise ValueError(
+                f"min_agreeing ({self.min_agreeing}) cannot exceed group_size ({self.group_size}): "
+                "only a label's best group_size neighbours are fetched"
+            )
+        return self
+
+    def threshold_for(self, label: str) -> float:
+        return self.label_thresholds.get(label, self.similarity_threshold)
 
 
 class StoreSettings(_Section):
@@ -99,8 +168,22 @@ class TableSettings(_Section):
 
 class ServerSettings(_Section):
     bind: str = "127.0.0.1:50051"
-    # How often the router looks for a newly published index version.
+    # How often the router looks for a newly published index version, and for a
+    # changed config file.
     index_poll_s: float = Field(2.0, gt=0)
+    config_poll_s: float = Field(2.0, gt=0)
+    # Prometheus metrics over HTTP on this port (0: any free port; null: off).
+    metrics_port: int | None = Field(9100, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+
+class BatchingSettings(_Section):
+    """Concurrent Classify calls are gathered into one model call (restart-only)."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    # Requests waiting beyond this are refused (RESOURCE_EXHAUSTED) rather than queued.
+    max_queue: int = Field(1024, ge=1)
 
 
 class Settings(BaseSettings):
@@ -110,10 +193,31 @@ class Settings(BaseSettings):
 
     encoder: EncoderSettings = EncoderSettings()
     nli: NLISettings = NLISettings()
+    zero_shot: ZeroShotSettings = ZeroShotSettings()
     router: RouterSettings = RouterSettings()
     store: StoreSettings = StoreSettings()
     table: TableSettings = TableSettings()
     server: ServerSettings = ServerSettings()
+    batching: BatchingSettings = BatchingSettings()
+
+    @property
+    def version(self) -> str:
+        """A short digest of every setting: equal settings, equal version."""
+        digest = hashlib.sha256(self.model_dump_json().encode("utf-8")).hexdigest()
+        return digest[:12]
+
+    def restart_only_changes(self, new: Settings) -> list[str]:
+        """The restart-only fields that differ in ``new`` (they cannot be hot-reloaded)."""
+        changed = []
+        for section in RESTART_ONLY:
+            if getattr(self, section) != getattr(new, section):
+                changed.append(section)
+        if (
+            self.server.bind != new.server.bind
+            or self.server.metrics_port != new.server.metrics_port
+        ):
+            changed.append("server.bind/metrics_port")
+        return changed
 
     @classmethod
     def settings_customise_sources(
@@ -152,6 +256,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def config_file(path: str | Path | None = None) -> Path | None:
+    """The config file in use: ``path``, else ``$QROUTE_CONFIG``, else ``./qroute.yaml``
+    when it exists, else None (defaults and environment only)."""
+    explicit = path if path is not None else os.environ.get("QROUTE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings from ``path`` (or ``$QROUTE_CONFIG``, or ``./qroute.yaml`` when it
     exists), then apply ``QROUTE_*`` environment variables.
@@ -159,10 +273,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     ``overrides`` are merged into the file's top-level sections before validation
     (used by tests and the CLI). Raises ConfigError naming the file and each bad field.
     """
-    explicit = path if path is not None else os.environ.get("QROUTE_CONFIG")
-    file_path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    file_path = config_file(path)
     data: dict[str, Any] = {}
-    if explicit or file_path.exists():
+    if file_path is not None:
         data = read_config_file(file_path)
         source = f"{file_path} + QROUTE_* environment"
     else:

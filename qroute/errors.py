@@ -9,6 +9,9 @@ QrouteError
  ├── NotIndexed           no index version has been published yet
  │    └── VersionMissing   the version being searched was dropped after a newer one was published
  ├── StoreUnavailable     the vector store cannot be reached
+ ├── NotReady             the router is still loading its models
+ ├── Overloaded           too many requests are queued; retry later
+ ├── DeadlineExceeded     the caller's deadline passed before the work started
  └── IndexWriteError      a new index version could not be written or published
 """
 
@@ -16,10 +19,13 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeadlineExceeded",
     "IndexWriteError",
     "InvalidQuery",
     "ModelLoadError",
     "NotIndexed",
+    "NotReady",
+    "Overloaded",
     "QrouteError",
     "StoreUnavailable",
     "TableError",
@@ -67,3 +73,15 @@ class IndexWriteError(QrouteError):
 
 class VersionMissing(NotIndexed):
     """The index version being searched was dropped (a newer one was published)."""
+
+
+class NotReady(QrouteError):
+    pass
+
+
+class Overloaded(QrouteError):
+    pass
+
+
+class DeadlineExceeded(QrouteError):
+    pass

@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Decision", "Example", "Hit", "LabelScore", "Prediction"]
+__all__ = [
+    "Decision",
+    "Example",
+    "FallbackReason",
+    "Group",
+    "Hit",
+    "LabelScore",
+    "Prediction",
+    "Query",
+    "Thresholds",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,14 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Group:
+    """One label's best examples for a query, most similar first."""
+
+    label: str
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LabelScore:
     label: str
     score: float
@@ -42,6 +60,34 @@ class Decision(StrEnum):
     NO_MATCH = "NO_MATCH"
 
 
+class FallbackReason(StrEnum):
+    """Why the kNN answer was left for the zero-shot scorer."""
+
+    LOW_SIMILARITY = "LOW_SIMILARITY"
+    AMBIGUOUS = "AMBIGUOUS"
+    FEW_AGREEING = "FEW_AGREEING"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One text to classify. ``allowed_labels`` (empty: all) restricts the answer;
+    ``top_labels`` is how many ranked labels the prediction carries."""
+
+    text: str
+    allowed_labels: tuple[str, ...] = ()
+    top_labels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The thresholds that applied to one query, after per-label overrides."""
+
+    similarity: float
+    margin: float
+    min_agreeing: int
+    zero_shot: float
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """The answer for one text and why. ``label`` is None for ``NO_MATCH``."""
@@ -51,6 +97,11 @@ class Prediction:
     decision: Decision
     reason: str
     index_version: str
+    config_version: str
+    thresholds: Thresholds
     neighbours: tuple[Hit, ...] = ()
     knn_scores: tuple[LabelScore, ...] = ()
     zero_shot_scores: tuple[LabelScore, ...] = field(default=())
+    fallback_reasons: tuple[FallbackReason, ...] = ()
+    top_labels: tuple[LabelScore, ...] = ()
+    zero_shot_method: str = ""

@@ -1,30 +1,42 @@
-"""The kNN vote: neighbours in, label scores out. Pure functions, no I/O."""
+"""The kNN vote: label groups in, label scores out. Pure functions, no I/O."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
+from typing import Literal
 
-from qroute.types import Hit, LabelScore
+from qroute.types import Group, LabelScore
 
-__all__ = ["vote"]
+__all__ = ["label_scores", "shares"]
 
 
-def vote(hits: Sequence[Hit], temperature: float) -> list[LabelScore]:
-    """Similarity-weighted vote share per label, best first; shares sum to 1.
+def label_scores(
+    groups: Sequence[Group], method: Literal["max", "mean", "max_mean"]
+) -> list[LabelScore]:
+    """Each label's score from its best neighbours' cosine similarities, best first.
 
-    A neighbour weighs ``exp((similarity - best) / temperature)``: a softmax over the
-    neighbours' similarities. A small temperature lets the closest examples decide (an
-    exact match is not outvoted by several looser ones); a large one approaches a
-    plain majority vote.
+    ``max``: the best similarity. ``mean``: the mean of the group's similarities (its
+    best ``group_size``). ``max_mean``: the average of the two, so a label needs both
+    one close example and several fairly close ones. A label is one group however many
+    near-duplicates it holds: duplicates cannot outvote a closer match of another label.
     """
-    if not hits:
-        return []
-    best = max(hit.similarity for hit in hits)
-    weights: dict[str, float] = {}
-    for hit in hits:
-        weight = math.exp((hit.similarity - best) / temperature)
-        weights[hit.label] = weights.get(hit.label, 0.0) + weight
-    total = sum(weights.values())
-    scores = [LabelScore(label, weight / total) for label, weight in weights.items()]
+    scores = []
+    for group in groups:
+        similarities = [hit.similarity for hit in group.hits]
+        best, mean = max(similarities), statistics.fmean(similarities)
+        score = {"max": best, "mean": mean, "max_mean": (best + mean) / 2}[method]
+        scores.append(LabelScore(group.label, score))
     return sorted(scores, key=lambda s: s.score, reverse=True)
+
+
+def shares(scores: Sequence[LabelScore], temperature: float) -> list[LabelScore]:
+    """Softmax of the label scores at ``temperature``: the KNN confidence per label."""
+    if not scores:
+        return []
+    top = max(s.score for s in scores)
+    weights = [math.exp((s.score - top) / temperature) for s in scores]
+    total = sum(weights)
+    ranked = [LabelScore(s.label, w / total) for s, w in zip(scores, weights, strict=True)]
+    return sorted(ranked, key=lambda s: s.score, reverse=True)

@@ -1,31 +1,83 @@
-"""NLI zero-shot scoring: premise = the query, hypothesis = the template filled with a label."""
+"""Zero-shot scorers: what decides when the neighbours are not enough.
+
+``NLIZeroShot``: premise = the query, hypothesis = the template filled with each
+candidate label (or its description); every pair of every query in one forward pass.
+``EmbeddingZeroShot``: cosine similarity between the query and each label's
+description, embedded with the router's own encoder; no NLI model needed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from qroute.config import NLISettings
+import numpy as np
+import numpy.typing as npt
+
+from qroute.config import NLISettings, ZeroShotSettings
+from qroute.encoder import Encoder
 from qroute.errors import ModelLoadError
 from qroute.models import resolve_model
 from qroute.types import LabelScore
 
-__all__ = ["NLIZeroShot", "entailment_index"]
+__all__ = [
+    "EmbeddingZeroShot",
+    "NLIZeroShot",
+    "ZeroShotItem",
+    "ZeroShotScorer",
+    "class_index",
+    "entailment_index",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroShotItem:
+    """One query to score: its text, its embedding, and the candidate labels."""
+
+    text: str
+    vector: npt.NDArray[np.float32]
+    labels: tuple[str, ...]
+
+
+class ZeroShotScorer(Protocol):
+    def method(self, settings: ZeroShotSettings) -> str:
+        """The name reported in responses, e.g. ``nli-independent``."""
+        ...
+
+    def score(
+        self, items: Sequence[ZeroShotItem], settings: ZeroShotSettings
+    ) -> list[list[LabelScore]]:
+        """Scores of each item's labels, best first. Blocking: run off the event loop."""
+        ...
+
+
+def class_index(label2id: Mapping[str, int], prefix: str) -> int | None:
+    for name, index in label2id.items():
+        if name.strip().lower().startswith(prefix):
+            return int(index)
+    return None
 
 
 def entailment_index(label2id: Mapping[str, int], model: str) -> int:
     """The output index of the entailment class, read from the model's own ``label2id``."""
-    for name, index in label2id.items():
-        if name.strip().lower().startswith("entail"):
-            return int(index)
-    raise ModelLoadError(
-        f"NLI model {model!r} has no entailment class in its config (label2id: {dict(label2id)}); "
-        "use an NLI model whose config.json names its labels (entailment/neutral/contradiction)"
-    )
+    index = class_index(label2id, "entail")
+    if index is None:
+        raise ModelLoadError(
+            f"NLI model {model!r} has no entailment class in its config "
+            f"(label2id: {dict(label2id)}); use an NLI model whose config.json names its "
+            "labels (entailment/neutral/contradiction)"
+        )
+    return index
+
+
+def _ranked(labels: Sequence[str], scores: Sequence[float]) -> list[LabelScore]:
+    pairs = [LabelScore(label, float(s)) for label, s in zip(labels, scores, strict=True)]
+    return sorted(pairs, key=lambda s: s.score, reverse=True)
 
 
 class NLIZeroShot:
-    """Scores (query, label) pairs with an NLI cross-encoder. Blocking: run off the event loop."""
+    """Any NLI sequence classifier, by hub id or local directory."""
 
     def __init__(self, settings: NLISettings) -> None:
         import torch
@@ -37,42 +89,75 @@ class NLIZeroShot:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         self.model: Any = AutoModelForSequenceClassification.from_pretrained(path)
         self.model.to(settings.device).eval()
-        self.entailment = entailment_index(self.model.config.label2id, settings.model)
+        label2id = self.model.config.label2id
+        self.entailment = entailment_index(label2id, settings.model)
+        # Without a contradiction class, "independent" falls back to the entailment
+        # probability over every class.
+        self.contradiction = class_index(label2id, "contradict")
 
-    def score(
-        self, items: Sequence[tuple[str, Sequence[str]]], template: str
-    ) -> list[list[LabelScore]]:
-        """For each (query, candidate labels), the entailment probability of every label,
-        best first. All pairs of all items go through the model in one forward pass."""
-        premises: list[str] = []
-        hypotheses: list[str] = []
-        for query, labels in items:
-            for label in labels:
-                premises.append(query)
-                hypotheses.append(template.format(label=label))
-        if not premises:
-            return [[] for _ in items]
+    def method(self, settings: ZeroShotSettings) -> str:
+        return f"nli-{settings.mode}"
+
+    def logits(self, premises: Sequence[str], hypotheses: Sequence[str]) -> Any:
+        """Raw logits of every (premise, hypothesis) pair, in one forward pass."""
         batch = self.tokenizer(
-            premises,
-            hypotheses,
+            list(premises),
+            list(hypotheses),
             padding=True,
             truncation=True,
             max_length=self._settings.max_length,
             return_tensors="pt",
         ).to(self._settings.device)
         with self._torch.inference_mode():
-            logits = self.model(**batch).logits
-        probabilities = logits.softmax(dim=-1)[:, self.entailment].tolist()
+            return self.model(**batch).logits.float()
 
+    def score(
+        self, items: Sequence[ZeroShotItem], settings: ZeroShotSettings
+    ) -> list[list[LabelScore]]:
+        premises = [item.text for item in items for _ in item.labels]
+        hypotheses = [settings.hypothesis(label) for item in items for label in item.labels]
+        if not premises:
+            return [[] for _ in items]
+        logits = self.logits(premises, hypotheses)
         results: list[list[LabelScore]] = []
         offset = 0
-        for _, labels in items:
-            scores = [
-                LabelScore(label, float(p))
-                for label, p in zip(
-                    labels, probabilities[offset : offset + len(labels)], strict=True
-                )
-            ]
-            offset += len(labels)
-            results.append(sorted(scores, key=lambda s: s.score, reverse=True))
+        for item in items:
+            rows = logits[offset : offset + len(item.labels)]
+            offset += len(item.labels)
+            if settings.mode == "single":
+                probabilities = rows[:, self.entailment].softmax(dim=0)
+            elif self.contradiction is not None:
+                pair = rows[:, [self.entailment, self.contradiction]]
+                probabilities = pair.softmax(dim=-1)[:, 0]
+            else:
+                probabilities = rows.softmax(dim=-1)[:, self.entailment]
+            results.append(_ranked(item.labels, probabilities.tolist()))
+        return results
+
+
+class EmbeddingZeroShot:
+    """Similarity between the query and each label's description (or its name)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self._cache: dict[str, npt.NDArray[np.float32]] = {}
+
+    def method(self, settings: ZeroShotSettings) -> str:
+        return "embedding"
+
+    def score(
+        self, items: Sequence[ZeroShotItem], settings: ZeroShotSettings
+    ) -> list[list[LabelScore]]:
+        texts = {
+            settings.label_descriptions.get(label, label) for item in items for label in item.labels
+        }
+        missing = sorted(texts - self._cache.keys())
+        if missing:
+            # Descriptions change only on a config reload: embed each once.
+            self._cache.update(zip(missing, self._encoder.encode(missing), strict=True))
+        results = []
+        for item in items:
+            vectors = [self._cache[settings.label_descriptions.get(lb, lb)] for lb in item.labels]
+            similarities = np.stack(vectors) @ item.vector if vectors else np.array([])
+            results.append(_ranked(item.labels, similarities.tolist()))
         return results

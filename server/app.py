@@ -1,5 +1,9 @@
-"""Wire the gRPC server: router service, standard health and reflection, the index
-follower, graceful shutdown. The only module-level state of the router lives in RouterApp."""
+"""Wire the router process: gRPC service, standard health and reflection, metrics, the
+micro-batcher, the index follower and the config watcher, graceful shutdown.
+
+The mutable state of a router lives here and nowhere else: the Classifier in use (one
+reference, swapped whole on a config reload or replaced index) and the tasks around it.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from qroute.batching import MicroBatcher
 from qroute.classifier import Classifier
-from qroute.config import Settings
-from qroute.errors import QrouteError
+from qroute.config import RESTART_ONLY, Settings
+from qroute.errors import NotReady, QrouteError
+from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2, router_pb2_grpc
+from server.metrics import Metrics
+from server.reload import ConfigWatcher
 from server.servicer import RouterServicer
 
 __all__ = ["SERVICE_NAME", "RouterApp", "build_classifier", "serve"]
@@ -27,35 +36,56 @@ SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
 def build_classifier(settings: Settings) -> Classifier:
-    """Load both models and open the store (blocking: minutes for a hub download)."""
+    """Load the models and open the store (blocking: minutes for a hub download)."""
     from qroute.encoder import SentenceTransformerEncoder
     from qroute.store import open_store
     from qroute.zeroshot import NLIZeroShot
 
+    nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
     return Classifier(
-        settings,
-        SentenceTransformerEncoder(settings.encoder),
-        NLIZeroShot(settings.nli),
-        open_store(settings.store),
+        settings, SentenceTransformerEncoder(settings.encoder), nli, open_store(settings.store)
     )
 
 
 class RouterApp:
-    """One router process. ``start`` binds the port with health NOT_SERVING;
-    ``load`` brings the classifier up; health turns SERVING once an index is published."""
+    """One router process. ``start`` binds the port with health NOT_SERVING; ``load``
+    brings the classifier up; health turns SERVING once an index is published."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
         self.classifier: Classifier | None = None
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server()
         self.port = 0
-        self._follower: asyncio.Task[None] | None = None
+        self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
+            self._classify_batch,
+            max_batch_size=settings.batching.max_batch_size,
+            max_wait_s=settings.batching.max_wait_ms / 1000,
+            max_queue=settings.batching.max_queue,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _classify_batch(self, queries: list[Query]) -> list[Prediction]:
+        # Whatever classifier is current when the batch runs: a reload never
+        # splits a batch between two configs.
+        assert self.classifier is not None
+        return await self.classifier.classify(queries)
+
+    async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
+        classifier = self.classifier
+        if classifier is None:
+            raise NotReady("the router is still loading its models")
+        for query in queries:
+            classifier.validate(query)
+        return await self.batcher.submit(queries, deadline)
 
     async def start(self, bind: str | None = None) -> int:
-        router_pb2_grpc.add_RouterServiceServicer_to_server(
-            RouterServicer(lambda: self.classifier), self.server
-        )
+        servicer = RouterServicer(self.classify, self.metrics)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -66,17 +96,60 @@ class RouterApp:
             raise OSError(f"cannot bind the router to {address}")
         await self._set_health(serving=False)
         await self.server.start()
-        log.info("router listening on %s (port %d)", address, self.port)
+        if self.settings.server.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(
+                self.settings.server.metrics_host, self.settings.server.metrics_port
+            )
+        self.metrics.config.info({"version": self.settings.version})
+        log.info(
+            "router listening on %s (port %d), metrics on port %s",
+            address,
+            self.port,
+            self.metrics_port,
+        )
         return self.port
 
     async def load(self, classifier: Classifier | Callable[[], Classifier] | None = None) -> None:
-        """Install a classifier (built from settings unless given) and start following the index."""
-        if classifier is None or not isinstance(classifier, Classifier):
+        """Install a classifier (built from settings unless given), then follow the index
+        and the config file."""
+        if not isinstance(classifier, Classifier):
             factory = classifier or (lambda: build_classifier(self.settings))
             classifier = await asyncio.to_thread(factory)
         self.classifier = classifier
+        self.batcher.start()
         await self.follow_index_once()
-        self._follower = asyncio.create_task(self._follow_index(), name="qroute-index-follower")
+        self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
+        if self.config_path is not None:
+            watcher = ConfigWatcher(
+                self.config_path,
+                lambda: self.settings.server.config_poll_s,
+                self.apply_settings,
+                lambda reason: self.metrics.reloads.labels("rejected").inc(),
+            )
+            self._tasks.append(asyncio.create_task(watcher.run(), name="qroute-config"))
+
+    async def apply_settings(self, new: Settings) -> None:
+        """Hot-reload: swap in a classifier on ``new``, keeping restart-only sections."""
+        assert self.classifier is not None
+        old = self.settings
+        changed = old.restart_only_changes(new)
+        if changed:
+            log.warning("config changes to %s need a restart; running values kept", changed)
+            update = {section: getattr(old, section) for section in RESTART_ONLY}
+            server = new.server.model_copy(
+                update={"bind": old.server.bind, "metrics_port": old.server.metrics_port}
+            )
+            new = new.model_copy(update={**update, "server": server})
+        nli = None
+        if new.zero_shot.method == "nli" and self.classifier.nli is None:
+            from qroute.zeroshot import NLIZeroShot
+
+            nli = await asyncio.to_thread(NLIZeroShot, new.nli)
+        self.classifier = self.classifier.reconfigure(new, nli)
+        self.settings = new
+        self.metrics.config.info({"version": new.version})
+        self.metrics.reloads.labels("applied").inc()
+        log.info("config reloaded: version %s", new.version)
 
     async def follow_index_once(self) -> None:
         """Pick up a newly published index version and report health accordingly."""
@@ -86,6 +159,8 @@ class RouterApp:
         except QrouteError as exc:
             log.warning("cannot refresh the index: %s", exc)
             index = self.classifier.index
+        if index is not None:
+            self.metrics.index.info({"version": index.version})
         await self._set_health(serving=index is not None)
 
     async def _follow_index(self) -> None:
@@ -103,19 +178,22 @@ class RouterApp:
             await self.health.set(service, status)
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+                await task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.batcher.stop()
+        self.metrics.close()
         if self.classifier is not None:
             await self.classifier.store.close()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, config_path: Path | None = None) -> None:
     """Run the router until SIGINT/SIGTERM. Model load failures end the process."""
-    app = RouterApp(settings)
+    app = RouterApp(settings, config_path)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,9 +202,7 @@ async def serve(settings: Settings) -> None:
     try:
         await app.load()
         if app.classifier is not None and app.classifier.index is None:
-            log.warning(
-                "no index published yet: health stays NOT_SERVING until `qroute index` runs"
-            )
+            log.warning("no index published yet: health stays NOT_SERVING until `qroute index`")
         await stop.wait()
     finally:
         await app.stop()

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qroute.types import Decision, Hit, LabelScore, Prediction
+from qroute.types import Decision, FallbackReason, Hit, LabelScore, Prediction, Query
 from qroute.v1 import router_pb2 as pb
 
-__all__ = ["to_pb_prediction"]
+__all__ = ["from_pb_query", "to_pb_prediction"]
 
 _DECISION = {
     Decision.KNN: pb.DECISION_PATH_KNN,
     Decision.ZERO_SHOT: pb.DECISION_PATH_ZERO_SHOT,
     Decision.NO_MATCH: pb.DECISION_PATH_NO_MATCH,
 }
+
+_REASON = {
+    FallbackReason.LOW_SIMILARITY: pb.FALLBACK_REASON_LOW_SIMILARITY,
+    FallbackReason.AMBIGUOUS: pb.FALLBACK_REASON_AMBIGUOUS,
+    FallbackReason.FEW_AGREEING: pb.FALLBACK_REASON_FEW_AGREEING,
+}
+
+
+def from_pb_query(request: pb.ClassifyRequest) -> Query:
+    return Query(
+        text=request.text,
+        allowed_labels=tuple(dict.fromkeys(request.allowed_labels)),
+        top_labels=request.top_labels,
+    )
 
 
 def _scores(scores: Iterable[LabelScore]) -> list[pb.LabelScore]:
@@ -36,4 +50,14 @@ def to_pb_prediction(prediction: Prediction) -> pb.ClassifyResponse:
         knn_scores=_scores(prediction.knn_scores),
         zero_shot_scores=_scores(prediction.zero_shot_scores),
         index_version=prediction.index_version,
+        fallback_reasons=[_REASON[r] for r in prediction.fallback_reasons],
+        thresholds=pb.Thresholds(
+            similarity=prediction.thresholds.similarity,
+            margin=prediction.thresholds.margin,
+            min_agreeing=prediction.thresholds.min_agreeing,
+            zero_shot=prediction.thresholds.zero_shot,
+        ),
+        config_version=prediction.config_version,
+        top_labels=_scores(prediction.top_labels),
+        zero_shot_method=prediction.zero_shot_method,
     )

@@ -6,7 +6,15 @@ import logging
 
 import grpc
 
-from qroute.errors import InvalidQuery, NotIndexed, QrouteError, StoreUnavailable
+from qroute.errors import (
+    DeadlineExceeded,
+    InvalidQuery,
+    NotIndexed,
+    NotReady,
+    Overloaded,
+    QrouteError,
+    StoreUnavailable,
+)
 
 __all__ = ["status_for"]
 
@@ -16,6 +24,9 @@ _STATUS: tuple[tuple[type[QrouteError], grpc.StatusCode], ...] = (
     (InvalidQuery, grpc.StatusCode.INVALID_ARGUMENT),
     (NotIndexed, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (NotReady, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 
 
@@ -25,5 +36,5 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in _STATUS:
         if isinstance(exc, kind):
             return code, str(exc)
-    log.exception("internal error while classifying", exc_info=exc)
+    log.error("internal error while classifying", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error (see the router's log)"

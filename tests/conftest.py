@@ -47,12 +47,18 @@ def make_settings(tmp_path: Path, tiny_models: TinyModels) -> Callable[..., Sett
     def make(**sections: dict[str, Any]) -> Settings:
         base: dict[str, dict[str, Any]] = {
             "encoder": {"model": str(tiny_models.encoder)},
-            "nli": {"model": str(tiny_models.nli), "template": TEMPLATE},
+            "nli": {"model": str(tiny_models.nli)},
+            "zero_shot": {"template": TEMPLATE},
             # The tiny random encoder puts distinct texts below 0.99 of each other,
             # and a text exactly on itself.
             "router": {"k": 5, "similarity_threshold": 0.99},
             "store": {"location": str(tmp_path / "store"), "collection": "test"},
-            "server": {"bind": "127.0.0.1:0", "index_poll_s": 0.2},
+            "server": {
+                "bind": "127.0.0.1:0",
+                "index_poll_s": 0.2,
+                "config_poll_s": 0.1,
+                "metrics_port": 0,
+            },
         }
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)

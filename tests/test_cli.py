@@ -26,6 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HF_HOME"] = str(tmp_path / "hf-home")  # no model cached from elsewhere
     env["QROUTE_STORE__LOCATION"] = str(tmp_path / "store")
+    env["QROUTE_SERVER__METRICS_PORT"] = "0"
     env.update(extra)
     return env
 
@@ -46,7 +47,7 @@ def test_demo_runs_end_to_end_with_local_models(tmp_path: Path, tiny_models: Tin
     assert "published examples_v1: " in out
     assert "SERVING" in out
     assert "코스닥 지수 알려줘\n  -> 금융  [KNN" in out  # a row of the table
-    assert "why: best similarity" in out
+    assert "why: kNN: best similarity" in out
     answer = json.loads(out.strip().splitlines()[-1])
     assert answer["text"] == "내일 부산 비 와?"
     assert answer["path"].startswith("DECISION_PATH_")

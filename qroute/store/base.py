@@ -12,9 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qroute.types import Hit
+from qroute.types import Group, Hit
 
-__all__ = ["Point", "VectorStore", "hit_from_payload", "version_name", "version_number"]
+__all__ = [
+    "LABEL_FIELD",
+    "Group",
+    "Point",
+    "VectorStore",
+    "hit_from_payload",
+    "version_name",
+    "version_number",
+]
+
+# The payload field holding an example's label; indexed, and what groups are formed by.
+LABEL_FIELD = "label"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,21 @@ class VectorStore(Protocol):
         self, version: str, vectors: Sequence[Sequence[float]], k: int
     ) -> list[list[Hit]]:
         """The ``k`` nearest examples of each vector, most similar first."""
+        ...
+
+    async def search_groups(
+        self,
+        version: str,
+        vectors: Sequence[Sequence[float]],
+        *,
+        groups: int,
+        group_size: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Group]]:
+        """For each vector, the ``groups`` labels whose best example is nearest, each with
+        its ``group_size`` nearest examples; groups ordered by their best similarity.
+        ``labels[i]``, when not None, restricts vector i to those labels. A label with many
+        near-duplicates fills one group, not the whole answer."""
         ...
 
     async def close(self) -> None: ...

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
-from qroute.store.base import Point, hit_from_payload, version_name, version_number
+from qroute.store.base import (
+    LABEL_FIELD,
+    Group,
+    Point,
+    hit_from_payload,
+    version_name,
+    version_number,
+)
 from qroute.types import Hit
 
 __all__ = ["EmbeddedStore"]
@@ -47,6 +54,7 @@ _CURRENT = "CURRENT"
 class _Reader:
     shard: Any
     lock_file: TextIO
+    labels: tuple[str, ...]
     active: int = 0
     retired: bool = False
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -92,7 +100,14 @@ class EmbeddedStore:
     # -- writing -------------------------------------------------------------
 
     async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
-        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            PayloadSchemaType,
+            UpdateOperation,
+        )
 
         try:
             self._root.mkdir(parents=True, exist_ok=True)
@@ -110,7 +125,11 @@ class EmbeddedStore:
         path.mkdir()
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
         config = EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine))
-        self._writers[name] = await asyncio.to_thread(EdgeShard.create, str(path), config)
+        shard = await asyncio.to_thread(EdgeShard.create, str(path), config)
+        # Grouping by label runs one filtered search per label: index the field.
+        index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
+        await asyncio.to_thread(shard.update, index)
+        self._writers[name] = shard
         return name
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
@@ -230,10 +249,11 @@ class EmbeddedStore:
                 fcntl.flock(lock_file, fcntl.LOCK_SH)
                 try:
                     shard = EdgeShard.load(str(path))
+                    meta = json.loads((path / _META).read_text(encoding="utf-8"))
                 except Exception as exc:
                     lock_file.close()
                     raise StoreUnavailable(f"cannot open index version {path}: {exc}") from exc
-                reader = _Reader(shard, lock_file)
+                reader = _Reader(shard, lock_file, tuple(meta.get("labels", ())))
                 # A router only ever needs the newest version it was asked for:
                 # older readers close once their in-flight searches finish.
                 for name, old in list(self._readers.items()):
@@ -277,6 +297,57 @@ class EmbeddedStore:
         finally:
             self._release(version, reader)
         return [[hit_from_payload(p.id, p.score, p.payload) for p in points] for points in results]
+
+    async def search_groups(
+        self,
+        version: str,
+        vectors: Sequence[Sequence[float]],
+        *,
+        groups: int,
+        group_size: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Group]]:
+        # Qdrant Edge has no group-by: the equivalent is one filtered search per label,
+        # all of them in one planned batch (measured: ~6 ms a query at 150 labels).
+        from qdrant_edge import (
+            FieldCondition,
+            Filter,
+            MatchValue,
+            Query,
+            QueryBatchRequest,
+            QueryRequest,
+        )
+
+        reader = self._acquire(version)
+        try:
+            plan: list[tuple[int, str]] = []
+            requests = []
+            for position, vector in enumerate(vectors):
+                allowed = labels[position]
+                query = Query.Nearest([float(x) for x in vector])
+                for label in reader.labels if allowed is None else allowed:
+                    condition = FieldCondition(key=LABEL_FIELD, match=MatchValue(label))
+                    requests.append(
+                        QueryRequest(
+                            limit=group_size,
+                            query=query,
+                            filter=Filter(must=[condition]),
+                            with_payload=True,
+                        )
+                    )
+                    plan.append((position, label))
+            results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
+        finally:
+            self._release(version, reader)
+        found: list[list[Group]] = [[] for _ in vectors]
+        for (position, label), points in zip(plan, results, strict=True):
+            if points:
+                hits = tuple(hit_from_payload(p.id, p.score, p.payload) for p in points)
+                found[position].append(Group(label, hits))
+        return [
+            sorted(g, key=lambda group: group.hits[0].similarity, reverse=True)[:groups]
+            for g in found
+        ]
 
     async def close(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ Versions are collections ``<collection>_v<N>``; the published one is the alias
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,14 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
-from qroute.store.base import Point, hit_from_payload, version_name, version_number
+from qroute.store.base import (
+    LABEL_FIELD,
+    Group,
+    Point,
+    hit_from_payload,
+    version_name,
+    version_number,
+)
 from qroute.types import Hit
 
 __all__ = ["ServerStore"]
@@ -77,6 +85,15 @@ class ServerStore:
                 vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
                 metadata=dict(metadata),
             ),
+        )
+        await self._call(
+            "index the label field",
+            self._client.create_payload_index(
+                collection_name=name,
+                field_name=LABEL_FIELD,
+                field_schema=models.PayloadSchemaType.KEYWORD,
+            ),
+            name,
         )
         return name
 
@@ -149,6 +166,50 @@ class ServerStore:
             version,
         )
         return [[hit_from_payload(p.id, p.score, p.payload) for p in r.points] for r in responses]
+
+    async def search_groups(
+        self,
+        version: str,
+        vectors: Sequence[Sequence[float]],
+        *,
+        groups: int,
+        group_size: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Group]]:
+        # Qdrant's own grouping; it has no batch form, so the queries run concurrently.
+        async def one(vector: Sequence[float], allowed: Sequence[str] | None) -> list[Group]:
+            query_filter = None
+            if allowed is not None:
+                match = models.MatchAny(any=list(allowed))
+                query_filter = models.Filter(
+                    must=[models.FieldCondition(key=LABEL_FIELD, match=match)]
+                )
+            result = await self._call(
+                "search groups",
+                self._client.query_points_groups(
+                    collection_name=version,
+                    group_by=LABEL_FIELD,
+                    query=[float(x) for x in vector],
+                    query_filter=query_filter,
+                    limit=groups,
+                    group_size=group_size,
+                    with_payload=True,
+                ),
+                version,
+            )
+            return [
+                Group(
+                    str(group.id),
+                    tuple(hit_from_payload(p.id, p.score, p.payload) for p in group.hits),
+                )
+                for group in result.groups
+            ]
+
+        if not vectors:
+            return []
+        return list(
+            await asyncio.gather(*(one(v, a) for v, a in zip(vectors, labels, strict=True)))
+        )
 
     async def close(self) -> None:
         await self._client.close()

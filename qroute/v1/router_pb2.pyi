@@ -13,16 +13,31 @@ class DecisionPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_PATH_KNN: _ClassVar[DecisionPath]
     DECISION_PATH_ZERO_SHOT: _ClassVar[DecisionPath]
     DECISION_PATH_NO_MATCH: _ClassVar[DecisionPath]
+
+class FallbackReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FALLBACK_REASON_UNSPECIFIED: _ClassVar[FallbackReason]
+    FALLBACK_REASON_LOW_SIMILARITY: _ClassVar[FallbackReason]
+    FALLBACK_REASON_AMBIGUOUS: _ClassVar[FallbackReason]
+    FALLBACK_REASON_FEW_AGREEING: _ClassVar[FallbackReason]
 DECISION_PATH_UNSPECIFIED: DecisionPath
 DECISION_PATH_KNN: DecisionPath
 DECISION_PATH_ZERO_SHOT: DecisionPath
 DECISION_PATH_NO_MATCH: DecisionPath
+FALLBACK_REASON_UNSPECIFIED: FallbackReason
+FALLBACK_REASON_LOW_SIMILARITY: FallbackReason
+FALLBACK_REASON_AMBIGUOUS: FallbackReason
+FALLBACK_REASON_FEW_AGREEING: FallbackReason
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "allowed_labels", "top_labels")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LABELS_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    allowed_labels: _containers.RepeatedScalarFieldContainer[str]
+    top_labels: int
+    def __init__(self, text: _Optional[str] = ..., allowed_labels: _Optional[_Iterable[str]] = ..., top_labels: _Optional[int] = ...) -> None: ...
 
 class ClassifyBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -50,8 +65,20 @@ class LabelScore(_message.Message):
     score: float
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
+class Thresholds(_message.Message):
+    __slots__ = ("similarity", "margin", "min_agreeing", "zero_shot")
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEING_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_FIELD_NUMBER: _ClassVar[int]
+    similarity: float
+    margin: float
+    min_agreeing: int
+    zero_shot: float
+    def __init__(self, similarity: _Optional[float] = ..., margin: _Optional[float] = ..., min_agreeing: _Optional[int] = ..., zero_shot: _Optional[float] = ...) -> None: ...
+
 class ClassifyResponse(_message.Message):
-    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version")
+    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +87,11 @@ class ClassifyResponse(_message.Message):
     KNN_SCORES_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_SCORES_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASONS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOP_LABELS_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_METHOD_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     path: DecisionPath
@@ -68,7 +100,12 @@ class ClassifyResponse(_message.Message):
     knn_scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     zero_shot_scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     index_version: str
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ...) -> None: ...
+    fallback_reasons: _containers.RepeatedScalarFieldContainer[FallbackReason]
+    thresholds: Thresholds
+    config_version: str
+    top_labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    zero_shot_method: str
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ...) -> None: ...
 
 class ClassifyBatchResponse(_message.Message):
     __slots__ = ("responses",)

@@ -48,7 +48,7 @@ class Router:
 
 @pytest.fixture
 async def started(make_settings: Callable[..., Settings]) -> AsyncIterator[tuple[Router, Settings]]:
-    settings = make_settings(nli={"threshold": 0.3})
+    settings = make_settings(zero_shot={"threshold": 0.3})
     app = RouterApp(settings)
     port = await app.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -114,7 +114,7 @@ async def test_known_query_is_answered_by_knn_with_its_own_row(
     assert response.neighbours[0].text == row["text"]
     assert response.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
     assert response.neighbours[0].row_id
-    assert len(response.neighbours) == 5
+    assert len({n.label for n in response.neighbours}) == 5  # k = 5 label groups
     assert response.knn_scores[0].label == row["label"]
     assert response.index_version == router.app.classifier.index.version  # type: ignore[union-attr]
     assert "similarity" in response.reason
@@ -126,7 +126,7 @@ async def test_unknown_query_falls_back_to_one_nli_pass_over_all_candidates(
     router, _ = serving
     classifier = router.app.classifier
     assert classifier is not None
-    model = classifier.zero_shot.model  # type: ignore[attr-defined]
+    model = classifier.nli.model  # type: ignore[union-attr]
     calls: list[int] = []
     original = model.forward
 
@@ -142,7 +142,7 @@ async def test_unknown_query_falls_back_to_one_nli_pass_over_all_candidates(
 
     assert response.neighbours[0].similarity < 0.99
     assert response.path in (pb.DECISION_PATH_ZERO_SHOT, pb.DECISION_PATH_NO_MATCH)
-    candidates = {n.label for n in response.neighbours}
+    candidates = {n.label for n in response.neighbours}  # top_n (5) of k (5) labels
     assert {s.label for s in response.zero_shot_scores} == candidates
     assert calls == [len(candidates)], "NLI must score every candidate label in one forward pass"
     assert "threshold" in response.reason
@@ -151,7 +151,7 @@ async def test_unknown_query_falls_back_to_one_nli_pass_over_all_candidates(
 async def test_no_match_when_entailment_is_below_the_nli_threshold(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(nli={"threshold": 0.9})
+    settings = make_settings(zero_shot={"threshold": 0.9})
     await run_index(settings, EXAMPLE_TABLE, progress=False)
     app = RouterApp(settings)
     port = await app.start()

@@ -13,7 +13,7 @@ def test_defaults_are_the_korean_models(tmp_path: Path, monkeypatch: pytest.Monk
     settings = load_settings()
     assert settings.encoder.model == "jhgan/ko-sroberta-multitask"
     assert settings.nli.model == "Huffon/klue-roberta-base-nli"
-    assert settings.nli.template == "이 문장은 {label}에 관한 것입니다."
+    assert settings.zero_shot.template == "이 문장은 {label}에 관한 것입니다."
     assert not settings.store.is_server
 
 
@@ -35,9 +35,9 @@ def test_config_file_from_environment_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "custom.yaml"
-    path.write_text("nli:\n  threshold: 0.25\n", encoding="utf-8")
+    path.write_text("zero_shot:\n  threshold: 0.25\n", encoding="utf-8")
     monkeypatch.setenv("QROUTE_CONFIG", str(path))
-    assert load_settings().nli.threshold == 0.25
+    assert load_settings().zero_shot.threshold == 0.25
 
 
 @pytest.mark.parametrize(
@@ -45,8 +45,10 @@ def test_config_file_from_environment_variable(
     [
         ("router:\n  k: 0\n", "router.k"),
         ("router:\n  similarity_threshold: 2\n", "router.similarity_threshold"),
-        ("nli:\n  template: '이 문장은 금융입니다'\n", "nli.template"),
-        ("nli:\n  candidates: some\n", "nli.candidates"),
+        ("zero_shot:\n  template: '이 문장은 금융입니다'\n", "zero_shot.template"),
+        ("zero_shot:\n  candidates: some\n", "zero_shot.candidates"),
+        ("router:\n  group_size: 2\n  min_agreeing: 3\n", "router"),
+        ("router:\n  label_thresholds: {금융: 1.5}\n", "router.label_thresholds"),
         ("store:\n  colection: x\n", "store.colection"),
         ("store:\n  collection: 'has space'\n", "store.collection"),
     ],

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from qroute.config import NLISettings
+import numpy as np
+
+from qroute.config import NLISettings, ZeroShotSettings
 from qroute.errors import ModelLoadError
 from qroute.testing import TinyModels
-from qroute.zeroshot import NLIZeroShot, entailment_index
+from qroute.zeroshot import NLIZeroShot, ZeroShotItem, entailment_index
 
 
 def test_entailment_index_comes_from_the_models_own_label2id() -> None:
@@ -20,10 +22,13 @@ def test_a_model_without_an_entailment_class_is_refused_at_load(tiny_models: Tin
 
 def test_scores_every_candidate_of_every_query_in_order(tiny_models: TinyModels) -> None:
     scorer = NLIZeroShot(NLISettings(model=str(tiny_models.nli)))
-    results = scorer.score(
-        [("코스닥 지수 알려줘", ["금융", "영화", "날씨"]), ("비 와?", ["날씨"]), ("무엇", [])],
-        "이 문장은 {label}에 관한 것입니다.",
-    )
+    vector = np.zeros(4, dtype=np.float32)
+    items = [
+        ZeroShotItem("코스닥 지수 알려줘", vector, ("금융", "영화", "날씨")),
+        ZeroShotItem("비 와?", vector, ("날씨",)),
+        ZeroShotItem("무엇", vector, ()),
+    ]
+    results = scorer.score(items, ZeroShotSettings())
     assert [sorted(s.label for s in r) for r in results] == [["금융", "날씨", "영화"], ["날씨"], []]
     for ranked in results:
         assert [s.score for s in ranked] == sorted((s.score for s in ranked), reverse=True)
