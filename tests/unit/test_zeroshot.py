@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from qroute.config import NLISettings, ZeroShotSettings
 from qroute.errors import ModelLoadError
