@@ -9,12 +9,16 @@ to identical vectors and similar texts to nearby ones, no more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TinyModels", "build_tiny_models"]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["BagOfWordsEncoder", "TinyModels", "build_tiny_models"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,37 @@ def build_tiny_models(texts: Iterable[str], out_dir: str | Path, *, seed: int = 
     BertForSequenceClassification(config(num_labels=3)).save_pretrained(unlabelled_dir)
     tokenizer.save_pretrained(unlabelled_dir)
     return TinyModels(encoder=encoder_dir, nli=nli_dir, nli_unlabelled=unlabelled_dir)
+
+
+class BagOfWordsEncoder:
+    """A deterministic Encoder test double: each whitespace-separated word is one hashed
+    dimension, the vector is L2-normalised. Texts sharing n of their words have cosine
+    similarity n / sqrt(len(a) * len(b)), so a test can place examples exactly."""
+
+    def __init__(self, dimension: int = 1024) -> None:
+        self._dimension = dimension
+        self.calls: list[list[str]] = []
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def fingerprint(self) -> str:
+        return f"bag-of-words|dim={self._dimension}"
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        import hashlib
+
+        import numpy as np
+
+        self.calls.append(list(texts))
+        vectors = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in set(text.split()):
+                digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+                vectors[row, int.from_bytes(digest, "little") % self._dimension] = 1.0
+            norm = float(np.linalg.norm(vectors[row]))
+            if norm:
+                vectors[row] /= norm
+        return vectors
