@@ -183,7 +183,7 @@ class Classifier:
                 f"< {router.min_agreeing} needed"
             )
         elif not reasons:
-            parts.append(f"{agreeing} of {top.label!r}'s {len(winner.hits)} nearest agree")
+            parts.append(f"{agreeing} of the {len(winner.hits)} nearest {top.label!r} examples reach it")
         return _Vote(groups, scores, tuple(reasons), thresholds, "; ".join(parts))
 
     def _candidates(self, query: Query, vote: _Vote, index: IndexState) -> tuple[str, ...]:

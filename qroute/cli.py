@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
         "--address", default=DEFAULT_ADDRESS, help=f"router address (default {DEFAULT_ADDRESS})"
     )
     classify.add_argument("--json", action="store_true", help="one JSON object per line")
+    classify.add_argument(
+        "--explain", action="store_true", help="print every field of the decision"
+    )
+    classify.add_argument(
+        "--allowed-labels", default="", help="comma-separated labels the answer must be among"
+    )
+    classify.add_argument(
+        "--top-labels", type=int, default=0, help="return this many ranked labels"
+    )
     classify.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
 
     health = sub.add_parser("health", help="exit 0 when the router reports SERVING")
@@ -77,12 +86,13 @@ def _classify(args: argparse.Namespace) -> int:
     from server.client import classify, format_response
 
     try:
-        responses = classify(args.address, list(args.texts), args.timeout)
+        allowed = [label for label in args.allowed_labels.split(",") if label]
+        responses = classify(args.address, list(args.texts), args.timeout, allowed, args.top_labels)
     except grpc.RpcError as exc:
         print(f"qroute: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     for text, response in zip(args.texts, responses, strict=True):
-        print(format_response(text, response, as_json=args.json))
+        print(format_response(text, response, as_json=args.json, explain=args.explain))
     return 0
 
 

@@ -22,4 +22,5 @@ done
 qroute health --address "$address"
 
 qroute classify --address "$address" "코스닥 지수 알려줘" "오펜하이머 등장인물 알려줘" "서귀포 맛집 알려줘"
+qroute classify --address "$address" --explain --top-labels 3 "주말에 볼만한 공연 추천해줘"
 qroute classify --address "$address" --json "내일 부산 비 와?"

@@ -136,3 +136,53 @@ async def test_unpublished_version_is_invisible_and_droppable(store: VectorStore
 async def test_missing_version_is_reported(store: VectorStore) -> None:
     with pytest.raises(VersionMissing):
         await store.metadata("no_such_v9")
+
+
+async def test_groups_hold_one_label_each_and_near_duplicates_fill_only_one(
+    store: VectorStore,
+) -> None:
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(DIM)
+    noise = rng.standard_normal((60, DIM))
+    points = [
+        Point(
+            str(uuid.uuid4()),
+            (base + 0.01 * noise[i]).tolist(),
+            {"text": f"dup{i}", "label": "dup", "row_id": f"d{i}"},
+        )
+        for i in range(50)
+    ] + [
+        Point(
+            str(uuid.uuid4()),
+            (base + 0.5 * noise[50 + i]).tolist(),
+            {"text": f"o{i}", "label": f"other{i % 3}", "row_id": f"o{i}"},
+        )
+        for i in range(10)
+    ]
+    version = await store.create_version(DIM, {"labels": ["dup", "other0", "other1", "other2"]})
+    await store.upsert(version, points)
+    await store.publish(version)
+    await store.open(version)
+
+    [groups] = await store.search_groups(
+        version, [base.tolist()], groups=3, group_size=2, labels=[None]
+    )
+    assert len(groups) == 3
+    assert groups[0].label == "dup" and len(groups[0].hits) == 2
+    assert len({g.label for g in groups}) == 3
+    bests = [g.hits[0].similarity for g in groups]
+    assert bests == sorted(bests, reverse=True)
+    for group in groups:
+        assert all(hit.label == group.label for hit in group.hits)
+        similarities = [hit.similarity for hit in group.hits]
+        assert similarities == sorted(similarities, reverse=True)
+
+    [restricted, everything] = await store.search_groups(
+        version,
+        [base.tolist(), base.tolist()],
+        groups=10,
+        group_size=1,
+        labels=[["other1", "other2"], None],
+    )
+    assert {g.label for g in restricted} == {"other1", "other2"}
+    assert {g.label for g in everything} == {"dup", "other0", "other1", "other2"}
