@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,19 +63,36 @@ class Classifier:
         store: VectorStore,
         *,
         index: IndexState | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.settings = settings
+        self.config_version = settings.version
         self.encoder = encoder
         self.nli = nli
         self.embedding = EmbeddingZeroShot(encoder)
         self.store = store
         self._index = index
+        # One thread runs every model call: torch keeps one warm intra-op thread team
+        # instead of one per worker thread, and model calls never overlap.
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
 
     def reconfigure(self, settings: Settings, nli: ZeroShotScorer | None = None) -> Classifier:
         """A classifier on new (hot-reloadable) settings, sharing models, store and index."""
-        clone = Classifier(settings, self.encoder, nli or self.nli, self.store, index=self._index)
+        clone = Classifier(
+            settings,
+            self.encoder,
+            nli or self.nli,
+            self.store,
+            index=self._index,
+            executor=self._executor,
+        )
         clone.embedding = self.embedding
         return clone
+
+    async def close(self) -> None:
+        """Close the store and the model thread (shared with reconfigured clones)."""
+        await self.store.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def index(self) -> IndexState | None:
@@ -183,7 +201,9 @@ class Classifier:
                 f"< {router.min_agreeing} needed"
             )
         elif not reasons:
-            parts.append(f"{agreeing} of the {len(winner.hits)} nearest {top.label!r} examples reach it")
+            parts.append(
+                f"{agreeing} of the {len(winner.hits)} nearest {top.label!r} examples reach it"
+            )
         return _Vote(groups, scores, tuple(reasons), thresholds, "; ".join(parts))
 
     def _candidates(self, query: Query, vote: _Vote, index: IndexState) -> tuple[str, ...]:
@@ -199,7 +219,9 @@ class Classifier:
         zero-shot pass for all of them. Raises InvalidQuery, NotIndexed, StoreUnavailable."""
         for query in queries:
             self.validate(query)
-        vectors = await asyncio.to_thread(self.encoder.encode, [q.text for q in queries])
+        loop = asyncio.get_running_loop()
+        texts = [q.text for q in queries]
+        vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
         index, found = await self._search(vectors, queries)
         votes = [self._vote(groups) for groups in found]
 
@@ -213,7 +235,9 @@ class Classifier:
                 )
                 for i in fallback
             ]
-            scored = await asyncio.to_thread(scorer.score, items, self.settings.zero_shot)
+            scored = await loop.run_in_executor(
+                self._executor, scorer.score, items, self.settings.zero_shot
+            )
             zero_shot = dict(zip(fallback, scored, strict=True))
 
         method = scorer.method(self.settings.zero_shot) if scorer is not None else ""
@@ -264,7 +288,7 @@ class Classifier:
             decision=decision,
             reason=reason,
             index_version=index.version,
-            config_version=settings.version,
+            config_version=self.config_version,
             thresholds=vote.thresholds,
             neighbours=tuple(neighbours),
             knn_scores=tuple(vote.scores),

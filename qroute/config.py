@@ -181,7 +181,9 @@ class BatchingSettings(_Section):
     """Concurrent Classify calls are gathered into one model call (restart-only)."""
 
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    # Waiting for more requests only helps when they arrive while the models are idle;
+    # under load the next batch forms while the current one runs. 0 adds no latency.
+    max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     # Requests waiting beyond this are refused (RESOURCE_EXHAUSTED) rather than queued.
     max_queue: int = Field(1024, ge=1)
 

@@ -188,7 +188,7 @@ class RouterApp:
         await self.batcher.stop()
         self.metrics.close()
         if self.classifier is not None:
-            await self.classifier.store.close()
+            await self.classifier.close()
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

@@ -186,3 +186,38 @@ async def test_groups_hold_one_label_each_and_near_duplicates_fill_only_one(
     )
     assert {g.label for g in restricted} == {"other1", "other2"}
     assert {g.label for g in everything} == {"dup", "other0", "other1", "other2"}
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_embedded_groups_match_qdrants_own_grouping(tmp_path: Path, seed: int) -> None:
+    """Qdrant Edge has no group-by; EmbeddedStore's equivalent must give Qdrant's answer."""
+    rng = np.random.default_rng(seed)
+    n_labels = int(rng.integers(2, 30))
+    counts = rng.integers(1, 12, n_labels)
+    centres = rng.standard_normal((n_labels, DIM))
+    points = []
+    for label, count in enumerate(counts):
+        for i in range(count):
+            vector = centres[label] + rng.uniform(0.05, 1.5) * rng.standard_normal(DIM)
+            payload = {"text": f"{label}-{i}", "label": f"l{label}", "row_id": f"{label}-{i}"}
+            points.append(Point(str(uuid.uuid4()), vector.tolist(), payload))
+    labels = [f"l{i}" for i in range(n_labels)]
+    queries = rng.standard_normal((5, DIM)).tolist()
+    groups, group_size = int(rng.integers(1, 12)), int(rng.integers(1, 5))
+    allowed = [None, None, labels[:3], None, labels[1::2]]
+
+    answers = []
+    for store in (
+        EmbeddedStore(tmp_path / "edge", "congruence"),
+        ServerStore(AsyncQdrantClient(location=":memory:"), "congruence"),
+    ):
+        version = await store.create_version(DIM, {"labels": labels})
+        await store.upsert(version, points)
+        await store.publish(version)
+        await store.open(version)
+        found = await store.search_groups(
+            version, queries, groups=groups, group_size=group_size, labels=allowed
+        )
+        answers.append([[(g.label, [h.row_id for h in g.hits]) for g in q] for q in found])
+        await store.close()
+    assert answers[0] == answers[1]
