@@ -71,6 +71,21 @@ def entailment_index(label2id: Mapping[str, int], model: str) -> int:
     return index
 
 
+def _quantize_int8(model: Any) -> Any:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao's eager quantisation warns that it moves to torchao; it still works,
+        # and torchao is not a dependency worth adding for one call.
+        warnings.simplefilter("ignore")
+        linear = {torch.nn.Linear}
+        return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, linear, dtype=torch.qint8
+        )
+
+
 def _ranked(labels: Sequence[str], scores: Sequence[float]) -> list[LabelScore]:
     pairs = [LabelScore(label, float(s)) for label, s in zip(labels, scores, strict=True)]
     return sorted(pairs, key=lambda s: s.score, reverse=True)
@@ -89,6 +104,8 @@ class NLIZeroShot:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         self.model: Any = AutoModelForSequenceClassification.from_pretrained(path)
         self.model.to(settings.device).eval()
+        if settings.quantize == "int8":
+            self.model = _quantize_int8(self.model)
         label2id = self.model.config.label2id
         self.entailment = entailment_index(label2id, settings.model)
         # Without a contradiction class, "independent" falls back to the entailment

@@ -307,54 +307,61 @@ class EmbeddedStore:
         group_size: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Group]]:
-        # Qdrant Edge has no group-by; this is its exact equivalent in two batched steps.
-        # 1. Plain nearest neighbours, 4x more than the groups need. When they hold at
-        #    least `groups` labels, those are the top groups: every other label's best
-        #    example is further away than all of them.
-        # 2. Complete those groups with one filtered search per label that is short of
-        #    group_size. When near-duplicates crowd every other label out of step 1,
-        #    search every candidate label instead (measured: ~6 ms a query at 150 labels).
+        # Qdrant Edge has no group-by; this is its exact equivalent in batched rounds.
+        # 1. Nearest neighbours among the labels not seen yet, until `groups` labels are
+        #    seen or the examples run out. Labels first seen in a round are nearer (by
+        #    their best example) than every label still unseen, so the seen labels, in
+        #    order, are the top groups. Excluding seen labels keeps a label with many
+        #    near-duplicates from filling every round.
+        # 2. One filtered search per top label that holds fewer than group_size hits.
         from qdrant_edge import QueryBatchRequest
 
-        fetch = min(groups * group_size * 4, 4096)
+        fetch = min(groups * group_size * 2, 4096)
+        found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
         reader = self._acquire(version)
         try:
-            first = [
-                self._nearest(vector, fetch, allowed)
-                for vector, allowed in zip(vectors, labels, strict=True)
-            ]
-            results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(first))
-            found: list[dict[str, list[Hit]]] = []
-            plan: list[tuple[int, str]] = []
-            for position, points in enumerate(results):
-                by_label: dict[str, list[Hit]] = {}
-                for point in points:
-                    hit = hit_from_payload(point.id, point.score, point.payload)
-                    by_label.setdefault(hit.label, []).append(hit)
-                found.append(by_label)
-                exhausted = len(points) < fetch  # step 1 saw every candidate example
-                if exhausted:
-                    continue
-                allowed = labels[position]
-                if len(by_label) >= groups:
-                    short = [lb for lb in list(by_label)[:groups] if len(by_label[lb]) < group_size]
-                else:
-                    short = list(reader.labels if allowed is None else allowed)
-                plan.extend((position, label) for label in short)
-            if plan:
-                second = [
-                    self._nearest(vectors[position], group_size, [label])
-                    for position, label in plan
+            pending = list(range(len(vectors)))
+            # Labels whose every example has been seen: first seen in a round that
+            # returned fewer points than it asked for.
+            complete: list[set[str]] = [set() for _ in vectors]
+            while pending:
+                requests = [
+                    self._nearest(vectors[i], fetch, labels[i], exclude=list(found[i]))
+                    for i in pending
                 ]
+                results = await asyncio.to_thread(
+                    reader.shard.query_batch, QueryBatchRequest(requests)
+                )
+                still = []
+                for position, points in zip(pending, results, strict=True):
+                    by_label = found[position]
+                    new: set[str] = set()
+                    for point in points:
+                        hit = hit_from_payload(point.id, point.score, point.payload)
+                        if hit.label not in by_label:
+                            new.add(hit.label)
+                        by_label.setdefault(hit.label, []).append(hit)
+                    if len(points) < fetch:
+                        complete[position] |= new
+                    elif len(by_label) < groups:
+                        still.append(position)
+                pending = still
+
+            plan = [
+                (position, label)
+                for position, by_label in enumerate(found)
+                for label in list(by_label)[:groups]
+                if len(by_label[label]) < group_size and label not in complete[position]
+            ]
+            if plan:
+                requests = [self._nearest(vectors[i], group_size, [label]) for i, label in plan]
                 completed = await asyncio.to_thread(
-                    reader.shard.query_batch, QueryBatchRequest(second)
+                    reader.shard.query_batch, QueryBatchRequest(requests)
                 )
                 for (position, label), points in zip(plan, completed, strict=True):
-                    hits = [hit_from_payload(p.id, p.score, p.payload) for p in points]
-                    if hits:
-                        found[position][label] = hits
-                    else:
-                        found[position].pop(label, None)
+                    found[position][label] = [
+                        hit_from_payload(p.id, p.score, p.payload) for p in points
+                    ]
         finally:
             self._release(version, reader)
         answer = []
@@ -366,13 +373,23 @@ class EmbeddedStore:
         return answer
 
     @staticmethod
-    def _nearest(vector: Sequence[float], limit: int, allowed: Sequence[str] | None) -> Any:
+    def _nearest(
+        vector: Sequence[float],
+        limit: int,
+        allowed: Sequence[str] | None,
+        exclude: Sequence[str] = (),
+    ) -> Any:
         from qdrant_edge import FieldCondition, Filter, MatchAny, Query, QueryRequest
 
-        query_filter = None
+        must: list[Any] = []
         if allowed is not None:
-            condition = FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed)))
-            query_filter = Filter(must=[condition])
+            must.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed))))
+        must_not: list[Any] = []
+        if exclude:
+            must_not.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(exclude))))
+        query_filter = (
+            Filter(must=must or None, must_not=must_not or None) if must or must_not else None
+        )
         return QueryRequest(
             limit=limit,
             query=Query.Nearest([float(x) for x in vector]),
