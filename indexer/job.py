@@ -1,28 +1,32 @@
-"""Index a labelled table into a new version of the collection, then publish it.
+"""Index a labelled table into a new version of the collection, gate it, publish it.
 
-Order of work, so a failure never touches what is served: validate the whole
-table (nothing is written if a row is bad) -> create an unpublished version ->
-embed and write in batches -> check the point count -> publish (atomic pointer
-switch) -> drop the version it replaced. A failure before publishing drops the
-half-written version.
+Order of work, so a failure never touches what is served: validate the whole table
+(stream 1; nothing is written when a row breaks an ``error`` policy) -> remove drafts
+left by crashed runs -> create an unpublished version -> stream 2: encode and write in
+batches, encoding the next batch while the current one is written, and reusing the live
+version's vectors for unchanged rows (incremental mode) -> gates -> publish (atomic
+pointer switch) -> drop published versions beyond ``index.keep_versions``. Any failure
+before publishing drops the new version; a killed run leaves a draft that the next run
+removes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from indexer.gates import Canaries, check_gates
 from qroute.config import Settings
 from qroute.encoder import Encoder, SentenceTransformerEncoder
 from qroute.errors import IndexWriteError
 from qroute.store import Point, VectorStore, open_store
-from qroute.table import read_table
+from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
 
 __all__ = ["IndexReport", "run_index"]
@@ -36,38 +40,92 @@ class IndexReport:
     previous: str | None
     rows: int
     labels: tuple[str, ...]
+    mode: str  # "full" or "incremental"
+    embedded: int  # rows sent to the encoder
+    reused: int  # rows whose vector came from the live version
+    dropped: tuple[str, ...] = ()  # versions removed by the retention policy
+    table: TableReport | None = field(default=None, compare=False)
 
 
 def _payload(example: Example) -> dict[str, object]:
     return {
+        **example.extra,
         "text": example.text,
         "label": example.label,
         "row_id": example.row_id,
-        "source": Path(example.source).name,
+        "file": Path(example.source).name,
         "row": example.line,
     }
+
+
+async def remove_drafts(store: VectorStore) -> list[str]:
+    """Drop versions that were never published: leftovers of killed or failed runs."""
+    current = await store.current_version()
+    removed = []
+    for version in await store.versions():
+        if version != current and not await store.published(version):
+            await store.drop(version)
+            removed.append(version)
+            log.info("removed unpublished draft %s", version)
+    return removed
 
 
 async def _write(
     store: VectorStore,
     version: str,
     encoder: Encoder,
-    examples: Sequence[Example],
-    batch: int,
+    report: TableReport,
+    settings: Settings,
+    live: str | None,
+    canaries: Canaries,
     progress: bool,
-) -> None:
-    with tqdm(
-        total=len(examples), unit="row", desc=f"indexing {version}", disable=not progress
-    ) as bar:
-        for start in range(0, len(examples), batch):
-            chunk = examples[start : start + batch]
-            vectors = await asyncio.to_thread(encoder.encode, [e.text for e in chunk])
-            points = [
-                Point(e.row_id, v.tolist(), _payload(e))
-                for e, v in zip(chunk, vectors, strict=True)
-            ]
-            await store.upsert(version, points)
-            bar.update(len(chunk))
+) -> tuple[int, int, int]:
+    """Stream the accepted rows into ``version``: (distinct rows, embedded, reused)."""
+    batches: asyncio.Queue[tuple[list[Example], np.ndarray] | None] = asyncio.Queue(maxsize=2)
+    ids: set[str] = set()
+    counts = {"embedded": 0, "reused": 0}
+
+    async def produce() -> None:
+        for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
+            canaries.offer(chunk)
+            known: dict[str, list[float]] = {}
+            if live is not None:
+                known = await store.vectors(live, [e.row_id for e in chunk])
+            fresh = [e for e in chunk if e.row_id not in known]
+            encoded = (
+                await asyncio.to_thread(encoder.encode, [e.text for e in fresh]) if fresh else None
+            )
+            vectors = np.empty((len(chunk), encoder.dimension), dtype=np.float32)
+            fresh_rows = iter(range(len(fresh)))
+            for row, example in enumerate(chunk):
+                if example.row_id in known:
+                    vectors[row] = known[example.row_id]
+                else:
+                    assert encoded is not None
+                    vectors[row] = encoded[next(fresh_rows)]
+            counts["embedded"] += len(fresh)
+            counts["reused"] += len(chunk) - len(fresh)
+            await batches.put((chunk, vectors))
+        await batches.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        with tqdm(
+            total=report.accepted, unit="row", desc=f"indexing {version}", disable=not progress
+        ) as bar:
+            while (item := await batches.get()) is not None:
+                chunk, vectors = item
+                points = [
+                    Point(e.row_id, v.tolist(), _payload(e))
+                    for e, v in zip(chunk, vectors, strict=True)
+                ]
+                await store.upsert(version, points)
+                ids.update(e.row_id for e in chunk)
+                bar.update(len(chunk))
+        await producer
+    finally:
+        producer.cancel()
+    return len(ids), counts["embedded"], counts["reused"]
 
 
 async def run_index(
@@ -77,41 +135,162 @@ async def run_index(
     encoder: Encoder | None = None,
     store: VectorStore | None = None,
     progress: bool = True,
+    full: bool = False,
+    holdout: str | Path | None = None,
 ) -> IndexReport:
-    """Index ``table`` and publish it. Raises TableError (nothing written),
-    ModelLoadError, StoreUnavailable or IndexWriteError (nothing published)."""
-    examples = read_table(table, settings.table)
-    labels = tuple(sorted({e.label for e in examples}))
+    """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
+    StoreUnavailable or IndexWriteError (a gate failed: nothing published)."""
+    report = scan_table(table, settings.table)
+    report.raise_for_errors()
+    for problem in report.problems:
+        log.warning("%s", problem)
+    labels = tuple(sorted(report.labels))
     encoder = encoder or SentenceTransformerEncoder(settings.encoder)
     own_store = store is None
     store = store or open_store(settings.store)
     try:
-        metadata = {
-            "encoder": encoder.fingerprint,
-            "dimension": encoder.dimension,
-            "labels": list(labels),
-            "rows": len(examples),
-            "table": str(table),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        version = await store.create_version(encoder.dimension, metadata)
-        try:
-            await _write(
-                store, version, encoder, examples, settings.encoder.batch_size * 4, progress
+        async with store.exclusive():
+            await remove_drafts(store)
+            live = await store.current_version()
+            live_meta = await store.metadata(live) if live else {}
+            incremental = (
+                not full and live is not None and live_meta.get("encoder") == encoder.fingerprint
             )
-            written = await store.count(version)
-            if written != len(examples):
-                raise IndexWriteError(
-                    f"version {version} holds {written} points after writing {len(examples)} rows"
+            if live is not None and not incremental and not full:
+                log.info(
+                    "encoder changed (%s -> %s): full rebuild",
+                    live_meta.get("encoder"),
+                    encoder.fingerprint,
                 )
-            previous = await store.publish(version)
-        except BaseException:
-            await store.drop(version)
-            raise
-        log.info("published %s (%d rows, %d labels)", version, len(examples), len(labels))
-        if previous is not None:
-            await store.drop(previous)
-        return IndexReport(version=version, previous=previous, rows=len(examples), labels=labels)
+            metadata = {
+                "encoder": encoder.fingerprint,
+                "dimension": encoder.dimension,
+                "labels": list(labels),
+                "rows": report.accepted,
+                "table": str(table),
+                "mode": "incremental" if incremental else "full",
+                "base": live if incremental else None,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            version = await store.create_version(encoder.dimension, metadata)
+            canaries = Canaries(settings.index.canary_per_label)
+            try:
+                rows, embedded, reused = await _write(
+                    store,
+                    version,
+                    encoder,
+                    report,
+                    settings,
+                    live if incremental else None,
+                    canaries,
+                    progress,
+                )
+                failures = await check_gates(
+                    store,
+                    version,
+                    encoder,
+                    settings,
+                    rows,
+                    labels,
+                    canaries,
+                    holdout=holdout,
+                    live=live if live_meta.get("encoder") == encoder.fingerprint else None,
+                )
+                if failures:
+                    raise IndexWriteError(
+                        f"gate failed for {version}; the published version stays "
+                        f"{live or '(none)'}:\n" + "\n".join(f"  {f}" for f in failures)
+                    )
+                previous = await store.publish(version)
+            except BaseException:
+                await store.drop(version)
+                raise
+            log.info(
+                "published %s (%d rows, %d labels; %d embedded, %d reused)",
+                version,
+                rows,
+                len(labels),
+                embedded,
+                reused,
+            )
+            dropped = await _retain(store, settings.index.keep_versions)
+            return IndexReport(
+                version=version,
+                previous=previous,
+                rows=rows,
+                labels=labels,
+                mode=str(metadata["mode"]),
+                embedded=embedded,
+                reused=reused,
+                dropped=tuple(dropped),
+                table=report,
+            )
+    finally:
+        if own_store:
+            await store.close()
+
+
+async def _retain(store: VectorStore, keep: int) -> list[str]:
+    """Drop the oldest published versions beyond ``keep`` (the live one counts)."""
+    current = await store.current_version()
+    published = [v for v in await store.versions() if await store.published(v)]
+    older = [v for v in published if v != current]
+    dropped = older[: max(len(older) - (keep - 1), 0)]
+    for version in dropped:
+        await store.drop(version)
+    return dropped
+
+
+async def rollback(settings: Settings, store: VectorStore | None = None) -> tuple[str, str]:
+    """Point the published version back to the newest kept version older than it."""
+    own_store = store is None
+    store = store or open_store(settings.store)
+    try:
+        current = await store.current_version()
+        if current is None:
+            raise IndexWriteError("nothing is published: there is nothing to roll back")
+        versions = await store.versions()
+        older = [v for v in versions[: versions.index(current)] if await store.published(v)]
+        if not older:
+            raise IndexWriteError(f"{current} is the oldest kept version: nothing to roll back to")
+        await store.publish(older[-1])
+        return current, older[-1]
+    finally:
+        if own_store:
+            await store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    name: str
+    current: bool
+    published: bool
+    points: int | None  # None for an unpublished draft (another run may be writing it)
+    labels: int
+    encoder: str
+    created_at: str
+
+
+async def list_versions(settings: Settings, store: VectorStore | None = None) -> list[VersionRow]:
+    own_store = store is None
+    store = store or open_store(settings.store)
+    try:
+        current = await store.current_version()
+        rows = []
+        for version in await store.versions():
+            meta = await store.metadata(version)
+            rows.append(
+                VersionRow(
+                    name=version,
+                    current=version == current,
+                    published=await store.published(version),
+                    points=await store.count(version) if await store.published(version) else None,
+                    labels=len(meta.get("labels", ())),
+                    encoder=str(meta.get("encoder", "?")),
+                    created_at=str(meta.get("created_at", "?")),
+                )
+            )
+        return rows
     finally:
         if own_store:
             await store.close()

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "BatchingSettings",
     "EncoderSettings",
+    "IndexSettings",
     "NLISettings",
     "RouterSettings",
     "ServerSettings",
@@ -164,9 +165,39 @@ class StoreSettings(_Section):
         return self.location.startswith(("http://", "https://"))
 
 
+Policy = Literal["error", "skip", "warn"]
+
+
 class TableSettings(_Section):
+    """Reading and validating the labelled table (used by the indexer)."""
+
     text_column: str = "text"
     label_column: str = "label"
+    # None: UTF-8 (with or without BOM) when the file decodes as such, else CP949
+    # (a superset of EUC-KR, what Excel writes for Korean).
+    encoding: str | None = None
+    max_text_chars: int = Field(1000, ge=1)
+    min_examples: int = Field(1, ge=1)
+    # What each problem does: error (stop, write nothing), skip (drop the row), warn (keep it).
+    on_empty_text: Policy = "error"
+    on_missing_label: Policy = "error"
+    on_too_long: Policy = "error"
+    on_duplicate: Policy = "skip"
+    on_conflicting_labels: Policy = "error"
+    on_rare_label: Policy = "warn"
+
+
+class IndexSettings(_Section):
+    """The indexing job (restart-free: the indexer reads it on every run)."""
+
+    # Published versions kept, the live one included; older ones are dropped.
+    keep_versions: int = Field(3, ge=1)
+    # Rows encoded and written per step; encoding of the next step overlaps the write.
+    write_batch: int = Field(512, ge=1)
+    # Rows per label that must find their own label before the alias moves.
+    canary_per_label: int = Field(3, ge=0)
+    # With --holdout: the new version's accuracy may trail the live one's by this much.
+    holdout_tolerance: float = Field(0.01, ge=0.0, le=1.0)
 
 
 class ServerSettings(_Section):
@@ -202,6 +233,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     store: StoreSettings = StoreSettings()
     table: TableSettings = TableSettings()
+    index: IndexSettings = IndexSettings()
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
 

@@ -1,16 +1,21 @@
-"""Read and validate the labelled table (CSV, TSV, JSONL or Parquet) into Examples.
+"""Read and validate the labelled table (CSV, TSV, JSONL or Parquet).
 
-Every problem is collected and reported together as ``file:row: field: reason``;
-rows are numbered as a person sees them in an editor (a CSV header is row 1).
+Two streaming passes keep memory bounded for large tables: ``scan_table`` validates every
+row and returns a report (problems named ``file:row``, totals per kind) plus the rows to
+drop; ``iter_examples`` then yields the accepted rows in batches. Rows are numbered as a
+person sees them in an editor (a CSV header is row 1; a JSONL file's first line is row 1).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import unicodedata
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,16 @@ from qroute.config import TableSettings
 from qroute.errors import TableError
 from qroute.types import Example
 
-__all__ = ["FORMATS", "normalise", "read_table", "row_id"]
+__all__ = [
+    "FORMATS",
+    "Problem",
+    "TableReport",
+    "iter_examples",
+    "normalise",
+    "read_table",
+    "row_id",
+    "scan_table",
+]
 
 FORMATS = {
     ".csv": "csv",
@@ -27,6 +41,8 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
 }
+# Payload fields qroute writes itself; a table column of the same name is not copied.
+RESERVED = frozenset({"text", "label", "row_id", "file", "row"})
 
 # Fixed namespace so row ids are the same on every machine and every run.
 _ROW_NAMESPACE = uuid.UUID("6f1c3c52-31a4-4a7e-9d0b-6a1f2f7c9e10")
@@ -42,17 +58,110 @@ def row_id(text: str, label: str) -> str:
     return str(uuid.uuid5(_ROW_NAMESPACE, f"{normalise(label)}\x1f{normalise(text)}"))
 
 
-def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+@dataclass(frozen=True, slots=True)
+class Problem:
+    # empty_text, missing_label, too_long, duplicate, conflicting_labels, rare_label,
+    # unreadable, empty_table
+    kind: str
+    where: str  # file:row
+    detail: str
+    policy: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.detail} [{self.kind}: {self.policy}]"
+
+
+@dataclass
+class TableReport:
+    path: Path
+    encoding: str | None
+    rows: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    labels: Counter[str] = field(default_factory=Counter)
+    skipped_rows: set[int] = field(default_factory=set)
+    skipped_labels: set[str] = field(default_factory=set)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.labels.values())
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.policy == "error"]
+
+    def totals(self) -> Counter[str]:
+        return Counter(p.kind for p in self.problems)
+
+    def render(self, limit: int = 50) -> str:
+        lines = [
+            f"{self.path}: {self.rows} rows read"
+            + (f" ({self.encoding})" if self.encoding else "")
+            + f", {self.accepted} accepted, {len(self.labels)} labels"
+        ]
+        for problem in self.problems[:limit]:
+            lines.append(f"  {problem}")
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more")
+        totals = self.totals()
+        if totals:
+            policies = {p.kind: p.policy for p in self.problems}
+            lines.append(
+                "totals: "
+                + ", ".join(f"{k} {n} ({policies[k]})" for k, n in sorted(totals.items()))
+            )
+        else:
+            lines.append("no problems found")
+        return "\n".join(lines)
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise TableError([str(p) for p in self.errors])
+
+
+def _detect_encoding(path: Path, forced: str | None) -> str:
+    if forced:
+        return forced
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the 1 MiB boundary
+            return "cp949"
+    return "utf-8-sig"
+
+
+def _bad_line(path: Path, encoding: str) -> int:
+    """The 1-based line of ``path`` that does not decode as ``encoding``."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def _records(
+    path: Path, fmt: str, encoding: str | None
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (row number, record or None, problem) for each data row of the file."""
-    if fmt in ("csv", "tsv"):
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t")
-            for record in reader:
-                # line_num is the line on which the record ended: a quoted
-                # multi-line cell still points at its row.
-                yield reader.line_num, dict(record), None
-    elif fmt == "jsonl":
-        with path.open(encoding="utf-8-sig") as handle:
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise TableError(
+                [f"{path}: reading Parquet needs pyarrow: pip install 'qroute[parquet]'"]
+            ) from exc
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record, None
+        return
+    assert encoding is not None
+    with path.open(encoding=encoding, newline="" if fmt != "jsonl" else None) as handle:
+        if fmt == "jsonl":
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -65,27 +174,16 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None,
                     yield number, None, "not a JSON object"
                     continue
                 yield number, record, None
-    else:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise TableError(
-                [f"{path}: reading Parquet needs pyarrow: pip install 'qroute[parquet]'"]
-            ) from exc
-        table = pq.read_table(path)
-        for number, record in enumerate(table.to_pylist(), start=1):
-            yield number, record, None
+        else:
+            reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t")
+            for record in reader:
+                # line_num is the line on which the record ended.
+                yield reader.line_num, dict(record), None
 
 
-def read_table(path: str | Path, settings: TableSettings | None = None) -> list[Example]:
-    """Read every row of ``path`` into Examples, or raise TableError listing every bad row.
-
-    Checks: the text and label columns exist and are non-empty strings, and no text
-    (after ``normalise``) appears under two labels. A row repeated with the same label
-    is kept once: it would be the same point in the index.
-    """
-    settings = settings or TableSettings()
-    path = Path(path)
+def _rows(
+    path: Path, settings: TableSettings
+) -> tuple[str | None, Iterator[tuple[int, dict[str, Any] | None, str | None]]]:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise TableError(
@@ -93,49 +191,170 @@ def read_table(path: str | Path, settings: TableSettings | None = None) -> list[
         )
     if not path.is_file():
         raise TableError([f"{path}: no such file"])
+    encoding = None if fmt == "parquet" else _detect_encoding(path, settings.encoding)
 
-    text_col, label_col = settings.text_column, settings.label_column
-    problems: list[str] = []
-    examples: dict[str, Example] = {}
-    seen_text: dict[str, Example] = {}
-    try:
-        for number, record, problem in _records(path, fmt):
-            where = f"{path}:{number}"
-            if record is None:
-                problems.append(f"{where}: {problem}")
-                continue
-            fields: dict[str, str] = {}
-            for column in (text_col, label_col):
-                value = record.get(column)
-                if column not in record:
-                    problems.append(f"{where}: {column}: column is missing")
-                elif not isinstance(value, str):
-                    problems.append(
-                        f"{where}: {column}: expected a string, got {type(value).__name__}"
-                    )
-                elif not value.strip():
-                    problems.append(f"{where}: {column}: empty")
-                else:
-                    fields[column] = value
-            if len(fields) < 2:
-                continue
-            text, label = normalise(fields[text_col]), normalise(fields[label_col])
-            example = Example(
-                text=text, label=label, row_id=row_id(text, label), source=str(path), line=number
+    def guarded() -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        try:
+            yield from _records(path, fmt, encoding)
+        except UnicodeDecodeError as exc:
+            line = _bad_line(path, encoding or "utf-8")
+            raise TableError(
+                [
+                    f"{path}:{line}: cannot decode the row as {encoding} ({exc.reason}); "
+                    "pass --encoding (e.g. cp949, euc-kr, utf-8)"
+                ]
+            ) from None
+        except LookupError as exc:
+            raise TableError([f"{path}: unknown encoding {encoding!r}"]) from exc
+
+    return encoding, guarded()
+
+
+def _fields(
+    record: dict[str, Any], settings: TableSettings
+) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """(text, label, problems as (kind, detail)) of one record."""
+    problems = []
+    values: dict[str, str | None] = {}
+    for column, kind in (
+        (settings.text_column, "empty_text"),
+        (settings.label_column, "missing_label"),
+    ):
+        value = record.get(column)
+        if column not in record:
+            problems.append((kind, f"{column}: column is missing"))
+            values[column] = None
+        elif value is None or (isinstance(value, str) and not value.strip()):
+            problems.append((kind, f"{column}: empty"))
+            values[column] = None
+        elif not isinstance(value, str):
+            problems.append((kind, f"{column}: expected a string, got {type(value).__name__}"))
+            values[column] = None
+        else:
+            values[column] = normalise(value)
+    return values[settings.text_column], values[settings.label_column], problems
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def scan_table(path: str | Path, settings: TableSettings | None = None) -> TableReport:
+    """Validate every row of ``path`` (streaming) and report; writes nothing, raises only
+    when the file itself cannot be read. Apply the report with ``iter_examples``."""
+    settings = settings or TableSettings()
+    path = Path(path)
+    encoding, rows = _rows(path, settings)
+    report = TableReport(path=path, encoding=encoding)
+    policy = {
+        "empty_text": settings.on_empty_text,
+        "missing_label": settings.on_missing_label,
+        "too_long": settings.on_too_long,
+        "duplicate": settings.on_duplicate,
+        "conflicting_labels": settings.on_conflicting_labels,
+        "rare_label": settings.on_rare_label,
+        "unreadable": "error",
+    }
+    # 8-byte digests, not the texts: a million rows fit in ~100 MB.
+    seen: dict[int, tuple[str, int]] = {}
+    for number, record, unreadable in rows:
+        report.rows += 1
+        where = f"{path}:{number}"
+        found: list[tuple[str, str]] = []
+        text = label = None
+        if record is None:
+            found.append(("unreadable", unreadable or "unreadable"))
+        else:
+            text, label, found = _fields(record, settings)
+        if text is not None and len(text) > settings.max_text_chars:
+            found.append(
+                ("too_long", f"text has {len(text)} characters (limit {settings.max_text_chars})")
             )
-            earlier = seen_text.get(text)
-            if earlier is not None and earlier.label != label:
-                problems.append(
-                    f"{where}: {label_col}: text is also labelled {earlier.label!r} at row "
-                    f"{earlier.line} (conflicting labels)"
+        if text is not None and label is not None and not found:
+            earlier = seen.get(_digest(text))
+            if earlier is None:
+                seen[_digest(text)] = (label, number)
+            elif earlier[0] == label:
+                found.append(("duplicate", f"same text and label as row {earlier[1]}"))
+            else:
+                found.append(
+                    (
+                        "conflicting_labels",
+                        f"{settings.label_column}: text is also labelled "
+                        f"{earlier[0]!r} at row {earlier[1]}",
+                    )
                 )
-                continue
-            seen_text.setdefault(text, example)
-            examples.setdefault(example.row_id, example)
-    except UnicodeDecodeError as exc:
-        problems.append(f"{path}: not UTF-8 text (byte offset {exc.start}): {exc.reason}")
-    if problems:
-        raise TableError(problems)
-    if not examples:
-        raise TableError([f"{path}: the table has no rows"])
-    return list(examples.values())
+        keep = True
+        for kind, detail in found:
+            report.problems.append(Problem(kind, where, detail, policy[kind]))
+            if policy[kind] != "warn":
+                keep = False
+        if keep and text is not None and label is not None:
+            report.labels[label] += 1
+        else:
+            report.skipped_rows.add(number)
+    for label, count in sorted(report.labels.items()):
+        if count < settings.min_examples:
+            detail = f"label {label!r} has {count} example(s) (minimum {settings.min_examples})"
+            report.problems.append(Problem("rare_label", f"{path}", detail, settings.on_rare_label))
+            if settings.on_rare_label == "skip":
+                report.skipped_labels.add(label)
+    for label in report.skipped_labels:
+        del report.labels[label]
+    if report.rows == 0 or not report.labels:
+        report.problems.append(
+            Problem("empty_table", f"{path}", "the table has no usable rows", "error")
+        )
+    return report
+
+
+def iter_examples(
+    report: TableReport, settings: TableSettings | None = None, batch: int = 1024
+) -> Iterator[list[Example]]:
+    """The accepted rows of a scanned table, in batches, streaming from the file.
+    Extra columns (``source``, ``lang``, ...) ride along in ``Example.extra``."""
+    settings = settings or TableSettings()
+    _, rows = _rows(
+        report.path,
+        settings
+        if settings.encoding
+        else settings.model_copy(update={"encoding": report.encoding}),
+    )
+    chunk: list[Example] = []
+    for number, record, _ in rows:
+        if number in report.skipped_rows or record is None:
+            continue
+        text, label, _problems = _fields(record, settings)
+        if text is None or label is None or label in report.skipped_labels:
+            continue
+        extra = {
+            key: value
+            for key, value in record.items()
+            if key not in (settings.text_column, settings.label_column)
+            and key not in RESERVED
+            and isinstance(value, str | int | float | bool)
+        }
+        chunk.append(
+            Example(
+                text=text,
+                label=label,
+                row_id=row_id(text, label),
+                source=str(report.path),
+                line=number,
+                extra=extra,
+            )
+        )
+        if len(chunk) >= batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def read_table(path: str | Path, settings: TableSettings | None = None) -> list[Example]:
+    """Every accepted row of ``path``; raises TableError listing every row whose problem's
+    policy is ``error``."""
+    settings = settings or TableSettings()
+    report = scan_table(path, settings)
+    report.raise_for_errors()
+    return [example for chunk in iter_examples(report, settings) for example in chunk]

@@ -28,6 +28,8 @@ class Example:
     row_id: str
     source: str
     line: int
+    # Other columns of the row (e.g. source, lang), kept in the point's payload.
+    extra: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

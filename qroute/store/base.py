@@ -9,6 +9,7 @@ version, so the version they report is the one that answered.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,12 +79,24 @@ class VectorStore(Protocol):
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None: ...
 
-    async def count(self, version: str) -> int: ...
+    async def count(self, version: str, label: str | None = None) -> int:
+        """Points in ``version``, or only those of ``label``."""
+        ...
+
+    async def vectors(self, version: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The stored vectors of those ``ids`` that exist in ``version``."""
+        ...
+
+    async def published(self, version: str) -> bool:
+        """Whether ``version`` was ever published (an unpublished one is a draft or
+        the leftover of a crashed run)."""
+        ...
 
     async def metadata(self, version: str) -> dict[str, Any]: ...
 
     async def publish(self, version: str) -> str | None:
-        """Atomically make ``version`` the published one; returns the one it replaced."""
+        """Atomically make ``version`` the published one (marking it published); returns
+        the one it replaced. Also how a rollback points back to an earlier version."""
         ...
 
     async def drop(self, version: str) -> None:
@@ -114,6 +127,10 @@ class VectorStore(Protocol):
         its ``group_size`` nearest examples; groups ordered by their best similarity.
         ``labels[i]``, when not None, restricts vector i to those labels. A label with many
         near-duplicates fills one group, not the whole answer."""
+        ...
+
+    def exclusive(self) -> AbstractAsyncContextManager[None]:
+        """Held by an indexer for its whole run: one writer per collection at a time."""
         ...
 
     async def close(self) -> None: ...

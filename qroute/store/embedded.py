@@ -18,6 +18,7 @@ A version directory belongs to one writer; a reader opens only published version
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -25,7 +26,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,20 +49,22 @@ log = logging.getLogger(__name__)
 _META = "qroute.json"
 _READERS = ".readers"
 _CURRENT = "CURRENT"
+_PUBLISHED = ".published"
 
 
 @dataclass
 class _Reader:
     shard: Any
-    lock_file: TextIO
+    lock_file: TextIO | None  # None: the shard is this store's own writer, borrowed
     labels: tuple[str, ...]
     active: int = 0
     retired: bool = False
     guard: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
-        self.shard.close()
-        self.lock_file.close()  # releases the shared flock
+        if self.lock_file is not None:
+            self.shard.close()
+            self.lock_file.close()  # releases the shared flock
 
 
 class EmbeddedStore:
@@ -124,7 +127,12 @@ class EmbeddedStore:
         path = self._root / name
         path.mkdir()
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
-        config = EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine))
+        # No write-ahead log: a version is written once, flushed before it is published,
+        # and read-only after; an unflushed one is a draft the next run removes. Without
+        # a WAL (and its lock) a router and an indexer can both open a published version.
+        config = EdgeConfig(
+            vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine), wal_enabled=False
+        )
         shard = await asyncio.to_thread(EdgeShard.create, str(path), config)
         # Grouping by label runs one filtered search per label: index the field.
         index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
@@ -144,17 +152,29 @@ class EmbeddedStore:
         )
         await asyncio.to_thread(shard.update, operation)
 
-    async def count(self, version: str) -> int:
-        from qdrant_edge import CountRequest
+    async def count(self, version: str, label: str | None = None) -> int:
+        from qdrant_edge import CountRequest, FieldCondition, Filter, MatchValue
 
-        shard = self._writers.get(version)
-        if shard is not None:
-            return int(await asyncio.to_thread(shard.count, CountRequest(exact=True)))
+        query_filter = None
+        if label is not None:
+            query_filter = Filter(must=[FieldCondition(key=LABEL_FIELD, match=MatchValue(label))])
+        request = CountRequest(exact=True, filter=query_filter)
         reader = self._acquire(version)
         try:
-            return int(await asyncio.to_thread(reader.shard.count, CountRequest(exact=True)))
+            return int(await asyncio.to_thread(reader.shard.count, request))
         finally:
             self._release(version, reader)
+
+    async def vectors(self, version: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        reader = self._acquire(version)
+        try:
+            records = await asyncio.to_thread(reader.shard.retrieve, list(ids), False, True)
+        finally:
+            self._release(version, reader)
+        return {str(r.id): list(r.vector) for r in records}
+
+    async def published(self, version: str) -> bool:
+        return (self._root / version / _PUBLISHED).exists()
 
     async def metadata(self, version: str) -> dict[str, Any]:
         try:
@@ -170,6 +190,7 @@ class EmbeddedStore:
             await asyncio.to_thread(shard.close)
         if not (self._root / version).is_dir():
             raise VersionMissing(f"index version {version} does not exist in {self._root}")
+        (self._root / version / _PUBLISHED).touch()
         previous = await self.current_version()
         tmp = self._root / f".{_CURRENT}.{os.getpid()}.tmp"
         with tmp.open("w", encoding="utf-8") as handle:
@@ -239,6 +260,11 @@ class EmbeddedStore:
     def _acquire(self, version: str) -> _Reader:
         from qdrant_edge import EdgeShard
 
+        writer = self._writers.get(version)
+        if writer is not None:
+            # The indexer checks its own unpublished version through its writer.
+            meta = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
+            return _Reader(writer, None, tuple(meta.get("labels", ())))
         with self._lock:
             reader = self._readers.get(version)
             if reader is None:
@@ -269,6 +295,8 @@ class EmbeddedStore:
             return reader
 
     def _release(self, version: str, reader: _Reader) -> None:
+        if reader.lock_file is None:
+            return
         with reader.guard:
             reader.active -= 1
             close = reader.retired and reader.active == 0
@@ -396,6 +424,19 @@ class EmbeddedStore:
             filter=query_filter,
             with_payload=True,
         )
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        self._root.mkdir(parents=True, exist_ok=True)
+        with (self._root / ".indexer.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexWriteError(
+                    f"another indexer is writing {self._root}; wait for it to finish"
+                ) from None
+            # The kernel releases the lock when the process dies, even by kill -9.
+            yield
 
     async def close(self) -> None:
         with self._lock:

@@ -8,7 +8,8 @@ Versions are collections ``<collection>_v<N>``; the published one is the alias
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -110,17 +111,46 @@ class ServerStore:
             version,
         )
 
-    async def count(self, version: str) -> int:
+    async def count(self, version: str, label: str | None = None) -> int:
+        query_filter = None
+        if label is not None:
+            match = models.MatchValue(value=label)
+            query_filter = models.Filter(must=[models.FieldCondition(key=LABEL_FIELD, match=match)])
         result = await self._call(
-            "count", self._client.count(collection_name=version, exact=True), version
+            "count",
+            self._client.count(collection_name=version, count_filter=query_filter, exact=True),
+            version,
         )
         return int(result.count)
+
+    async def vectors(self, version: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        records = await self._call(
+            "retrieve",
+            self._client.retrieve(
+                collection_name=version, ids=list(ids), with_payload=False, with_vectors=True
+            ),
+            version,
+        )
+        return {str(r.id): list(r.vector) for r in records}
+
+    async def published(self, version: str) -> bool:
+        return bool((await self.metadata(version)).get("published_at"))
 
     async def metadata(self, version: str) -> dict[str, Any]:
         info = await self._call("get collection", self._client.get_collection(version), version)
         return dict(info.config.metadata or {})
 
     async def publish(self, version: str) -> str | None:
+        from datetime import UTC, datetime
+
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        await self._call(
+            "mark published",
+            self._client.update_collection(
+                collection_name=version, metadata={"published_at": stamp}
+            ),
+            version,
+        )
         previous = await self.current_version()
         operations: list[Any] = []
         if previous is not None:
@@ -210,6 +240,12 @@ class ServerStore:
         return list(
             await asyncio.gather(*(one(v, a) for v, a in zip(vectors, labels, strict=True)))
         )
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        # Qdrant has no lock primitive: run one indexer per collection at a time (a
+        # second one's drafts would be removed as leftovers by the first).
+        yield
 
     async def close(self) -> None:
         await self._client.close()

@@ -209,8 +209,8 @@ async def test_reindexing_switches_version_without_restart(
     await router.wait_for(switched)
     response = await router.classify("양자컴퓨터 관련주 시세 알려줘")
     assert response.path == pb.DECISION_PATH_KNN and response.label == "금융"
-    # The replaced version is gone once the router let go of it.
-    await router.wait_for(lambda: _versions_are(router, [report.version]))
+    # The replaced version is kept for a rollback (index.keep_versions).
+    assert await _versions_are(router, [before, report.version])
 
 
 async def _versions_are(router: Router, expected: list[str]) -> bool:

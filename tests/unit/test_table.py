@@ -8,7 +8,7 @@ import pytest
 
 from qroute.config import TableSettings
 from qroute.errors import TableError
-from qroute.table import read_table, row_id
+from qroute.table import iter_examples, read_table, row_id, scan_table
 
 
 def _write(path: Path, text: str) -> Path:
@@ -70,9 +70,9 @@ def test_every_bad_row_is_named_with_file_row_and_field(tmp_path: Path) -> None:
     with pytest.raises(TableError) as info:
         read_table(path)
     assert info.value.problems == [
-        f"{path}:3: text: empty",
-        f"{path}:4: label: empty",
-        f"{path}:5: label: text is also labelled '금융' at row 2 (conflicting labels)",
+        f"{path}:3: text: empty [empty_text: error]",
+        f"{path}:4: label: empty [missing_label: error]",
+        f"{path}:5: label: text is also labelled '금융' at row 2 [conflicting_labels: error]",
     ]
 
 
@@ -108,12 +108,91 @@ def test_missing_file_unknown_format_and_empty_table(tmp_path: Path) -> None:
         read_table(tmp_path / "none.csv")
     with pytest.raises(TableError, match="unsupported file type"):
         read_table(_write(tmp_path / "t.xlsx", ""))
-    with pytest.raises(TableError, match="no rows"):
+    with pytest.raises(TableError, match="no usable rows"):
         read_table(_write(tmp_path / "t.csv", "text,label\n"))
 
 
-def test_non_utf8_file_is_reported(tmp_path: Path) -> None:
+def test_korean_excel_encodings_are_read(tmp_path: Path) -> None:
+    content = "text,label\n코스닥 지수 알려줘,금융\n서귀포 맛집,장소\n"
+    for encoding in ("cp949", "euc-kr", "utf-8-sig", "utf-8"):
+        path = tmp_path / f"{encoding}.csv"
+        path.write_bytes(content.encode(encoding))
+        assert [e.text for e in read_table(path)] == ["코스닥 지수 알려줘", "서귀포 맛집"], encoding
+
+
+def test_a_forced_encoding_that_does_not_fit_names_the_row(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    path.write_bytes("text,label\n코스닥,금융\n".encode("cp949"))
-    with pytest.raises(TableError, match="not UTF-8"):
-        read_table(path)
+    path.write_bytes(b"text,label\nabc,x\n" + "코스닥,금융\n".encode("cp949"))
+    with pytest.raises(TableError, match=rf"{path}:3: cannot decode the row as utf-8"):
+        read_table(path, TableSettings(encoding="utf-8"))
+    assert [e.text for e in read_table(path, TableSettings(encoding="cp949"))] == ["abc", "코스닥"]
+
+
+def test_extra_columns_ride_along(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "text,label,source,lang\n코스닥 지수,금융,crm,ko\n")
+    [example] = read_table(path)
+    assert example.extra == {"source": "crm", "lang": "ko"}
+
+
+ROWS = (
+    "text,label\n코스닥 지수,금융\n,금융\n환율,\n{long},금융\n"
+    "코스닥 지수,금융\n코스닥  지수,뉴스\n혼자,희귀\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "row"),
+    [
+        ("empty_text", "on_empty_text", 3),
+        ("missing_label", "on_missing_label", 4),
+        ("too_long", "on_too_long", 5),
+        ("duplicate", "on_duplicate", 6),
+        ("conflicting_labels", "on_conflicting_labels", 7),
+    ],
+)
+@pytest.mark.parametrize("policy", ["error", "skip", "warn"])
+def test_each_problem_follows_its_policy(
+    tmp_path: Path, kind: str, setting: str, row: int, policy: str
+) -> None:
+    path = _write(tmp_path / "t.csv", ROWS.format(long="가" * 30))
+    lenient = {
+        name: "warn"
+        for name in (
+            "on_empty_text",
+            "on_missing_label",
+            "on_too_long",
+            "on_duplicate",
+            "on_conflicting_labels",
+            "on_rare_label",
+        )
+    }
+    settings = TableSettings(max_text_chars=20, **{**lenient, setting: policy})
+    report = scan_table(path, settings)
+    [problem] = [p for p in report.problems if p.kind == kind]
+    assert problem.where == f"{path}:{row}" and problem.policy == policy
+    assert report.totals()[kind] == 1
+    assert f"{kind} 1 ({policy})" in report.render()
+    if policy == "error":
+        with pytest.raises(TableError, match=f"{path}:{row}: "):
+            report.raise_for_errors()
+        return
+    report.raise_for_errors()
+    lines = [e.line for chunk in iter_examples(report, settings) for e in chunk]
+    assert (row in lines) == (
+        policy == "warn" and kind in ("too_long", "duplicate", "conflicting_labels")
+    )
+
+
+@pytest.mark.parametrize("policy", ["error", "skip", "warn"])
+def test_labels_with_too_few_examples(tmp_path: Path, policy: str) -> None:
+    path = _write(tmp_path / "t.csv", "text,label\n코스닥,금융\n환율,금융\n혼자,희귀\n")
+    settings = TableSettings(min_examples=2, on_rare_label=policy)
+    report = scan_table(path, settings)
+    [problem] = report.problems
+    assert problem.kind == "rare_label" and "'희귀' has 1 example(s) (minimum 2)" in problem.detail
+    if policy == "error":
+        with pytest.raises(TableError):
+            report.raise_for_errors()
+        return
+    labels = {e.label for chunk in iter_examples(report, settings) for e in chunk}
+    assert labels == ({"금융", "희귀"} if policy == "warn" else {"금융"})
