@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from qroute.config import Settings
 from qroute.encoder import Encoder
-from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
+from qroute.errors import EncoderMismatch, InvalidQuery, NotIndexed, VersionMissing
 from qroute.store import VectorStore
 from qroute.types import (
     Decision,
@@ -111,6 +111,15 @@ class Classifier:
         if version is None or (self._index is not None and self._index.version == version):
             return self._index
         metadata = await self.store.metadata(version)
+        built_with = metadata.get("encoder")
+        if built_with is not None and built_with != self.encoder.fingerprint:
+            # Vectors from another model are not comparable: searching them would give
+            # confident nonsense. Keep serving the previous version, if any.
+            raise EncoderMismatch(
+                f"index version {version} was built with encoder {built_with!r}, but this "
+                f"router runs {self.encoder.fingerprint!r}: re-index with this encoder, or "
+                "restart the router with the index's encoder"
+            )
         await self.store.open(version)
         self._index = IndexState(version=version, labels=tuple(metadata.get("labels", ())))
         log.info("serving index version %s (%d labels)", version, len(self._index.labels))

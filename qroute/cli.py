@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from qroute.config import Settings, load_settings
-from qroute.errors import QrouteError
+from qroute.errors import ConfigError, QrouteError
 
 __all__ = ["main"]
 
@@ -33,8 +33,24 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     index = with_config(sub.add_parser("index", help="index a labelled table and publish it"))
-    index.add_argument("table", help="CSV, TSV, JSONL or Parquet file with text and label columns")
+    index.add_argument(
+        "table", nargs="?", help="CSV, TSV, JSONL or Parquet file with text and label columns"
+    )
     index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    index.add_argument(
+        "--check", action="store_true", help="print the validation report, write nothing"
+    )
+    index.add_argument("--encoding", help="force the table's text encoding (e.g. cp949)")
+    index.add_argument(
+        "--full", action="store_true", help="re-embed every row even if the encoder is unchanged"
+    )
+    index.add_argument(
+        "--holdout", help="labelled file whose accuracy must not drop (index.holdout_tolerance)"
+    )
+    index.add_argument(
+        "--rollback", action="store_true", help="publish the previous kept version again"
+    )
+    index.add_argument("--list", action="store_true", help="list the index versions")
 
     with_config(sub.add_parser("serve", help="run the gRPC router"))
 
@@ -64,11 +80,48 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
-    from indexer import run_index
+    from indexer import list_versions, rollback, run_index
+    from qroute.table import scan_table
 
-    report = asyncio.run(run_index(settings, args.table, progress=not args.no_progress))
+    if args.encoding:
+        table = settings.table.model_copy(update={"encoding": args.encoding})
+        settings = settings.model_copy(update={"table": table})
+    if args.list:
+        rows = asyncio.run(list_versions(settings))
+        header = ("version", "state", "points", "labels", "created", "encoder")
+        print("{:<24} {:<10} {:>8} {:>6}  {:<25} {}".format(*header))
+        for row in rows:
+            state = "published*" if row.current else ("kept" if row.published else "draft")
+            points = "?" if row.points is None else str(row.points)
+            values = (row.name, state, points, row.labels, row.created_at, row.encoder)
+            print("{:<24} {:<10} {:>8} {:>6}  {:<25} {}".format(*values))
+        return 0
+    if args.rollback:
+        was, now = asyncio.run(rollback(settings))
+        print(f"rolled back: {now} is published again (was {was})")
+        return 0
+    if not args.table:
+        raise ConfigError("qroute index needs a TABLE (or --list / --rollback)")
+    if args.check:
+        scanned = scan_table(args.table, settings.table)
+        print(scanned.render(limit=1000))
+        return 1 if scanned.errors else 0
+    report = asyncio.run(
+        run_index(
+            settings,
+            args.table,
+            progress=not args.no_progress,
+            full=args.full,
+            holdout=args.holdout,
+        )
+    )
     replaced = f", replacing {report.previous}" if report.previous else ""
-    print(f"published {report.version}: {report.rows} rows, {len(report.labels)} labels{replaced}")
+    print(
+        f"published {report.version}: {report.rows} rows, {len(report.labels)} labels{replaced} "
+        f"({report.mode}: {report.embedded} embedded, {report.reused} reused)"
+    )
+    if report.dropped:
+        print(f"dropped old versions: {', '.join(report.dropped)}")
     return 0
 
 

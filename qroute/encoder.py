@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -52,9 +53,11 @@ class SentenceTransformerEncoder:
 
     @property
     def fingerprint(self) -> str:
-        return (
-            f"{self._settings.model}|dim={self._dimension}|prompt={self._settings.prompt!r}|norm=l2"
-        )
+        # The model's name, not where it was loaded from: a hub id and a local copy of
+        # the same model ("jhgan/ko-sroberta-multitask", "/models/ko-sroberta-multitask")
+        # give comparable vectors.
+        name = Path(self._settings.model.rstrip("/")).name
+        return f"{name}|dim={self._dimension}|prompt={self._settings.prompt!r}|norm=l2"
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         vectors = self._model.encode(

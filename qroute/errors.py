@@ -7,7 +7,8 @@ QrouteError
  ├── ModelLoadError       a model could not be found locally nor fetched from the hub
  ├── InvalidQuery         the request itself is unusable (empty or over-long text)
  ├── NotIndexed           no index version has been published yet
- │    └── VersionMissing   the version being searched was dropped after a newer one was published
+ │    ├── VersionMissing   the version being searched was dropped after a newer one was published
+ │    └── EncoderMismatch  the published version was built with another encoder
  ├── StoreUnavailable     the vector store cannot be reached
  ├── NotReady             the router is still loading its models
  ├── Overloaded           too many requests are queued; retry later
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DeadlineExceeded",
+    "EncoderMismatch",
     "IndexWriteError",
     "InvalidQuery",
     "ModelLoadError",
@@ -84,4 +86,8 @@ class Overloaded(QrouteError):
 
 
 class DeadlineExceeded(QrouteError):
+    pass
+
+
+class EncoderMismatch(NotIndexed):
     pass
