@@ -6,6 +6,8 @@ import asyncio
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from qroute.config import Settings
 from qroute.encoder import Encoder
 from qroute.store import VectorStore
@@ -16,17 +18,18 @@ __all__ = ["Canaries", "check_gates"]
 
 
 class Canaries:
-    """The first ``per_label`` rows of each label, collected while the table streams by."""
+    """The first ``per_label`` rows of each label and the vectors written for them,
+    collected while the table streams by (so the gate costs no encoder call)."""
 
     def __init__(self, per_label: int) -> None:
         self._per_label = per_label
-        self.rows: dict[str, list[Example]] = defaultdict(list)
+        self.rows: dict[str, list[tuple[Example, list[float]]]] = defaultdict(list)
 
-    def offer(self, chunk: list[Example]) -> None:
-        for example in chunk:
+    def offer(self, chunk: list[Example], vectors: np.ndarray) -> None:
+        for example, vector in zip(chunk, vectors, strict=True):
             kept = self.rows[example.label]
             if len(kept) < self._per_label:
-                kept.append(example)
+                kept.append((example, vector.tolist()))
 
 
 async def _accuracy(
@@ -64,9 +67,10 @@ async def check_gates(
     if missing:
         failures.append(f"labels: no points for {missing}")
 
-    samples = [e for kept in canaries.rows.values() for e in kept]
-    if samples:
-        vectors = (await asyncio.to_thread(encoder.encode, [e.text for e in samples])).tolist()
+    pairs = [pair for kept in canaries.rows.values() for pair in kept]
+    if pairs:
+        samples = [example for example, _ in pairs]
+        vectors = [vector for _, vector in pairs]
         found = await store.search_groups(
             version, vectors, groups=1, group_size=1, labels=[None] * len(samples)
         )

@@ -87,7 +87,6 @@ async def _write(
 
     async def produce() -> None:
         for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
-            canaries.offer(chunk)
             known: dict[str, list[float]] = {}
             if live is not None:
                 known = await store.vectors(live, [e.row_id for e in chunk])
@@ -103,6 +102,7 @@ async def _write(
                 else:
                     assert encoded is not None
                     vectors[row] = encoded[next(fresh_rows)]
+            canaries.offer(chunk, vectors)
             counts["embedded"] += len(fresh)
             counts["reused"] += len(chunk) - len(fresh)
             await batches.put((chunk, vectors))

@@ -28,7 +28,14 @@ class TinyModels:
     nli_unlabelled: Path  # an NLI-shaped classifier whose config names no entailment class
 
 
-def build_tiny_models(texts: Iterable[str], out_dir: str | Path, *, seed: int = 0) -> TinyModels:
+def build_tiny_models(
+    texts: Iterable[str],
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 32,
+    layers: int = 2,
+) -> TinyModels:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -64,10 +71,10 @@ def build_tiny_models(texts: Iterable[str], out_dir: str | Path, *, seed: int = 
     def config(**extra: Any) -> BertConfig:
         return BertConfig(
             vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
+            hidden_size=hidden_size,
+            num_hidden_layers=layers,
             num_attention_heads=2,
-            intermediate_size=64,
+            intermediate_size=2 * hidden_size,
             max_position_embeddings=128,
             **extra,
         )
@@ -76,7 +83,7 @@ def build_tiny_models(texts: Iterable[str], out_dir: str | Path, *, seed: int = 
     BertModel(config()).save_pretrained(transformer_dir)
     tokenizer.save_pretrained(transformer_dir)
     word = Transformer(str(transformer_dir), max_seq_length=64)
-    pooling = Pooling(32, pooling_mode="mean")
+    pooling = Pooling(hidden_size, pooling_mode="mean")
     encoder_dir = out / "encoder"
     SentenceTransformer(modules=[word, pooling], device="cpu").save(str(encoder_dir))
 
