@@ -76,6 +76,28 @@ class Classifier:
         # instead of one per worker thread, and model calls never overlap.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Classifier:
+        """Load the models and open the store (blocking: minutes for a hub download)."""
+        from qroute.encoder import SentenceTransformerEncoder
+        from qroute.store import open_store
+        from qroute.zeroshot import NLIZeroShot
+
+        nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
+        encoder = SentenceTransformerEncoder(settings.encoder)
+        return cls(settings, encoder, nli, open_store(settings.store))
+
+    def tuning_warning(self) -> str | None:
+        """Why the configured thresholds may not fit this classifier, or None."""
+        tuned = self.settings.tuned
+        if tuned is None or not tuned.encoder or tuned.encoder == self.encoder.fingerprint:
+            return None
+        return (
+            f"the thresholds in the config were tuned with encoder {tuned.encoder!r} "
+            f"(index {tuned.index_version or '?'}), but this router runs "
+            f"{self.encoder.fingerprint!r}: re-run `qroute tune`"
+        )
+
     def reconfigure(self, settings: Settings, nli: ZeroShotScorer | None = None) -> Classifier:
         """A classifier on new (hot-reloadable) settings, sharing models, store and index."""
         clone = Classifier(

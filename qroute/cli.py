@@ -54,6 +54,33 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("serve", help="run the gRPC router"))
 
+    evaluate = with_config(sub.add_parser("eval", help="measure the router on labelled data"))
+    evaluate.add_argument("data", help="labelled CSV/TSV/JSONL/Parquet (text, label)")
+    evaluate.add_argument("--oos-label", help="label that marks out-of-scope rows (e.g. oos)")
+    evaluate.add_argument("--out", default="qroute-eval", help="folder for eval.json and PNGs")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    tune = with_config(sub.add_parser("tune", help="choose thresholds from labelled data"))
+    tune.add_argument("data", nargs="?", help="labelled data (omit with --cross-validate)")
+    tune.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="tune on the indexed table itself, each row without itself (leave-one-out)",
+    )
+    tune.add_argument("--table", help="with --cross-validate: the indexed table")
+    tune.add_argument(
+        "--objective", choices=["accuracy", "oos", "zero-shot-rate"], default="accuracy"
+    )
+    tune.add_argument(
+        "--target", type=float, default=0.9, help="OOS recall floor or zero-shot rate ceiling"
+    )
+    tune.add_argument("--oos-label", help="label that marks out-of-scope rows")
+    tune.add_argument("--out", default="qroute-tune", help="folder for the report and curve")
+    tune.add_argument(
+        "--write", action="store_true", help="write the chosen values into the config file"
+    )
+    tune.add_argument("--no-progress", action="store_true")
+
     classify = sub.add_parser("classify", help="ask a running router to label texts")
     classify.add_argument("texts", nargs="+", metavar="TEXT")
     classify.add_argument(
@@ -125,6 +152,129 @@ def _index(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from qroute.classifier import Classifier
+    from qroute.evaluate import evaluate, plot_confusion, plot_curve
+    from qroute.table import read_table
+    from qroute.tune import precompute, sweep
+
+    examples = read_table(args.data, settings.table)
+    classifier = await asyncio.to_thread(Classifier.from_settings, settings)
+    try:
+        warning = classifier.tuning_warning()
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        result, _ = await evaluate(
+            classifier, examples, oos_label=args.oos_label, progress=not args.no_progress
+        )
+        router = settings.router
+        pre = await precompute(classifier, examples, k_max=router.k, progress=not args.no_progress)
+    finally:
+        await classifier.close()
+    curve = sweep(
+        pre,
+        router,
+        settings.zero_shot,
+        oos_label=args.oos_label,
+        ks=[router.k],
+        margins=[router.min_margin],
+        zero_shot_thresholds=[settings.zero_shot.threshold],
+        per_label=False,
+    ).curve
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(result.to_json(), encoding="utf-8")
+    plot_confusion(result, out / "confusion.png")
+    series = {k: v for k, v in curve.items() if k != "threshold"}
+    plot_curve(
+        curve["threshold"],
+        series,
+        out / "threshold.png",
+        xlabel="router.similarity_threshold",
+        mark=router.similarity_threshold,
+    )
+    (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
+    print(result.render())
+    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}")
+    return 0
+
+
+async def _tune(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from qroute.classifier import Classifier
+    from qroute.config import config_file
+    from qroute.evaluate import plot_curve
+    from qroute.table import read_table
+    from qroute.tune import precompute, sweep, write_tuned
+
+    source = args.table if args.cross_validate else args.data
+    if not source:
+        raise ConfigError("qroute tune needs DATA, or --cross-validate --table TABLE")
+    examples = read_table(source, settings.table)
+    classifier = await asyncio.to_thread(Classifier.from_settings, settings)
+    try:
+        pre = await precompute(
+            classifier,
+            examples,
+            k_max=max(settings.router.k, 10),
+            leave_one_out=args.cross_validate,
+            progress=not args.no_progress,
+        )
+        index = classifier.index
+        fingerprint = classifier.encoder.fingerprint
+    finally:
+        await classifier.close()
+    result = sweep(
+        pre,
+        settings.router,
+        settings.zero_shot,
+        objective=args.objective,
+        target=args.target,
+        oos_label=args.oos_label,
+    )
+    choice = result.best
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"choice": choice.__dict__, "evaluated": result.evaluated, "curve": result.curve}
+    (out / "tune.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    series = {k: v for k, v in result.curve.items() if k != "threshold"}
+    plot_curve(
+        result.curve["threshold"],
+        series,
+        out / "tradeoff.png",
+        xlabel="router.similarity_threshold",
+        mark=choice.similarity_threshold,
+    )
+    print(
+        f"best of {result.evaluated} settings ({args.objective}): k={choice.k} "
+        f"similarity_threshold={choice.similarity_threshold:.3f} min_margin={choice.min_margin} "
+        f"zero_shot.threshold={choice.zero_shot_threshold:.3f} "
+        f"per-label overrides={len(choice.label_thresholds)}"
+    )
+    print("reached: " + ", ".join(f"{k} {v}" for k, v in choice.figures().items()))
+    if args.write:
+        path = config_file(args.config)
+        if path is None:
+            raise ConfigError("--write needs a config file: pass --config FILE")
+        write_tuned(
+            path,
+            choice,
+            encoder=fingerprint,
+            index_version=index.version if index else "",
+            objective=args.objective,
+            data=str(source),
+        )
+        print(f"wrote the tuned values into {path}")
+    return 0
+
+
 def _serve(settings: Settings, config: str | None) -> int:
     from qroute.config import config_file
     from server.app import serve
@@ -177,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.command == "index":
             return _index(settings, args)
+        if args.command == "eval":
+            return asyncio.run(_eval(settings, args))
+        if args.command == "tune":
+            return asyncio.run(_tune(settings, args))
         return _serve(settings, args.config)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)

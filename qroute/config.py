@@ -44,6 +44,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "TableSettings",
+    "TunedSettings",
     "ZeroShotSettings",
     "config_file",
     "load_settings",
@@ -200,6 +201,18 @@ class IndexSettings(_Section):
     holdout_tolerance: float = Field(0.01, ge=0.0, le=1.0)
 
 
+class TunedSettings(_Section):
+    """Written by ``qroute tune``: what the thresholds were tuned on and what they reached.
+    The router warns at start when its encoder is not the one they were tuned with."""
+
+    encoder: str = ""
+    index_version: str = ""
+    objective: str = ""
+    data: str = ""
+    at: str = ""
+    figures: dict[str, float | None] = Field(default_factory=dict)
+
+
 class ServerSettings(_Section):
     bind: str = "127.0.0.1:50051"
     # How often the router looks for a newly published index version, and for a
@@ -236,6 +249,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
+    tuned: TunedSettings | None = None
 
     @property
     def version(self) -> str:

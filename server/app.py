@@ -36,15 +36,7 @@ SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
 def build_classifier(settings: Settings) -> Classifier:
-    """Load the models and open the store (blocking: minutes for a hub download)."""
-    from qroute.encoder import SentenceTransformerEncoder
-    from qroute.store import open_store
-    from qroute.zeroshot import NLIZeroShot
-
-    nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
-    return Classifier(
-        settings, SentenceTransformerEncoder(settings.encoder), nli, open_store(settings.store)
-    )
+    return Classifier.from_settings(settings)
 
 
 class RouterApp:
@@ -116,6 +108,9 @@ class RouterApp:
             factory = classifier or (lambda: build_classifier(self.settings))
             classifier = await asyncio.to_thread(factory)
         self.classifier = classifier
+        warning = classifier.tuning_warning()
+        if warning:
+            log.warning("%s", warning)
         self.batcher.start()
         await self.follow_index_once()
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
