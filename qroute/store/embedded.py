@@ -113,6 +113,7 @@ class EmbeddedStore:
             EdgeConfig,
             EdgeShard,
             EdgeVectorParams,
+            Memory,
             PayloadSchemaType,
             UpdateOperation,
         )
@@ -135,9 +136,10 @@ class EmbeddedStore:
         # No write-ahead log: a version is written once, flushed before it is published,
         # and read-only after; an unflushed one is a draft the next run removes. Without
         # a WAL (and its lock) a router and an indexer can both open a published version.
-        config = EdgeConfig(
-            vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine), wal_enabled=False
-        )
+        # Cold: vectors live in memory-mapped files, paged in on use, so a large index
+        # does not have to fit in the process's memory.
+        vectors = EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold)
+        config = EdgeConfig(vectors=vectors, wal_enabled=False)
         shard = await asyncio.to_thread(EdgeShard.create, str(path), config)
         # Grouping by label runs one filtered search per label: index the field.
         index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
