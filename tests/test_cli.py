@@ -119,3 +119,56 @@ def test_bad_table_row_is_named_by_the_cli(tmp_path: Path, tiny_models: TinyMode
     )
     assert result.returncode == 2
     assert f"{table}:3: label: empty" in result.stderr
+
+
+def test_eval_and_tune_commands_write_their_reports(
+    tmp_path: Path, tiny_models: TinyModels
+) -> None:
+    import yaml
+
+    config = tmp_path / "qroute.yaml"
+    config.write_text(
+        "# my router\nrouter:\n  k: 5   # labels per query\nstore:\n  collection: cli\n"
+        f"zero_shot:\n  method: embedding\nencoder:\n  model: {tiny_models.encoder}\n",
+        encoding="utf-8",
+    )
+    env = _env(tmp_path)
+    base = [sys.executable, "-m", "qroute"]
+    table = str(ROOT / "examples" / "queries.csv")
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 300}
+    indexed = subprocess.run([*base, "index", table, "--config", str(config)], **run)  # type: ignore[call-overload]
+    assert indexed.returncode == 0, indexed.stderr
+
+    held = str(ROOT / "examples" / "queries_eval.csv")
+    evaluated = subprocess.run([*base, "eval", held, "--config", str(config), "--out", "ev"], **run)  # type: ignore[call-overload]
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "in-scope accuracy" in evaluated.stdout and "macro-F1" in evaluated.stdout
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text(encoding="utf-8"))
+    assert report["n"] == 80 and set(report["per_label"]) == {
+        "금융",
+        "영화",
+        "장소",
+        "날씨",
+        "음악",
+        "쇼핑",
+        "스포츠",
+        "뉴스",
+        "건강",
+        "교통",
+    }
+    for png in ("confusion.png", "threshold.png"):
+        assert (tmp_path / "ev" / png).read_bytes()[:4] == b"\x89PNG"
+
+    tuned = subprocess.run(
+        [*base, "tune", held, "--config", str(config), "--out", "tu", "--write"],
+        **run,  # type: ignore[call-overload]
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    assert "wrote the tuned values into" in tuned.stdout
+    text = config.read_text(encoding="utf-8")
+    assert "# my router" in text and "# labels per query" in text
+    written = yaml.safe_load(text)
+    assert written["tuned"]["encoder"].startswith("encoder|dim=32")
+    assert written["tuned"]["index_version"] == "cli_v1"
+    assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
+    assert (tmp_path / "tu" / "tradeoff.png").exists()
