@@ -52,6 +52,11 @@ class MicroBatcher(Generic[T, R]):
         self._on_batch = on_batch
         self._worker: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="qroute-batcher")

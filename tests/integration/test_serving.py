@@ -72,7 +72,7 @@ async def test_concurrent_calls_share_one_encoder_call_and_one_nli_pass(
     first = await _hold_a_batch(router, encoder)
     queries = [f"kospi forecast {i}" for i in range(16)]  # all below the threshold
     waiting = [asyncio.create_task(router.classify(q)) for q in queries]
-    await asyncio.sleep(0.3)
+    await router.wait_for(lambda: _async(router.app.batcher.waiting == len(queries)))
     encoder.gate.set()
     responses = await asyncio.gather(first, *waiting)
 
