@@ -91,7 +91,9 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = until - loop.time()
-            if remaining <= 0:
+            # Waiting pays only under concurrent load (several items were already
+            # queued): a lone request is never held back.
+            if remaining <= 0 or len(batch) == 1:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
