@@ -28,15 +28,11 @@ from server.metrics import Metrics
 from server.reload import ConfigWatcher
 from server.servicer import RouterServicer
 
-__all__ = ["SERVICE_NAME", "RouterApp", "build_classifier", "serve"]
+__all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
-
-
-def build_classifier(settings: Settings) -> Classifier:
-    return Classifier.from_settings(settings)
 
 
 class RouterApp:
@@ -105,7 +101,7 @@ class RouterApp:
         """Install a classifier (built from settings unless given), then follow the index
         and the config file."""
         if not isinstance(classifier, Classifier):
-            factory = classifier or (lambda: build_classifier(self.settings))
+            factory = classifier or (lambda: Classifier.from_settings(self.settings))
             classifier = await asyncio.to_thread(factory)
         self.classifier = classifier
         warning = classifier.tuning_warning()

@@ -13,11 +13,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from indexer import run_index
+from qroute.classifier import Classifier
 from qroute.config import Settings
 from qroute.errors import TableError
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.app import SERVICE_NAME, RouterApp, build_classifier
+from server.app import SERVICE_NAME, RouterApp
 from tests.conftest import EXAMPLE_TABLE, example_rows
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -65,7 +66,7 @@ async def test_health_is_not_serving_until_models_and_index_are_loaded(
         await router.classify("코스닥 지수 알려줘")
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
-    await router.app.load(lambda: build_classifier(settings))
+    await router.app.load(lambda: Classifier.from_settings(settings))
     assert await router.status(SERVICE_NAME) == NOT_SERVING  # models up, no index yet
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await router.classify("코스닥 지수 알려줘")
@@ -98,7 +99,7 @@ async def _is(awaitable: Any, value: Any) -> bool:
 async def serving(started: tuple[Router, Settings]) -> tuple[Router, Settings]:
     router, settings = started
     await run_index(settings, EXAMPLE_TABLE, progress=False)
-    await router.app.load(lambda: build_classifier(settings))
+    await router.app.load(lambda: Classifier.from_settings(settings))
     assert await router.status() == SERVING
     return router, settings
 
@@ -155,7 +156,7 @@ async def test_no_match_when_entailment_is_below_the_nli_threshold(
     await run_index(settings, EXAMPLE_TABLE, progress=False)
     app = RouterApp(settings)
     port = await app.start()
-    await app.load(lambda: build_classifier(settings))
+    await app.load(lambda: Classifier.from_settings(settings))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
