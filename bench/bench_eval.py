@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -185,17 +184,7 @@ def main() -> None:
                 f"chosen {row['chosen']})",
                 flush=True,
             )
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {"rows": rows, "machine": platform.platform(), "git": sha.stdout.strip()},
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    write_results(args.out, {"rows": rows})
 
 
 if __name__ == "__main__":

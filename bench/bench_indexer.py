@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -149,13 +149,7 @@ def main() -> None:
                 f"{mem['rows']:.0f} rows x 384 dims: peak RSS {mem['peak_rss_mib']:.0f} MiB "
                 f"({mem['seconds']:.0f} s, {mem['rows_per_s']:.0f} rows/s; target < 2048 MiB)"
             )
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({**results, "machine": platform.platform(), "git": sha.stdout.strip()}, indent=2)
-    )
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import grpc
 import yaml
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -237,25 +236,15 @@ async def main() -> None:
         f"{results['c_hf_pipeline_ms']:.1f} ms = {results['c_zero_shot_ratio']:.3f}   (target <= 0.33)\n"
         f"    with nli.quantize=int8: {results['c_int8_ms']:.1f} ms = {results['c_int8_ratio']:.3f}"
     )
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "encoder": str(args.encoder),
-                "table": str(args.table),
-                "queries_file": str(args.queries),
-                "queries": len(queries),
-                "results": results,
-                "machine": platform.platform(),
-                "cpus": os.cpu_count(),
-                "git": sha.stdout.strip(),
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
+    write_results(
+        args.out,
+        {
+            "encoder": str(args.encoder),
+            "table": str(args.table),
+            "queries_file": str(args.queries),
+            "queries": len(queries),
+            "results": results,
+        },
     )
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -21,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
+from _results import write_results
 from qdrant_client import AsyncQdrantClient
 
 from qroute.store import Point, VectorStore
@@ -102,21 +100,13 @@ async def main() -> None:
     edge, local = results["qdrant-edge (EmbeddedStore)"], results["qdrant-client local mode"]
     ratio = local["p50_ms"] / edge["p50_ms"]
     print(f"local mode p50 / edge p50 = {ratio:.1f}x  ({args.points} x {args.dim}, top-{args.k})")
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "params": {k: str(v) for k, v in vars(args).items()},
-                "results": results,
-                "local_over_edge_p50": ratio,
-                "machine": platform.platform(),
-                "git": sha.stdout.strip(),
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        {
+            "params": {k: str(v) for k, v in vars(args).items()},
+            "results": results,
+            "local_over_edge_p50": ratio,
+        },
     )
 
 

@@ -279,12 +279,13 @@ async def list_versions(settings: Settings, store: VectorStore | None = None) ->
         rows = []
         for version in await store.versions():
             meta = await store.metadata(version)
+            published = await store.published(version)
             rows.append(
                 VersionRow(
                     name=version,
                     current=version == current,
-                    published=await store.published(version),
-                    points=await store.count(version) if await store.published(version) else None,
+                    published=published,
+                    points=await store.count(version) if published else None,
                     labels=len(meta.get("labels", ())),
                     encoder=str(meta.get("encoder", "?")),
                     created_at=str(meta.get("created_at", "?")),
