@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from qroute.config import Settings
-from qroute.encoder import Encoder
+from qroute.errors import EncoderMismatch
+from qroute.lexical import Lexicon
+from qroute.retrieval import Embedded, Retriever
 from qroute.store import VectorStore
 from qroute.table import read_table
-from qroute.types import Example
+from qroute.types import Example, SparseVector
 
 __all__ = ["Canaries", "check_gates"]
 
@@ -23,33 +25,54 @@ class Canaries:
 
     def __init__(self, per_label: int) -> None:
         self._per_label = per_label
-        self.rows: dict[str, list[tuple[Example, list[float]]]] = defaultdict(list)
+        self.rows: dict[str, list[tuple[Example, list[float] | None, SparseVector | None]]] = (
+            defaultdict(list)
+        )
 
-    def offer(self, chunk: list[Example], vectors: np.ndarray) -> None:
-        for example, vector in zip(chunk, vectors, strict=True):
+    def offer(self, chunk: list[Example], embedded: Embedded) -> None:
+        for row, example in enumerate(chunk):
             kept = self.rows[example.label]
             if len(kept) < self._per_label:
-                kept.append((example, vector.tolist()))
+                dense = embedded.dense[row].tolist() if embedded.dense is not None else None
+                sparse = embedded.sparse[row] if embedded.sparse is not None else None
+                kept.append((example, dense, sparse))
+
+    def embedded(self) -> tuple[list[Example], Embedded]:
+        rows = [row for kept in self.rows.values() for row in kept]
+        dense = None
+        if rows and rows[0][1] is not None:
+            dense = np.asarray([d for _, d, _ in rows], dtype=np.float32)
+        sparse = [s for _, _, s in rows if s is not None] if rows and rows[0][2] else None
+        return [example for example, _, _ in rows], Embedded(dense, sparse)
 
 
-async def _accuracy(
-    store: VectorStore, version: str, vectors: list[list[float]], labels: list[str]
-) -> float:
-    found = await store.search_groups(
-        version, vectors, groups=1, group_size=1, labels=[None] * len(vectors)
+async def _nearest_labels(
+    store: VectorStore,
+    version: str,
+    retriever: Retriever,
+    lexicon: Lexicon | None,
+    settings: Settings,
+    embedded: Embedded,
+) -> list[str]:
+    """Each query's nearest label, found the way the router finds it."""
+    found = await retriever.search_groups(
+        store,
+        version,
+        embedded,
+        lexicon,
+        settings.retrieval,
+        groups=1,
+        group_size=1,
+        labels=[None] * len(embedded),
     )
-    right = sum(
-        1
-        for groups, label in zip(found, labels, strict=True)
-        if groups and groups[0].label == label
-    )
-    return right / len(labels) if labels else 1.0
+    return [groups[0].label if groups else "nothing" for groups in found]
 
 
 async def check_gates(
     store: VectorStore,
     version: str,
-    encoder: Encoder,
+    retriever: Retriever,
+    lexicon: Lexicon | None,
     settings: Settings,
     rows: int,
     labels: tuple[str, ...],
@@ -67,20 +90,14 @@ async def check_gates(
     if missing:
         failures.append(f"labels: no points for {missing}")
 
-    pairs = [pair for kept in canaries.rows.values() for pair in kept]
-    if pairs:
-        samples = [example for example, _ in pairs]
-        vectors = [vector for _, vector in pairs]
-        found = await store.search_groups(
-            version, vectors, groups=1, group_size=1, labels=[None] * len(samples)
-        )
-        wrong = []
-        for example, groups in zip(samples, found, strict=True):
-            got = groups[0].label if groups else "nothing"
-            if got != example.label:
-                wrong.append(
-                    f"{example.source}:{example.line} {example.text!r} ({example.label}) -> {got}"
-                )
+    samples, embedded = canaries.embedded()
+    if samples:
+        got = await _nearest_labels(store, version, retriever, lexicon, settings, embedded)
+        wrong = [
+            f"{example.source}:{example.line} {example.text!r} ({example.label}) -> {label}"
+            for example, label in zip(samples, got, strict=True)
+            if label != example.label
+        ]
         if wrong:
             failures.append(
                 f"canaries: {len(wrong)} of {len(samples)} rows did not find their own label: "
@@ -89,14 +106,27 @@ async def check_gates(
 
     if holdout is not None:
         held = read_table(holdout, settings.table)
-        vectors = (await asyncio.to_thread(encoder.encode, [e.text for e in held])).tolist()
-        truth = [e.label for e in held]
-        new = await _accuracy(store, version, vectors, truth)
+        texts, truth = [e.text for e in held], [e.label for e in held]
+
+        async def accuracy(name: str, lex: Lexicon | None) -> float:
+            queries = await asyncio.to_thread(retriever.embed, texts, lex)
+            got = await _nearest_labels(store, name, retriever, lex, settings, queries)
+            right = sum(1 for g, t in zip(got, truth, strict=True) if g == t)
+            return right / len(truth) if truth else 1.0
+
+        new = await accuracy(version, lexicon)
+        old = None
         if live is not None:
-            old = await _accuracy(store, live, vectors, truth)
-            if new < old - settings.index.holdout_tolerance:
-                failures.append(
-                    f"holdout: accuracy {new:.4f} on {holdout} is below the live version's "
-                    f"{old:.4f} by more than {settings.index.holdout_tolerance}"
-                )
+            try:
+                # Only a live version this retriever can search is a fair comparison.
+                live_lexicon = retriever.check(live, await store.metadata(live))
+            except EncoderMismatch:
+                live_lexicon, live = None, None
+            if live is not None:
+                old = await accuracy(live, live_lexicon)
+        if old is not None and new < old - settings.index.holdout_tolerance:
+            failures.append(
+                f"holdout: accuracy {new:.4f} on {holdout} is below the live version's "
+                f"{old:.4f} by more than {settings.index.holdout_tolerance}"
+            )
     return failures

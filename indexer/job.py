@@ -1,8 +1,10 @@
 """Index a labelled table into a new version of the collection, gate it, publish it.
 
 Order of work, so a failure never touches what is served: validate the whole table
-(stream 1; nothing is written when a row breaks an ``error`` policy) -> remove drafts
-left by crashed runs -> create an unpublished version -> stream 2: encode and write in
+(stream 1; nothing is written when a row breaks an ``error`` policy) -> lexical and
+hybrid modes: count the character n-grams' document frequencies (stream 2, no model)
+-> remove drafts left by crashed runs -> create an unpublished version -> stream 3:
+encode and write in
 batches, encoding the next batch while the current one is written, and reusing the live
 version's vectors for unchanged rows (incremental mode) -> gates -> publish (atomic
 pointer switch) -> drop published versions beyond ``index.keep_versions``. Any failure
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +27,10 @@ from tqdm import tqdm
 
 from indexer.gates import Canaries, check_gates
 from qroute.config import Settings
-from qroute.encoder import Encoder, SentenceTransformerEncoder
+from qroute.encoder import Encoder
 from qroute.errors import IndexWriteError
+from qroute.lexical import Lexicon
+from qroute.retrieval import Embedded, Retriever
 from qroute.store import Point, VectorStore, open_store
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
@@ -70,10 +76,27 @@ async def remove_drafts(store: VectorStore) -> list[str]:
     return removed
 
 
+def _lexicon(retriever: Retriever, report: TableReport, settings: Settings) -> Lexicon:
+    """Document frequencies over the distinct rows the version will hold."""
+    assert retriever.lexical is not None
+    seen: set[str] = set()
+
+    def documents() -> Iterator[Counter[int]]:
+        for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
+            for example in chunk:
+                if example.row_id not in seen:
+                    seen.add(example.row_id)
+                    assert retriever.lexical is not None
+                    yield retriever.lexical.terms(example.text)
+
+    return Lexicon.count(documents())
+
+
 async def _write(
     store: VectorStore,
     version: str,
-    encoder: Encoder,
+    retriever: Retriever,
+    lexicon: Lexicon | None,
     report: TableReport,
     settings: Settings,
     live: str | None,
@@ -81,31 +104,25 @@ async def _write(
     progress: bool,
 ) -> tuple[int, int, int]:
     """Stream the accepted rows into ``version``: (distinct rows, embedded, reused)."""
-    batches: asyncio.Queue[tuple[list[Example], np.ndarray] | None] = asyncio.Queue(maxsize=2)
+    batches: asyncio.Queue[tuple[list[Example], Embedded] | None] = asyncio.Queue(maxsize=2)
     ids: set[str] = set()
     counts = {"embedded": 0, "reused": 0}
+    encoder = retriever.encoder
 
     async def produce() -> None:
         for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
-            known: dict[str, list[float]] = {}
-            if live is not None:
-                known = await store.vectors(live, [e.row_id for e in chunk])
-            fresh = [e for e in chunk if e.row_id not in known]
-            encoded = (
-                await asyncio.to_thread(encoder.encode, [e.text for e in fresh]) if fresh else None
-            )
-            vectors = np.empty((len(chunk), encoder.dimension), dtype=np.float32)
-            fresh_rows = iter(range(len(fresh)))
-            for row, example in enumerate(chunk):
-                if example.row_id in known:
-                    vectors[row] = known[example.row_id]
-                else:
-                    assert encoded is not None
-                    vectors[row] = encoded[next(fresh_rows)]
-            canaries.offer(chunk, vectors)
-            counts["embedded"] += len(fresh)
-            counts["reused"] += len(chunk) - len(fresh)
-            await batches.put((chunk, vectors))
+            # Sparse vectors are always recomputed: their weights depend on the whole
+            # table's document frequencies. They cost no model call.
+            sparse = None
+            if retriever.lexical is not None:
+                assert lexicon is not None
+                sparse = [lexicon.vector(retriever.lexical.terms(e.text)) for e in chunk]
+            dense = None
+            if encoder is not None:
+                dense = await _dense(store, encoder, chunk, live, counts)
+            embedded = Embedded(dense, sparse)
+            canaries.offer(chunk, embedded)
+            await batches.put((chunk, embedded))
         await batches.put(None)
 
     producer = asyncio.create_task(produce())
@@ -114,10 +131,15 @@ async def _write(
             total=report.accepted, unit="row", desc=f"indexing {version}", disable=not progress
         ) as bar:
             while (item := await batches.get()) is not None:
-                chunk, vectors = item
+                chunk, embedded = item
                 points = [
-                    Point(e.row_id, v.tolist(), _payload(e))
-                    for e, v in zip(chunk, vectors, strict=True)
+                    Point(
+                        e.row_id,
+                        embedded.dense[row].tolist() if embedded.dense is not None else [],
+                        _payload(e),
+                        sparse=embedded.sparse[row] if embedded.sparse is not None else None,
+                    )
+                    for row, e in enumerate(chunk)
                 ]
                 await store.upsert(version, points)
                 ids.update(e.row_id for e in chunk)
@@ -126,6 +148,32 @@ async def _write(
     finally:
         producer.cancel()
     return len(ids), counts["embedded"], counts["reused"]
+
+
+async def _dense(
+    store: VectorStore,
+    encoder: Encoder,
+    chunk: list[Example],
+    live: str | None,
+    counts: dict[str, int],
+) -> np.ndarray:
+    """The chunk's dense vectors: the live version's for unchanged rows, else encoded."""
+    known: dict[str, list[float]] = {}
+    if live is not None:
+        known = await store.vectors(live, [e.row_id for e in chunk])
+    fresh = [e for e in chunk if e.row_id not in known]
+    encoded = await asyncio.to_thread(encoder.encode, [e.text for e in fresh]) if fresh else None
+    vectors = np.empty((len(chunk), encoder.dimension), dtype=np.float32)
+    fresh_rows = iter(range(len(fresh)))
+    for row, example in enumerate(chunk):
+        if example.row_id in known:
+            vectors[row] = known[example.row_id]
+        else:
+            assert encoded is not None
+            vectors[row] = encoded[next(fresh_rows)]
+    counts["embedded"] += len(fresh)
+    counts["reused"] += len(chunk) - len(fresh)
+    return vectors
 
 
 async def run_index(
@@ -145,7 +193,11 @@ async def run_index(
     for problem in report.problems:
         log.warning("%s", problem)
     labels = tuple(sorted(report.labels))
-    encoder = encoder or SentenceTransformerEncoder(settings.encoder)
+    retriever = Retriever.from_settings(settings, encoder)
+    encoder = retriever.encoder
+    lexicon = None
+    if retriever.lexical is not None:
+        lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings)
     own_store = store is None
     store = store or open_store(settings.store)
     try:
@@ -153,18 +205,16 @@ async def run_index(
             await remove_drafts(store)
             live = await store.current_version()
             live_meta = await store.metadata(live) if live else {}
-            incremental = (
-                not full and live is not None and live_meta.get("encoder") == encoder.fingerprint
-            )
-            if live is not None and not incremental and not full:
+            same_encoder = encoder is not None and live_meta.get("encoder") == encoder.fingerprint
+            incremental = not full and live is not None and same_encoder
+            if encoder is not None and live is not None and not incremental and not full:
                 log.info(
                     "encoder changed (%s -> %s): full rebuild",
                     live_meta.get("encoder"),
                     encoder.fingerprint,
                 )
             metadata = {
-                "encoder": encoder.fingerprint,
-                "dimension": encoder.dimension,
+                **retriever.metadata(lexicon),
                 "labels": list(labels),
                 "rows": report.accepted,
                 "table": str(table),
@@ -172,13 +222,18 @@ async def run_index(
                 "base": live if incremental else None,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            version = await store.create_version(encoder.dimension, metadata)
+            version = await store.create_version(
+                encoder.dimension if encoder is not None else None,
+                metadata,
+                sparse=retriever.lexical is not None,
+            )
             canaries = Canaries(settings.index.canary_per_label)
             try:
                 rows, embedded, reused = await _write(
                     store,
                     version,
-                    encoder,
+                    retriever,
+                    lexicon,
                     report,
                     settings,
                     live if incremental else None,
@@ -188,13 +243,14 @@ async def run_index(
                 failures = await check_gates(
                     store,
                     version,
-                    encoder,
+                    retriever,
+                    lexicon,
                     settings,
                     rows,
                     labels,
                     canaries,
                     holdout=holdout,
-                    live=live if live_meta.get("encoder") == encoder.fingerprint else None,
+                    live=live,
                 )
                 if failures:
                     raise IndexWriteError(
@@ -287,7 +343,7 @@ async def list_versions(settings: Settings, store: VectorStore | None = None) ->
                     published=published,
                     points=await store.count(version) if published else None,
                     labels=len(meta.get("labels", ())),
-                    encoder=str(meta.get("encoder", "?")),
+                    encoder=str(meta.get("encoder") or meta.get("lexical", "?")),
                     created_at=str(meta.get("created_at", "?")),
                 )
             )

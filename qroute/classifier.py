@@ -1,5 +1,7 @@
 """The classifier: embed -> nearest examples grouped by label -> vote -> zero-shot fallback.
 
+Embedding and search go through a ``Retriever`` (dense, lexical or hybrid mode).
+
 This is the one use-case object both the gRPC server and in-process callers drive. It
 is immutable apart from following the published index version; a config reload builds
 a new one with ``reconfigure`` that shares the loaded models and the store.
@@ -13,12 +15,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from qroute.config import Settings
 from qroute.encoder import Encoder
-from qroute.errors import EncoderMismatch, InvalidQuery, NotIndexed, VersionMissing
+from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
+from qroute.lexical import LexicalEncoder, Lexicon
+from qroute.retrieval import Embedded, Retriever
 from qroute.store import VectorStore
 from qroute.types import (
     Decision,
@@ -39,10 +40,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class IndexState:
-    """The published index version this classifier searches, and its labels."""
+    """The published index version this classifier searches, its labels, and (lexical
+    and hybrid modes) its document frequencies."""
 
     version: str
     labels: tuple[str, ...]
+    lexicon: Lexicon | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class Classifier:
     def __init__(
         self,
         settings: Settings,
-        encoder: Encoder,
+        encoder: Encoder | None,
         nli: ZeroShotScorer | None,
         store: VectorStore,
         *,
@@ -67,9 +70,12 @@ class Classifier:
     ) -> None:
         self.settings = settings
         self.config_version = settings.version
-        self.encoder = encoder
+        self.retriever = Retriever(
+            settings.retrieval.mode, encoder, LexicalEncoder(settings.lexical)
+        )
+        self.encoder = self.retriever.encoder
         self.nli = nli
-        self.embedding = EmbeddingZeroShot(encoder)
+        self.embedding = EmbeddingZeroShot(self.encoder) if self.encoder is not None else None
         self.store = store
         self._index = index
         # One thread runs every model call: torch keeps one warm intra-op thread team
@@ -78,24 +84,25 @@ class Classifier:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
-        """Load the models and open the store (blocking: minutes for a hub download)."""
-        from qroute.encoder import SentenceTransformerEncoder
+        """Load the models and open the store (blocking: minutes for a hub download;
+        lexical mode with zero-shot off loads no model at all)."""
         from qroute.store import open_store
         from qroute.zeroshot import NLIZeroShot
 
         nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
-        encoder = SentenceTransformerEncoder(settings.encoder)
+        encoder = Retriever.from_settings(settings).encoder
         return cls(settings, encoder, nli, open_store(settings.store))
 
     def tuning_warning(self) -> str | None:
         """Why the configured thresholds may not fit this classifier, or None."""
         tuned = self.settings.tuned
-        if tuned is None or not tuned.encoder or tuned.encoder == self.encoder.fingerprint:
+        fingerprint = self.retriever.fingerprint
+        if tuned is None or not tuned.encoder or tuned.encoder == fingerprint:
             return None
         return (
             f"the thresholds in the config were tuned with encoder {tuned.encoder!r} "
             f"(index {tuned.index_version or '?'}), but this router runs "
-            f"{self.encoder.fingerprint!r}: re-run `qroute tune`"
+            f"{fingerprint!r}: re-run `qroute tune`"
         )
 
     def reconfigure(self, settings: Settings, nli: ZeroShotScorer | None = None) -> Classifier:
@@ -133,17 +140,13 @@ class Classifier:
         if version is None or (self._index is not None and self._index.version == version):
             return self._index
         metadata = await self.store.metadata(version)
-        built_with = metadata.get("encoder")
-        if built_with is not None and built_with != self.encoder.fingerprint:
-            # Vectors from another model are not comparable: searching them would give
-            # confident nonsense. Keep serving the previous version, if any.
-            raise EncoderMismatch(
-                f"index version {version} was built with encoder {built_with!r}, but this "
-                f"router runs {self.encoder.fingerprint!r}: re-index with this encoder, or "
-                "restart the router with the index's encoder"
-            )
+        # Raises EncoderMismatch for vectors this router cannot compare with its own;
+        # the previous version, if any, keeps being served.
+        lexicon = self.retriever.check(version, metadata)
         await self.store.open(version)
-        self._index = IndexState(version=version, labels=tuple(metadata.get("labels", ())))
+        self._index = IndexState(
+            version=version, labels=tuple(metadata.get("labels", ())), lexicon=lexicon
+        )
         log.info("serving index version %s (%d labels)", version, len(self._index.labels))
         return self._index
 
@@ -164,24 +167,36 @@ class Classifier:
                     f"{len(self._index.labels)} labels"
                 )
 
-    async def _search(
-        self, vectors: npt.NDArray[np.float32], queries: Sequence[Query]
-    ) -> tuple[IndexState, list[list[Group]]]:
-        router = self.settings.router
-        labels = [q.allowed_labels or None for q in queries]
+    async def neighbours(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[Sequence[str] | None],
+        *,
+        groups: int,
+        group_size: int,
+    ) -> tuple[IndexState, Embedded, list[list[Group]]]:
+        """Embed ``texts`` (on the model thread) and find their label groups in the
+        published version, following it if the indexer replaced it meanwhile."""
+        loop = asyncio.get_running_loop()
         index = self._index or await self.refresh_index()
         for attempt in range(2):
             if index is None:
                 raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
+            embedded = await loop.run_in_executor(
+                self._executor, self.retriever.embed, texts, index.lexicon
+            )
             try:
-                found = await self.store.search_groups(
+                found = await self.retriever.search_groups(
+                    self.store,
                     index.version,
-                    vectors.tolist(),
-                    groups=router.k,
-                    group_size=router.group_size,
+                    embedded,
+                    index.lexicon,
+                    self.settings.retrieval,
+                    groups=groups,
+                    group_size=group_size,
                     labels=labels,
                 )
-                return index, found
+                return index, embedded, found
             except VersionMissing:
                 if attempt:
                     raise
@@ -251,9 +266,13 @@ class Classifier:
         for query in queries:
             self.validate(query)
         loop = asyncio.get_running_loop()
-        texts = [q.text for q in queries]
-        vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
-        index, found = await self._search(vectors, queries)
+        router = self.settings.router
+        index, embedded, found = await self.neighbours(
+            [q.text for q in queries],
+            [q.allowed_labels or None for q in queries],
+            groups=router.k,
+            group_size=router.group_size,
+        )
         votes = [self._vote(groups) for groups in found]
 
         scorer = self.zero_shot
@@ -262,7 +281,9 @@ class Classifier:
         if scorer is not None and fallback:
             items = [
                 ZeroShotItem(
-                    queries[i].text, vectors[i], self._candidates(queries[i], votes[i], index)
+                    queries[i].text,
+                    embedded.dense[i] if embedded.dense is not None else None,
+                    self._candidates(queries[i], votes[i], index),
                 )
                 for i in fallback
             ]

@@ -226,7 +226,7 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         index = classifier.index
-        fingerprint = classifier.encoder.fingerprint
+        fingerprint = classifier.retriever.fingerprint
     finally:
         await classifier.close()
     result = sweep(

@@ -38,7 +38,9 @@ __all__ = [
     "BatchingSettings",
     "EncoderSettings",
     "IndexSettings",
+    "LexicalSettings",
     "NLISettings",
+    "RetrievalSettings",
     "RouterSettings",
     "ServerSettings",
     "Settings",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_FILE = "qroute.yaml"
-RESTART_ONLY = ("encoder", "nli", "store", "batching")
+RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
 
 
 class _Section(BaseModel):
@@ -65,6 +67,43 @@ class EncoderSettings(_Section):
     # e5-style models expect a prefix ("query: "); it is applied to table rows
     # and queries alike, since both are queries.
     prompt: str = ""
+
+
+class LexicalSettings(_Section):
+    """Character n-gram sparse vectors (restart-only: an index is built with them)."""
+
+    ngram_min: int = Field(1, ge=1, le=10)
+    ngram_max: int = Field(3, ge=1, le=10)
+    # n-grams within words (each padded with a space), or across the whole text.
+    word_boundaries: bool = True
+    # Decompose Hangul syllables into jamo first: a one-jamo typo or a dropped 받침
+    # then changes a few terms, not the whole syllable's (use larger n-grams with it).
+    jamo: bool = False
+    # Terms are hashed into this many dimensions.
+    dimensions: int = Field(2**20, ge=1024, le=2**31)
+
+    @model_validator(mode="after")
+    def _range(self) -> LexicalSettings:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) > ngram_max ({self.ngram_max})")
+        return self
+
+
+class RetrievalSettings(_Section):
+    """Which similarity finds the neighbours. ``mode`` is restart-only (it decides which
+    models load and which vectors the indexer writes); the rest is hot-reloadable."""
+
+    # dense: the sentence encoder; lexical: character n-grams, no model at all;
+    # hybrid: both, fused.
+    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    # hybrid: how candidates are ranked. blend: by the hybrid similarity below; rrf:
+    # Qdrant's reciprocal rank fusion of the two candidate lists. Either way thresholds
+    # and the vote use the hybrid similarity, never a fused rank score.
+    fusion: Literal["blend", "rrf"] = "blend"
+    # hybrid similarity = dense_weight * dense cosine + (1 - dense_weight) * lexical cosine
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # hybrid: examples fetched from each side before fusing.
+    candidates: int = Field(64, ge=1, le=4096)
 
 
 class NLISettings(_Section):
@@ -240,7 +279,9 @@ class Settings(BaseSettings):
         env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
+    retrieval: RetrievalSettings = RetrievalSettings()
     encoder: EncoderSettings = EncoderSettings()
+    lexical: LexicalSettings = LexicalSettings()
     nli: NLISettings = NLISettings()
     zero_shot: ZeroShotSettings = ZeroShotSettings()
     router: RouterSettings = RouterSettings()
@@ -250,6 +291,35 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
     tuned: TunedSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lexical_needs_no_model(cls, data: Any) -> Any:
+        # Lexical mode is the one that runs with no model at all: unless a zero-shot
+        # method is chosen, it has none (the default NLI model would need a download).
+        if not isinstance(data, dict):
+            return data
+        retrieval = data.get("retrieval")
+        mode = retrieval.get("mode") if isinstance(retrieval, dict) else None
+        if isinstance(retrieval, RetrievalSettings):
+            mode = retrieval.mode
+        zero_shot = data.get("zero_shot")
+        chosen = zero_shot.get("method") if isinstance(zero_shot, dict) else None
+        if isinstance(zero_shot, ZeroShotSettings):
+            chosen = zero_shot.method if "method" in zero_shot.model_fields_set else None
+        if mode == "lexical" and chosen is None:
+            zero_shot = zero_shot if isinstance(zero_shot, dict) else {}
+            data = {**data, "zero_shot": {**zero_shot, "method": "off"}}
+        return data
+
+    @model_validator(mode="after")
+    def _embedding_needs_encoder(self) -> Settings:
+        if self.retrieval.mode == "lexical" and self.zero_shot.method == "embedding":
+            raise ValueError(
+                "zero_shot.method 'embedding' needs the sentence encoder, which "
+                "retrieval.mode 'lexical' does not load: use 'nli', 'off', or mode 'hybrid'"
+            )
+        return self
 
     @property
     def version(self) -> str:
@@ -263,6 +333,8 @@ class Settings(BaseSettings):
         for section in RESTART_ONLY:
             if getattr(self, section) != getattr(new, section):
                 changed.append(section)
+        if self.retrieval.mode != new.retrieval.mode:
+            changed.append("retrieval.mode")
         if (
             self.server.bind != new.server.bind
             or self.server.metrics_port != new.server.metrics_port

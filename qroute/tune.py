@@ -65,14 +65,13 @@ async def precompute(
     with tqdm(total=len(examples), unit="row", desc="precomputing", disable=not progress) as bar:
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
-            vectors = await asyncio.to_thread(classifier.encoder.encode, [e.text for e in chunk])
-            found = await classifier.store.search_groups(
-                index.version,
-                vectors.tolist(),
+            index, embedded, found = await classifier.neighbours(
+                [e.text for e in chunk],
+                [None] * len(chunk),
                 groups=k_max + extra,
                 group_size=router.group_size + extra,
-                labels=[None] * len(chunk),
             )
+            dense = embedded.dense if embedded.dense is not None else [None] * len(chunk)
             for example, groups in zip(chunk, found, strict=True):
                 kept = []
                 for group in groups:
@@ -86,7 +85,7 @@ async def precompute(
             if scorer is not None:
                 items = [
                     ZeroShotItem(e.text, v, tuple(g.label for g in gs))
-                    for e, v, gs in zip(chunk, vectors, groups_all[-len(chunk) :], strict=True)
+                    for e, v, gs in zip(chunk, dense, groups_all[-len(chunk) :], strict=True)
                 ]
                 scored = await asyncio.to_thread(scorer.score, items, classifier.settings.zero_shot)
                 scores_all.extend({s.label: s.score for s in ranked} for ranked in scored)

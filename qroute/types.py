@@ -14,6 +14,7 @@ __all__ = [
     "LabelScore",
     "Prediction",
     "Query",
+    "SparseVector",
     "Thresholds",
 ]
 
@@ -33,13 +34,28 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class SparseVector:
+    """Indices (ascending, distinct) and their values."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.indices, self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
-    """A labelled example returned by the vector search; ``similarity`` is cosine."""
+    """A labelled example returned by the search. ``similarity`` is what thresholds and
+    the vote use: the dense or lexical cosine, or in hybrid mode their blend, whose parts
+    are kept in ``dense_similarity`` and ``lexical_similarity``."""
 
     row_id: str
     text: str
     label: str
     similarity: float
+    dense_similarity: float | None = None
+    lexical_similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,11 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ZeroShotItem:
-    """One query to score: its text, its embedding, and the candidate labels."""
+    """One query to score: its text, its dense embedding (None in lexical mode), and
+    the candidate labels."""
 
     text: str
-    vector: npt.NDArray[np.float32]
+    vector: npt.NDArray[np.float32] | None
     labels: tuple[str, ...]
 
 
@@ -174,6 +175,7 @@ class EmbeddingZeroShot:
             self._cache.update(zip(missing, self._encoder.encode(missing), strict=True))
         results = []
         for item in items:
+            assert item.vector is not None, "embedding zero-shot needs the dense encoder"
             vectors = [self._cache[settings.label_descriptions.get(lb, lb)] for lb in item.labels]
             similarities = np.stack(vectors) @ item.vector if vectors else np.array([])
             results.append(_ranked(item.labels, similarities.tolist()))

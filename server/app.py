@@ -130,7 +130,8 @@ class RouterApp:
             server = new.server.model_copy(
                 update={"bind": old.server.bind, "metrics_port": old.server.metrics_port}
             )
-            new = new.model_copy(update={**update, "server": server})
+            retrieval = new.retrieval.model_copy(update={"mode": old.retrieval.mode})
+            new = new.model_copy(update={**update, "server": server, "retrieval": retrieval})
         nli = None
         if new.zero_shot.method == "nli" and self.classifier.nli is None:
             from qroute.zeroshot import NLIZeroShot

@@ -13,12 +13,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qroute.types import Group, Hit
+from qroute.types import Group, Hit, SparseVector
 
 __all__ = [
     "LABEL_FIELD",
+    "LEXICAL",
+    "RRF_K",
+    "Candidate",
     "Group",
     "Point",
+    "SearchVector",
     "VectorStore",
     "hit_from_payload",
     "version_name",
@@ -27,13 +31,32 @@ __all__ = [
 
 # The payload field holding an example's label; indexed, and what groups are formed by.
 LABEL_FIELD = "label"
+# The named sparse vector (character n-grams, IDF modifier); the dense one is unnamed.
+LEXICAL = "lexical"
+
+# Reciprocal rank fusion's k, the same on both backends (their defaults differ).
+RRF_K = 60
+
+# A dense vector searches the dense (cosine) vectors, a SparseVector the lexical ones.
+SearchVector = Sequence[float] | SparseVector
 
 
 @dataclass(frozen=True, slots=True)
 class Point:
     id: str
-    vector: Sequence[float]
+    vector: Sequence[float]  # empty in an index without dense vectors
     payload: Mapping[str, Any]
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A hybrid search result: the example (its ``similarity`` is the fused rank score,
+    not a similarity) with both its stored vectors, to compute real similarities from."""
+
+    hit: Hit
+    dense: Sequence[float]
+    sparse: SparseVector
 
 
 def version_name(collection: str, number: int) -> str:
@@ -73,8 +96,12 @@ class VectorStore(Protocol):
         """Every version of the collection, oldest first, published or not."""
         ...
 
-    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
-        """Create an empty, unpublished version and return its name."""
+    async def create_version(
+        self, dimension: int | None, metadata: Mapping[str, Any], *, sparse: bool = False
+    ) -> str:
+        """Create an empty, unpublished version and return its name: dense vectors of
+        ``dimension`` (None: none), and the ``LEXICAL`` sparse vectors (IDF modifier)
+        when ``sparse``."""
         ...
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None: ...
@@ -109,15 +136,28 @@ class VectorStore(Protocol):
         ...
 
     async def search(
-        self, version: str, vectors: Sequence[Sequence[float]], k: int
+        self, version: str, vectors: Sequence[SearchVector], k: int
     ) -> list[list[Hit]]:
         """The ``k`` nearest examples of each vector, most similar first."""
+        ...
+
+    async def search_fused(
+        self,
+        version: str,
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        *,
+        limit: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Candidate]]:
+        """For each query, the ``limit`` nearest examples by each vector, fused by
+        Qdrant's reciprocal rank fusion (best first), with their stored vectors."""
         ...
 
     async def search_groups(
         self,
         version: str,
-        vectors: Sequence[Sequence[float]],
+        vectors: Sequence[SearchVector],
         *,
         groups: int,
         group_size: int,

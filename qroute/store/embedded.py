@@ -34,13 +34,17 @@ from typing import Any, TextIO
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store.base import (
     LABEL_FIELD,
+    LEXICAL,
+    RRF_K,
+    Candidate,
     Group,
     Point,
+    SearchVector,
     hit_from_payload,
     version_name,
     version_number,
 )
-from qroute.types import Hit
+from qroute.types import Hit, SparseVector
 
 __all__ = ["EmbeddedStore"]
 
@@ -107,13 +111,17 @@ class EmbeddedStore:
 
     # -- writing -------------------------------------------------------------
 
-    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
+    async def create_version(
+        self, dimension: int | None, metadata: Mapping[str, Any], *, sparse: bool = False
+    ) -> str:
         from qdrant_edge import (
             Distance,
             EdgeConfig,
             EdgeShard,
+            EdgeSparseVectorParams,
             EdgeVectorParams,
             Memory,
+            Modifier,
             PayloadSchemaType,
             UpdateOperation,
         )
@@ -138,8 +146,13 @@ class EmbeddedStore:
         # a WAL (and its lock) a router and an indexer can both open a published version.
         # Cold: vectors live in memory-mapped files, paged in on use, so a large index
         # does not have to fit in the process's memory.
-        vectors = EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold)
-        config = EdgeConfig(vectors=vectors, wal_enabled=False)
+        vectors = None
+        if dimension is not None:
+            vectors = EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold)
+        sparse_vectors = None
+        if sparse:
+            sparse_vectors = {LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)}
+        config = EdgeConfig(vectors=vectors, sparse_vectors=sparse_vectors, wal_enabled=False)
         shard = await asyncio.to_thread(EdgeShard.create, str(path), config)
         # Grouping by label runs one filtered search per label: index the field.
         index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
@@ -155,7 +168,7 @@ class EmbeddedStore:
         if shard is None:
             raise IndexWriteError(f"version {version} is not open for writing in this process")
         operation = UpdateOperation.upsert_points(
-            [EdgePoint(p.id, [float(x) for x in p.vector], dict(p.payload)) for p in points]
+            [EdgePoint(p.id, _point_vector(p), dict(p.payload)) for p in points]
         )
         await asyncio.to_thread(shard.update, operation)
         written = self._unflushed.get(version, 0) + len(points)
@@ -190,7 +203,10 @@ class EmbeddedStore:
             records = await asyncio.to_thread(reader.shard.retrieve, list(ids), False, True)
         finally:
             self._release(version, reader)
-        return {str(r.id): list(r.vector) for r in records}
+        return {
+            str(r.id): list(r.vector.get("", ()) if isinstance(r.vector, dict) else r.vector)
+            for r in records
+        }
 
     async def published(self, version: str) -> bool:
         return (self._root / version / _PUBLISHED).exists()
@@ -330,14 +346,11 @@ class EmbeddedStore:
         self._release(version, reader)
 
     async def search(
-        self, version: str, vectors: Sequence[Sequence[float]], k: int
+        self, version: str, vectors: Sequence[SearchVector], k: int
     ) -> list[list[Hit]]:
-        from qdrant_edge import Query, QueryBatchRequest, QueryRequest
+        from qdrant_edge import QueryBatchRequest, QueryRequest
 
-        requests = [
-            QueryRequest(limit=k, query=Query.Nearest([float(x) for x in v]), with_payload=True)
-            for v in vectors
-        ]
+        requests = [QueryRequest(limit=k, query=_query(v), with_payload=True) for v in vectors]
         reader = self._acquire(version)
         try:
             results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
@@ -345,10 +358,54 @@ class EmbeddedStore:
             self._release(version, reader)
         return [[hit_from_payload(p.id, p.score, p.payload) for p in points] for points in results]
 
+    async def search_fused(
+        self,
+        version: str,
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        *,
+        limit: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Candidate]]:
+        from qdrant_edge import Fusion, Prefetch, QueryBatchRequest, QueryRequest
+
+        requests = []
+        for d, s, allowed in zip(dense, sparse, labels, strict=True):
+            query_filter = _filter(allowed, ())
+            prefetches = [
+                Prefetch(limit=limit, query=_query(d), filter=query_filter),
+                Prefetch(limit=limit, query=_query(s), filter=query_filter),
+            ]
+            requests.append(
+                QueryRequest(
+                    limit=2 * limit,
+                    prefetches=prefetches,
+                    query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub: Fusion, not Fusion.Rrf
+                    with_vector=True,
+                    with_payload=True,
+                )
+            )
+        reader = self._acquire(version)
+        try:
+            results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
+        finally:
+            self._release(version, reader)
+        return [
+            [
+                Candidate(
+                    hit_from_payload(p.id, p.score, p.payload),
+                    p.vector.get("", ()),
+                    _sparse(p.vector.get(LEXICAL)),
+                )
+                for p in points
+            ]
+            for points in results
+        ]
+
     async def search_groups(
         self,
         version: str,
-        vectors: Sequence[Sequence[float]],
+        vectors: Sequence[SearchVector],
         *,
         groups: int,
         group_size: int,
@@ -421,27 +478,15 @@ class EmbeddedStore:
 
     @staticmethod
     def _nearest(
-        vector: Sequence[float],
+        vector: SearchVector,
         limit: int,
         allowed: Sequence[str] | None,
         exclude: Sequence[str] = (),
     ) -> Any:
-        from qdrant_edge import FieldCondition, Filter, MatchAny, Query, QueryRequest
+        from qdrant_edge import QueryRequest
 
-        must: list[Any] = []
-        if allowed is not None:
-            must.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed))))
-        must_not: list[Any] = []
-        if exclude:
-            must_not.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(exclude))))
-        query_filter = (
-            Filter(must=must or None, must_not=must_not or None) if must or must_not else None
-        )
         return QueryRequest(
-            limit=limit,
-            query=Query.Nearest([float(x) for x in vector]),
-            filter=query_filter,
-            with_payload=True,
+            limit=limit, query=_query(vector), filter=_filter(allowed, exclude), with_payload=True
         )
 
     @contextlib.asynccontextmanager
@@ -465,3 +510,46 @@ class EmbeddedStore:
             reader.close()
         for shard in writers.values():
             shard.close()
+
+
+def _point_vector(point: Point) -> Any:
+    from qdrant_edge import SparseVector as EdgeSparse
+
+    dense = [float(x) for x in point.vector]
+    if point.sparse is None:
+        return dense
+    named: dict[str, Any] = {
+        LEXICAL: EdgeSparse(list(point.sparse.indices), list(point.sparse.values))
+    }
+    if dense:
+        named[""] = dense
+    return named
+
+
+def _query(vector: SearchVector) -> Any:
+    from qdrant_edge import Query
+    from qdrant_edge import SparseVector as EdgeSparse
+
+    if isinstance(vector, SparseVector):
+        return Query.Nearest(EdgeSparse(list(vector.indices), list(vector.values)), using=LEXICAL)
+    return Query.Nearest([float(x) for x in vector])
+
+
+def _sparse(vector: Any) -> SparseVector:
+    if vector is None:
+        return SparseVector((), ())
+    return SparseVector(tuple(vector.indices), tuple(float(v) for v in vector.values))
+
+
+def _filter(allowed: Sequence[str] | None, exclude: Sequence[str]) -> Any:
+    from qdrant_edge import FieldCondition, Filter, MatchAny
+
+    must: list[Any] = []
+    if allowed is not None:
+        must.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed))))
+    must_not: list[Any] = []
+    if exclude:
+        must_not.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(exclude))))
+    if not must and not must_not:
+        return None
+    return Filter(must=must or None, must_not=must_not or None)

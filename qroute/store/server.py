@@ -19,13 +19,17 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store.base import (
     LABEL_FIELD,
+    LEXICAL,
+    RRF_K,
+    Candidate,
     Group,
     Point,
+    SearchVector,
     hit_from_payload,
     version_name,
     version_number,
 )
-from qroute.types import Hit
+from qroute.types import Hit, SparseVector
 
 __all__ = ["ServerStore"]
 
@@ -76,14 +80,23 @@ class ServerStore:
         ]
         return [name for _, name in sorted(found)]
 
-    async def create_version(self, dimension: int, metadata: Mapping[str, Any]) -> str:
+    async def create_version(
+        self, dimension: int | None, metadata: Mapping[str, Any], *, sparse: bool = False
+    ) -> str:
         existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
         name = version_name(self._collection, max(existing, default=0) + 1)
+        vectors: models.VectorParams | dict[str, models.VectorParams] = {}
+        if dimension is not None:
+            vectors = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+        sparse_vectors = None
+        if sparse:
+            sparse_vectors = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         await self._call(
             "create collection",
             self._client.create_collection(
                 collection_name=name,
-                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                vectors_config=vectors,
+                sparse_vectors_config=sparse_vectors,
                 metadata=dict(metadata),
             ),
         )
@@ -100,9 +113,7 @@ class ServerStore:
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
         structs = [
-            models.PointStruct(
-                id=p.id, vector=[float(x) for x in p.vector], payload=dict(p.payload)
-            )
+            models.PointStruct(id=p.id, vector=_point_vector(p), payload=dict(p.payload))
             for p in points
         ]
         await self._call(
@@ -131,7 +142,10 @@ class ServerStore:
             ),
             version,
         )
-        return {str(r.id): list(r.vector) for r in records}
+        return {
+            str(r.id): list(r.vector.get("", ()) if isinstance(r.vector, dict) else r.vector)
+            for r in records
+        }
 
     async def published(self, version: str) -> bool:
         return bool((await self.metadata(version)).get("published_at"))
@@ -184,10 +198,10 @@ class ServerStore:
         await self._call("get collection", self._client.get_collection(version), version)
 
     async def search(
-        self, version: str, vectors: Sequence[Sequence[float]], k: int
+        self, version: str, vectors: Sequence[SearchVector], k: int
     ) -> list[list[Hit]]:
         requests = [
-            models.QueryRequest(query=[float(x) for x in v], limit=k, with_payload=True)
+            models.QueryRequest(query=_query(v), using=_using(v), limit=k, with_payload=True)
             for v in vectors
         ]
         responses = await self._call(
@@ -197,30 +211,69 @@ class ServerStore:
         )
         return [[hit_from_payload(p.id, p.score, p.payload) for p in r.points] for r in responses]
 
+    async def search_fused(
+        self,
+        version: str,
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        *,
+        limit: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Candidate]]:
+        requests = []
+        for d, s, allowed in zip(dense, sparse, labels, strict=True):
+            query_filter = _filter(allowed)
+            prefetch = [
+                models.Prefetch(query=_query(d), limit=limit, filter=query_filter),
+                models.Prefetch(query=_query(s), using=LEXICAL, limit=limit, filter=query_filter),
+            ]
+            requests.append(
+                models.QueryRequest(
+                    prefetch=prefetch,
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                    limit=2 * limit,
+                    with_vector=True,
+                    with_payload=True,
+                )
+            )
+        if not requests:
+            return []
+        responses = await self._call(
+            "hybrid search",
+            self._client.query_batch_points(collection_name=version, requests=requests),
+            version,
+        )
+        return [
+            [
+                Candidate(
+                    hit_from_payload(p.id, p.score, p.payload),
+                    _named(p.vector).get("", []),
+                    _sparse(_named(p.vector).get(LEXICAL)),
+                )
+                for p in r.points
+            ]
+            for r in responses
+        ]
+
     async def search_groups(
         self,
         version: str,
-        vectors: Sequence[Sequence[float]],
+        vectors: Sequence[SearchVector],
         *,
         groups: int,
         group_size: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Group]]:
         # Qdrant's own grouping; it has no batch form, so the queries run concurrently.
-        async def one(vector: Sequence[float], allowed: Sequence[str] | None) -> list[Group]:
-            query_filter = None
-            if allowed is not None:
-                match = models.MatchAny(any=list(allowed))
-                query_filter = models.Filter(
-                    must=[models.FieldCondition(key=LABEL_FIELD, match=match)]
-                )
+        async def one(vector: SearchVector, allowed: Sequence[str] | None) -> list[Group]:
             result = await self._call(
                 "search groups",
                 self._client.query_points_groups(
                     collection_name=version,
                     group_by=LABEL_FIELD,
-                    query=[float(x) for x in vector],
-                    query_filter=query_filter,
+                    query=_query(vector),
+                    using=_using(vector),
+                    query_filter=_filter(allowed),
                     limit=groups,
                     group_size=group_size,
                     with_payload=True,
@@ -249,3 +302,44 @@ class ServerStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _point_vector(point: Point) -> Any:
+    dense = [float(x) for x in point.vector]
+    if point.sparse is None:
+        return dense
+    named: dict[str, Any] = {
+        LEXICAL: models.SparseVector(
+            indices=list(point.sparse.indices), values=list(point.sparse.values)
+        )
+    }
+    if dense:
+        named[""] = dense
+    return named
+
+
+def _query(vector: SearchVector) -> Any:
+    if isinstance(vector, SparseVector):
+        return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+    return [float(x) for x in vector]
+
+
+def _using(vector: SearchVector) -> str | None:
+    return LEXICAL if isinstance(vector, SparseVector) else None
+
+
+def _named(vector: Any) -> dict[str, Any]:
+    return vector if isinstance(vector, dict) else {"": vector or []}
+
+
+def _sparse(vector: Any) -> SparseVector:
+    if vector is None:
+        return SparseVector((), ())
+    return SparseVector(tuple(vector.indices), tuple(float(v) for v in vector.values))
+
+
+def _filter(allowed: Sequence[str] | None) -> models.Filter | None:
+    if allowed is None:
+        return None
+    match = models.MatchAny(any=list(allowed))
+    return models.Filter(must=[models.FieldCondition(key=LABEL_FIELD, match=match)])

@@ -1,0 +1,124 @@
+"""Character n-gram sparse vectors: the lexical side of retrieval, no model needed.
+
+Short Korean requests share stems and particles more than whole words, so the terms
+are character n-grams (within words by default, each word padded with a space), after
+Unicode NFC, optionally over jamo (Hangul syllables decomposed) so that a one-jamo typo
+or a dropped 받침 changes a few terms instead of every n-gram of the syllable. Terms
+are hashed into a fixed space: no vocabulary to ship or grow.
+
+Weights are set so that Qdrant's IDF modifier scores a query against an example with
+their IDF-weighted cosine: the store multiplies each shared term by its IDF,
+``idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))`` over the version's N points; an
+example's values are its log-scaled term counts divided by their IDF-weighted norm, and
+a query's likewise. The document frequencies that make this exact are counted by the
+indexer over the version it writes, and travel in the version's metadata (a
+``Lexicon``), so the router can normalise queries for the version it searches.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qroute.config import LexicalSettings
+from qroute.types import SparseVector
+
+__all__ = ["LexicalEncoder", "Lexicon", "SparseVector"]
+
+
+def _words(text: str, jamo: bool) -> list[str]:
+    text = unicodedata.normalize("NFC", text).lower()
+    if jamo:
+        # NFD splits each precomposed Hangul syllable into its conjoining jamo.
+        text = unicodedata.normalize("NFD", text)
+    return text.split()
+
+
+class LexicalEncoder:
+    """Turns texts into hashed character n-gram counts (pure Python, thread-safe)."""
+
+    def __init__(self, settings: LexicalSettings) -> None:
+        self.settings = settings
+
+    @property
+    def fingerprint(self) -> str:
+        s = self.settings
+        return (
+            f"char-ngram|{s.ngram_min}-{s.ngram_max}|words={s.word_boundaries}"
+            f"|jamo={s.jamo}|dims={s.dimensions}|tf=log|idf=qdrant"
+        )
+
+    def _grams(self, text: str) -> Iterable[str]:
+        s = self.settings
+        words = _words(text, s.jamo)
+        # Within words: " 서귀포 " yields " 서", "서귀", ... so a term knows where a word
+        # starts and ends. Otherwise one string with single spaces: n-grams span words.
+        pieces = [f" {w} " for w in words] if s.word_boundaries else [f" {' '.join(words)} "]
+        for piece in pieces:
+            for n in range(s.ngram_min, s.ngram_max + 1):
+                for start in range(len(piece) - n + 1):
+                    gram = piece[start : start + n]
+                    if not gram.isspace():
+                        yield gram
+
+    def terms(self, text: str) -> Counter[int]:
+        """Hashed term -> count. crc32, not ``hash``: the same across processes."""
+        dims = self.settings.dimensions
+        return Counter(zlib.crc32(g.encode("utf-8")) % dims for g in self._grams(text))
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Document frequencies of one index version: what Qdrant's IDF is computed from."""
+
+    points: int
+    frequencies: Mapping[int, int]
+
+    @classmethod
+    def count(cls, documents: Iterable[Counter[int]]) -> Lexicon:
+        frequencies: Counter[int] = Counter()
+        points = 0
+        for terms in documents:
+            frequencies.update(terms.keys())
+            points += 1
+        return cls(points, dict(frequencies))
+
+    def idf(self, term: int) -> float:
+        n = self.frequencies.get(term, 0)
+        return math.log(1.0 + (self.points - n + 0.5) / (n + 0.5))
+
+    def vector(self, terms: Counter[int]) -> SparseVector:
+        """Log-scaled counts with unit IDF-weighted norm. The same for examples and
+        queries: Qdrant's score of one against the other is then their cosine. A query's
+        terms that no example has count in its norm (they are part of what it says)."""
+        if not terms:
+            return SparseVector((), ())
+        indices = sorted(terms)
+        weights = [1.0 + math.log(terms[i]) for i in indices]
+        norm = math.sqrt(sum(w * w * self.idf(i) for i, w in zip(indices, weights, strict=True)))
+        return SparseVector(tuple(indices), tuple(w / norm for w in weights))
+
+    def similarity(self, query: SparseVector, example: SparseVector) -> float:
+        """What Qdrant scores for ``query`` against ``example``: their IDF cosine."""
+        other = example.as_dict()
+        return sum(
+            v * other[i] * self.idf(i)
+            for i, v in zip(query.indices, query.values, strict=True)
+            if i in other
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        # JSON object keys are strings; a flat [term, count, term, count, ...] list is
+        # about half the size.
+        flat = [x for pair in sorted(self.frequencies.items()) for x in pair]
+        return {"points": self.points, "frequencies": flat}
+
+    @classmethod
+    def from_metadata(cls, data: Mapping[str, Any]) -> Lexicon:
+        flat: Sequence[int] = data["frequencies"]
+        return cls(int(data["points"]), dict(zip(flat[::2], flat[1::2], strict=True)))

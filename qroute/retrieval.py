@@ -1,0 +1,218 @@
+"""Finding a query's neighbours: dense, lexical or hybrid, always with a real similarity.
+
+``dense``: the sentence encoder's cosine. ``lexical``: the IDF cosine of character
+n-gram vectors (Qdrant's IDF modifier, see ``qroute.lexical``); no model at all.
+``hybrid``: Qdrant fetches candidates by each vector and fuses them (reciprocal rank
+fusion); both similarities of every candidate are computed from the vectors it returns,
+and the hybrid similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the
+vote use, since a fused rank score is not a similarity. Candidates are ranked by that
+similarity (``fusion: blend``) or kept in Qdrant's fused order (``fusion: rrf``).
+
+The index records what it was built with; a retriever refuses an index whose vectors it
+cannot compare with its own (another encoder, other n-grams, a missing vector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qroute.config import RetrievalSettings, Settings
+from qroute.encoder import Encoder
+from qroute.errors import EncoderMismatch
+from qroute.lexical import LexicalEncoder, Lexicon
+from qroute.store import VectorStore
+from qroute.store.base import Candidate, SearchVector
+from qroute.types import Group, Hit, SparseVector
+
+__all__ = ["Embedded", "Retriever"]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A batch of texts, ready to search: dense rows and/or sparse vectors."""
+
+    dense: npt.NDArray[np.float32] | None
+    sparse: list[SparseVector] | None
+
+    def __len__(self) -> int:
+        if self.dense is not None:
+            return len(self.dense)
+        return len(self.sparse or ())
+
+    def search_vectors(self) -> list[SearchVector]:
+        """What a single-vector search sends: the dense rows, else the sparse vectors."""
+        if self.dense is not None:
+            return list(self.dense.tolist())
+        return list(self.sparse or ())
+
+
+class Retriever:
+    """The encoders a retrieval mode needs, and the one way neighbours are found."""
+
+    def __init__(self, mode: str, encoder: Encoder | None, lexical: LexicalEncoder | None) -> None:
+        if mode != "lexical" and encoder is None:
+            raise ValueError(f"retrieval mode {mode!r} needs a dense encoder")
+        if mode != "dense" and lexical is None:
+            raise ValueError(f"retrieval mode {mode!r} needs a lexical encoder")
+        self.mode = mode
+        self.encoder = encoder if mode != "lexical" else None
+        self.lexical = lexical if mode != "dense" else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, encoder: Encoder | None = None) -> Retriever:
+        """Load what the mode needs: no model at all for ``lexical``."""
+        mode = settings.retrieval.mode
+        if mode != "lexical" and encoder is None:
+            from qroute.encoder import SentenceTransformerEncoder
+
+            encoder = SentenceTransformerEncoder(settings.encoder)
+        lexical = LexicalEncoder(settings.lexical) if mode != "dense" else None
+        return cls(mode, encoder, lexical)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the similarities come from (thresholds are tuned against it)."""
+        if self.encoder is not None and self.lexical is not None:
+            return f"hybrid:{self.encoder.fingerprint}+{self.lexical.fingerprint}"
+        if self.lexical is not None:
+            return f"lexical:{self.lexical.fingerprint}"
+        assert self.encoder is not None
+        return self.encoder.fingerprint
+
+    # -- the index ----------------------------------------------------------
+
+    def metadata(self, lexicon: Lexicon | None) -> dict[str, Any]:
+        """What an index version built by this retriever records about its vectors."""
+        data: dict[str, Any] = {"retrieval": self.mode}
+        if self.encoder is not None:
+            data["encoder"] = self.encoder.fingerprint
+            data["dimension"] = self.encoder.dimension
+        if self.lexical is not None:
+            assert lexicon is not None
+            data["lexical"] = self.lexical.fingerprint
+            data["lexicon"] = lexicon.to_metadata()
+        return data
+
+    def check(self, version: str, metadata: Mapping[str, Any]) -> Lexicon | None:
+        """The version's lexicon (lexical and hybrid); EncoderMismatch when this
+        retriever cannot search the version's vectors."""
+        if self.encoder is not None:
+            built = metadata.get("encoder")
+            if built != self.encoder.fingerprint:
+                # Vectors from another model are not comparable: searching them would
+                # give confident nonsense.
+                what = f"encoder {built!r}" if built else "no dense vectors"
+                raise EncoderMismatch(
+                    f"index version {version} was built with {what}, but this router runs "
+                    f"{self.encoder.fingerprint!r} ({self.mode} mode): re-index with this "
+                    "configuration, or restart the router with the index's"
+                )
+        if self.lexical is None:
+            return None
+        built = metadata.get("lexical")
+        if built != self.lexical.fingerprint or "lexicon" not in metadata:
+            what = f"n-grams {built!r}" if built else "no lexical vectors"
+            raise EncoderMismatch(
+                f"index version {version} was built with {what}, but this router's "
+                f"{self.mode} mode needs {self.lexical.fingerprint!r}: re-index with "
+                "this configuration (`qroute index TABLE`), or restart the router with "
+                "the index's retrieval settings"
+            )
+        return Lexicon.from_metadata(metadata["lexicon"])
+
+    # -- queries ------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], lexicon: Lexicon | None) -> Embedded:
+        """Blocking (a model call): run it on the model thread."""
+        dense = self.encoder.encode(texts) if self.encoder is not None else None
+        sparse = None
+        if self.lexical is not None:
+            assert lexicon is not None
+            sparse = [lexicon.vector(self.lexical.terms(text)) for text in texts]
+        return Embedded(dense, sparse)
+
+    async def search_groups(
+        self,
+        store: VectorStore,
+        version: str,
+        embedded: Embedded,
+        lexicon: Lexicon | None,
+        settings: RetrievalSettings,
+        *,
+        groups: int,
+        group_size: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Group]]:
+        """For each query, the ``groups`` nearest labels with their ``group_size`` nearest
+        examples (see ``VectorStore.search_groups``)."""
+        if self.mode != "hybrid":
+            return await store.search_groups(
+                version,
+                embedded.search_vectors(),
+                groups=groups,
+                group_size=group_size,
+                labels=labels,
+            )
+        assert embedded.dense is not None and embedded.sparse is not None
+        assert lexicon is not None
+        found = await store.search_fused(
+            version,
+            embedded.dense.tolist(),
+            embedded.sparse,
+            limit=max(settings.candidates, groups * group_size),
+            labels=labels,
+        )
+        queries = zip(found, embedded.dense, embedded.sparse, strict=True)
+        return [
+            fuse(candidates, dense, sparse, lexicon, settings, groups=groups, group_size=group_size)
+            for candidates, dense, sparse in queries
+        ]
+
+
+def fuse(
+    candidates: Sequence[Candidate],
+    dense: npt.NDArray[np.float32],
+    sparse: SparseVector,
+    lexicon: Lexicon,
+    settings: RetrievalSettings,
+    *,
+    groups: int,
+    group_size: int,
+) -> list[Group]:
+    """Hybrid candidates (in Qdrant's fused order) -> label groups with real similarities."""
+    if not candidates:
+        return []
+    weight = settings.dense_weight
+    matrix = np.asarray([c.dense for c in candidates], dtype=np.float32)
+    dense_sims = (matrix @ dense).tolist()
+    hits = []
+    for candidate, dense_sim in zip(candidates, dense_sims, strict=True):
+        lexical_sim = lexicon.similarity(sparse, candidate.sparse)
+        hit = candidate.hit
+        hits.append(
+            Hit(
+                hit.row_id,
+                hit.text,
+                hit.label,
+                weight * dense_sim + (1.0 - weight) * lexical_sim,
+                dense_similarity=dense_sim,
+                lexical_similarity=lexical_sim,
+            )
+        )
+    if settings.fusion == "blend":
+        hits.sort(key=lambda h: h.similarity, reverse=True)
+    by_label: dict[str, list[Hit]] = {}
+    for hit in hits:
+        kept = by_label.setdefault(hit.label, [])
+        if len(kept) < group_size:
+            kept.append(hit)
+    chosen = list(by_label.items())[:groups]
+    return [
+        Group(label, tuple(sorted(kept, key=lambda h: h.similarity, reverse=True)))
+        for label, kept in chosen
+    ]
