@@ -4,7 +4,7 @@ VENV ?= .venv
 # The CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test stubs
+.PHONY: install demo demo-lexical test stubs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(VENV)/.installed
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/demo.sh
+
+# The same with no model at all (lexical retrieval): for machines without hub access.
+demo-lexical: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/demo.sh examples/qroute-lexical.yaml
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -35,5 +35,7 @@ def resolve_model(name_or_path: str, role: str, env_var: str) -> str:
             f"fetching it from the Hugging Face hub failed ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Download it on a machine that "
             f"reaches the hub (`hf download {name_or_path} --local-dir DIR`) "
-            f"and point qroute at the copy: {env_var}=DIR, or the same key in qroute.yaml."
+            f"and point qroute at the copy: {env_var}=DIR, or the same key in qroute.yaml. "
+            "To run with no model at all, use lexical retrieval: QROUTE_RETRIEVAL__MODE=lexical "
+            "(retrieval.mode: lexical; see the README's quickstart without models)."
         ) from exc

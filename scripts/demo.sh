@@ -2,10 +2,12 @@
 # Index examples/, start the router on the embedded store, classify a few queries, stop.
 # Uses `qroute` from PATH (make demo puts .venv/bin first). Every setting can be
 # overridden from the environment, e.g. QROUTE_ENCODER__MODEL=/models/ko-sroberta.
+# Usage: scripts/demo.sh [CONFIG]   (default examples/qroute.yaml; with no model
+# downloads: examples/qroute-lexical.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-config=examples/qroute.yaml
+config=${1:-examples/qroute.yaml}
 address=${QROUTE_SERVER__BIND:-127.0.0.1:50051}
 
 qroute index examples/queries.csv --config "$config"

@@ -85,7 +85,10 @@ def format_response(
         lines.append(f"  top labels: {_scores(response.top_labels, len(response.top_labels))}")
     lines.append("  neighbours:")
     for n in response.neighbours[:10]:
-        lines.append(f"    {n.similarity:.3f}  {n.label:<12} {n.text}  ({n.row_id})")
+        parts = ""
+        if n.HasField("dense_similarity") and n.HasField("lexical_similarity"):
+            parts = f" (dense {n.dense_similarity:.3f}, lexical {n.lexical_similarity:.3f})"
+        lines.append(f"    {n.similarity:.3f}{parts}  {n.label:<12} {n.text}  ({n.row_id})")
     if len(response.neighbours) > 10:
         lines.append(f"    ... {len(response.neighbours) - 10} more (--json shows all)")
     lines.append(f"  config {response.config_version}")

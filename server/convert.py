@@ -36,7 +36,12 @@ def _scores(scores: Iterable[LabelScore]) -> list[pb.LabelScore]:
 
 def _neighbour(hit: Hit) -> pb.Neighbour:
     return pb.Neighbour(
-        text=hit.text, label=hit.label, similarity=hit.similarity, row_id=hit.row_id
+        text=hit.text,
+        label=hit.label,
+        similarity=hit.similarity,
+        row_id=hit.row_id,
+        dense_similarity=hit.dense_similarity,
+        lexical_similarity=hit.lexical_similarity,
     )
 
 

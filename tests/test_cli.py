@@ -172,3 +172,24 @@ def test_eval_and_tune_commands_write_their_reports(
     assert written["tuned"]["index_version"] == "cli_v1"
     assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
     assert (tmp_path / "tu" / "tradeoff.png").exists()
+
+
+def test_lexical_demo_runs_with_no_model_and_no_network(tmp_path: Path) -> None:
+    """The README's quickstart without models: nothing to download, nothing configured."""
+    address = f"127.0.0.1:{_free_port()}"
+    env = _env(tmp_path, QROUTE_SERVER__BIND=address, HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "demo.sh"), "examples/qroute-lexical.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "published examples_lexical_v1: " in out
+    assert "코스닥 지수 알려줘\n  -> 금융  [KNN" in out
+    assert "오펜하이머 등장인물 알려줘\n  -> 영화  [KNN" in out
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["index_version"] == "examples_lexical_v1"
+    assert not (tmp_path / "hf-home").exists()  # nothing was fetched or cached

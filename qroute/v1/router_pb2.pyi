@@ -46,16 +46,20 @@ class ClassifyBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[ClassifyRequest, _Mapping]]] = ...) -> None: ...
 
 class Neighbour(_message.Message):
-    __slots__ = ("text", "label", "similarity", "row_id")
+    __slots__ = ("text", "label", "similarity", "row_id", "dense_similarity", "lexical_similarity")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     ROW_ID_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     text: str
     label: str
     similarity: float
     row_id: str
-    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ..., row_id: _Optional[str] = ...) -> None: ...
+    dense_similarity: float
+    lexical_similarity: float
+    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ..., row_id: _Optional[str] = ..., dense_similarity: _Optional[float] = ..., lexical_similarity: _Optional[float] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
+from qroute.config import LexicalSettings
 from qroute.errors import IndexWriteError, VersionMissing
+from qroute.lexical import LexicalEncoder, Lexicon
 from qroute.store import Point, VectorStore
 from qroute.store.embedded import EmbeddedStore
 from qroute.store.server import ServerStore
@@ -221,3 +223,91 @@ async def test_embedded_groups_match_qdrants_own_grouping(tmp_path: Path, seed: 
         answers.append([[(g.label, [h.row_id for h in g.hits]) for g in q] for q in found])
         await store.close()
     assert answers[0] == answers[1]
+
+
+# -- sparse (lexical) vectors ------------------------------------------------
+
+_TEXTS = {
+    "l0": ["코스닥 지수 알려줘", "오늘 환율 얼마야", "삼성전자 주가 알려줘"],
+    "l1": ["서귀포 맛집 알려줘", "강남역 카페 추천해줘", "부산 해운대 호텔 알려줘"],
+    "l2": ["오펜하이머 등장인물 알려줘", "요즘 볼만한 영화 추천해줘", "인셉션 감독이 누구야"],
+}
+
+
+def _lexical_points(dense: bool) -> tuple[Lexicon, LexicalEncoder, list[Point]]:
+    encoder = LexicalEncoder(LexicalSettings())
+    rows = [(label, text) for label, texts in _TEXTS.items() for text in texts]
+    lexicon = Lexicon.count(encoder.terms(text) for _, text in rows)
+    rng = np.random.default_rng(1)
+    points = []
+    for i, (label, text) in enumerate(rows):
+        vector = rng.standard_normal(DIM).tolist() if dense else []
+        points.append(
+            Point(
+                str(uuid.uuid5(uuid.NAMESPACE_OID, text)),
+                vector,
+                {"text": text, "label": label, "row_id": f"r{i}"},
+                sparse=lexicon.vector(encoder.terms(text)),
+            )
+        )
+    return lexicon, encoder, points
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["lexical-only", "dense+lexical"])
+async def test_sparse_vectors_round_trip_with_the_stores_idf(
+    store: VectorStore, dense: bool
+) -> None:
+    lexicon, encoder, points = _lexical_points(dense)
+    version = await store.create_version(DIM if dense else None, {"labels": []}, sparse=True)
+    await store.upsert(version, points)
+    await store.publish(version)
+    await store.open(version)
+    assert await store.count(version) == len(points)
+
+    query = lexicon.vector(encoder.terms("코스닥 지수 알려줘"))
+    [hits] = await store.search(version, [query], k=4)
+    # The store's IDF-modified score is exactly the cosine qroute computes itself.
+    assert hits[0].text == "코스닥 지수 알려줘"
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-4)
+    by_text = {p.payload["text"]: p.sparse for p in points}
+    for hit in hits:
+        stored = by_text[hit.text]
+        assert stored is not None
+        assert hit.similarity == pytest.approx(lexicon.similarity(query, stored), abs=1e-4)
+
+    [groups] = await store.search_groups(
+        version,
+        [lexicon.vector(encoder.terms("해운대 맛집"))],
+        groups=2,
+        group_size=2,
+        labels=[None],
+    )
+    assert groups[0].label == "l1"
+    if dense:
+        assert len(await store.vectors(version, [points[0].id])) == 1
+
+
+async def test_fused_search_returns_both_vectors(store: VectorStore) -> None:
+    lexicon, encoder, points = _lexical_points(dense=True)
+    version = await store.create_version(DIM, {"labels": []}, sparse=True)
+    await store.upsert(version, points)
+    await store.publish(version)
+    await store.open(version)
+    target = points[4]
+    query_sparse = lexicon.vector(encoder.terms(str(target.payload["text"])))
+    [candidates] = await store.search_fused(
+        version, [list(target.vector)], [query_sparse], limit=3, labels=[None]
+    )
+    # The target is first in both lists, so first after fusion.
+    assert candidates[0].hit.row_id == target.payload["row_id"]
+    assert 3 <= len(candidates) <= 6
+    assert np.allclose(
+        np.asarray(candidates[0].dense),
+        np.asarray(target.vector) / np.linalg.norm(target.vector),
+        atol=1e-5,
+    )
+    assert candidates[0].sparse.indices == query_sparse.indices
+    [only_l2] = await store.search_fused(
+        version, [list(target.vector)], [query_sparse], limit=3, labels=[["l2"]]
+    )
+    assert {c.hit.label for c in only_l2} == {"l2"}

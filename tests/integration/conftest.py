@@ -70,7 +70,7 @@ async def serve_router(
     async def serve(
         rows: Sequence[tuple[str, str]],
         *,
-        encoder: Encoder,
+        encoder: Encoder | None,
         nli: bool = True,
         **sections: dict[str, Any],
     ) -> RunningRouter:
