@@ -7,7 +7,6 @@ import pytest
 from qroute.errors import EncoderMismatch
 from qroute.testing import BagOfWordsEncoder
 from qroute.types import Decision, Query
-from qroute.v1 import router_pb2 as pb
 from tests.conftest import example_rows
 from tests.integration.conftest import ServeRouter
 
