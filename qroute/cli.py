@@ -81,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--no-progress", action="store_true")
 
+    typos = with_config(
+        sub.add_parser(
+            "typos", help="write a typo test set (spacing, jamo, 받침) from labelled data"
+        )
+    )
+    typos.add_argument("data", help="labelled CSV/TSV/JSONL/Parquet (text, label)")
+    typos.add_argument("--out", required=True, help="JSONL to write: text, label, original, kind")
+    typos.add_argument("--seed", type=int, default=0)
+
     classify = sub.add_parser("classify", help="ask a running router to label texts")
     classify.add_argument("texts", nargs="+", metavar="TEXT")
     classify.add_argument(
@@ -275,6 +284,31 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _typos(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from qroute.table import read_table
+    from qroute.typos import typo_set
+
+    examples = read_table(args.data, settings.table)
+    kinds: Counter[str] = Counter()
+    with Path(args.out).open("w", encoding="utf-8") as handle:
+        for typo in typo_set(examples, seed=args.seed):
+            row = {
+                "text": typo.text,
+                "label": typo.example.label,
+                "original": typo.example.text,
+                "kind": typo.kind,
+            }
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            kinds[typo.kind] += 1
+    summary = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+    print(f"wrote {sum(kinds.values())} typo rows of {len(examples)} to {args.out} ({summary})")
+    return 0
+
+
 def _serve(settings: Settings, config: str | None) -> int:
     from qroute.config import config_file
     from server.app import serve
@@ -331,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_eval(settings, args))
         if args.command == "tune":
             return asyncio.run(_tune(settings, args))
+        if args.command == "typos":
+            return _typos(settings, args)
         return _serve(settings, args.config)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)

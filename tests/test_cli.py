@@ -193,3 +193,23 @@ def test_lexical_demo_runs_with_no_model_and_no_network(tmp_path: Path) -> None:
     answer = json.loads(out.strip().splitlines()[-1])
     assert answer["index_version"] == "examples_lexical_v1"
     assert not (tmp_path / "hf-home").exists()  # nothing was fetched or cached
+
+
+def test_typos_command_writes_a_labelled_typo_set(tmp_path: Path) -> None:
+    from qroute.cli import main
+
+    out = tmp_path / "typos.jsonl"
+    assert (
+        main(
+            ["typos", str(ROOT / "examples" / "queries_eval.csv"), "--out", str(out), "--seed", "1"]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert {r["kind"] for r in rows} == {
+        "space_removed",
+        "space_added",
+        "jamo_replaced",
+        "batchim_dropped",
+    }
+    assert all(r["text"] != r["original"] and r["label"] for r in rows)
