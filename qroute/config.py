@@ -7,8 +7,9 @@ A model is a Hugging Face hub id or a local directory. The store location is a l
 directory (embedded Qdrant Edge, one process at a time per version) or an
 ``http(s)://`` URL of a Qdrant server or cluster.
 
-Hot-reloadable: ``router.*``, ``zero_shot.*``, ``server.index_poll_s``/``config_poll_s``.
-Restart-only: ``encoder.*``, ``nli.*``, ``store.*``, ``batching.*``, ``server.bind`` and
+Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
+``server.index_poll_s``/``config_poll_s``. Restart-only: ``retrieval.mode``, ``encoder.*``,
+``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``, ``server.bind`` and
 ``server.metrics_port``; a reload that changes them keeps the running values and says so.
 """
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from qroute.config import load_settings
+from qroute.config import Settings, load_settings
 from qroute.errors import ConfigError
 
 
@@ -78,3 +79,23 @@ def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
         load_settings(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_retrieval_mode_and_ngrams_are_restart_only_but_fusion_reloads() -> None:
+    old = Settings()
+    assert old.restart_only_changes(Settings(retrieval={"mode": "hybrid"})) == ["retrieval.mode"]
+    assert old.restart_only_changes(Settings(lexical={"ngram_max": 4})) == ["lexical"]
+    assert (
+        old.restart_only_changes(Settings(retrieval={"fusion": "rrf", "dense_weight": 0.3})) == []
+    )
+
+
+def test_lexical_mode_turns_zero_shot_off_unless_a_method_is_chosen() -> None:
+    assert Settings(retrieval={"mode": "lexical"}).zero_shot.method == "off"
+    assert (
+        Settings(retrieval={"mode": "lexical"}, zero_shot={"method": "nli"}).zero_shot.method
+        == "nli"
+    )
+    assert Settings().zero_shot.method == "nli"
+    with pytest.raises(ValidationError, match="needs the sentence encoder"):
+        Settings(retrieval={"mode": "lexical"}, zero_shot={"method": "embedding"})
