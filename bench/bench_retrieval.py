@@ -47,10 +47,11 @@ from qroute.types import Example, Query  # noqa: E402
 from qroute.typos import typo_set  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
-MODES = {
+DEFAULT_WEIGHT = Settings().retrieval.dense_weight
+MODES: dict[str, dict[str, Any]] = {
     "dense": {"mode": "dense"},
     "lexical": {"mode": "lexical"},
-    "hybrid (blend)": {"mode": "hybrid", "fusion": "blend"},
+    "hybrid": {"mode": "hybrid", "fusion": "blend"},
     "hybrid (rrf)": {"mode": "hybrid", "fusion": "rrf"},
 }
 
@@ -85,7 +86,7 @@ def _write(path: Path, rows: list[Example]) -> Path:
     return path
 
 
-def _settings(base: Settings, mode: dict[str, str]) -> Settings:
+def _settings(base: Settings, mode: dict[str, Any]) -> Settings:
     return base.model_copy(update={"retrieval": base.retrieval.model_copy(update=mode)})
 
 
@@ -145,7 +146,7 @@ async def _fold(
 async def _latency(classifiers: dict[str, Classifier], held: list[Example]) -> dict[str, float]:
     """p50 of the search step (store search + similarities + grouping), one query at a
     time, dense and hybrid interleaved so both see the same machine."""
-    dense, hybrid = classifiers["dense"], classifiers["hybrid (blend)"]
+    dense, hybrid = classifiers["dense"], classifiers["hybrid"]
     index = hybrid.index
     assert index is not None
     router = hybrid.settings.router
@@ -236,10 +237,10 @@ def _print(summary: dict[str, Any]) -> None:
         f"\n{summary['dataset']} ({summary['evaluated']}, {summary['rows']} queries, "
         f"{summary['typos']} typo queries)"
     )
-    print(f"  {'mode':<16} {'accuracy':>9} {'typo acc':>9} {'stability':>10}")
+    print(f"  {'mode':<20} {'accuracy':>9} {'typo acc':>9} {'stability':>10}")
     for mode, figures in summary["modes"].items():
         print(
-            f"  {mode:<16} {figures['accuracy']:>9.4f} {figures['typo_accuracy']:>9.4f} "
+            f"  {mode:<20} {figures['accuracy']:>9.4f} {figures['typo_accuracy']:>9.4f} "
             f"{figures['typo_stability']:>10.4f}"
         )
     if summary["latency"]:
@@ -258,8 +259,20 @@ def main() -> None:
     parser.add_argument("--only", default="stylekqc,parakqc")
     parser.add_argument("--typo-sample", type=int, default=300, help="queries given typos")
     parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument(
+        "--weights",
+        default="0.3,0.5,0.6,0.7,0.8",
+        help="other hybrid dense_weight values to report besides the default",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
     args = parser.parse_args()
+    for weight in (float(w) for w in args.weights.split(",") if w):
+        if weight != DEFAULT_WEIGHT:
+            MODES[f"hybrid w={weight}"] = {
+                "mode": "hybrid",
+                "fusion": "blend",
+                "dense_weight": weight,
+            }
     settings = Settings(encoder={"model": args.e5, "prompt": "query: ", "batch_size": 128})
     encoder = CachedEncoder(SentenceTransformerEncoder(settings.encoder))
     runs = {"stylekqc": stylekqc, "parakqc": parakqc}

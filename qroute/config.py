@@ -104,7 +104,7 @@ class RetrievalSettings(_Section):
     # hybrid similarity = dense_weight * dense cosine + (1 - dense_weight) * lexical cosine
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
     # hybrid: examples fetched from each side before fusing.
-    candidates: int = Field(64, ge=1, le=4096)
+    candidates: int = Field(32, ge=1, le=4096)
 
 
 class NLISettings(_Section):

@@ -3,9 +3,9 @@
 ``dense``: the sentence encoder's cosine. ``lexical``: the IDF cosine of character
 n-gram vectors (Qdrant's IDF modifier, see ``qroute.lexical``); no model at all.
 ``hybrid``: Qdrant fetches candidates by each vector and fuses them (reciprocal rank
-fusion); both similarities of every candidate are computed from the vectors it returns,
-and the hybrid similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the
-vote use, since a fused rank score is not a similarity. Candidates are ranked by that
+fusion), then scores both similarities of exactly those candidates; the hybrid similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the
+vote use, since a fused rank score is not a similarity (the store scores both for exactly
+the fused candidates). Candidates are ranked by that
 similarity (``fusion: blend``) or kept in Qdrant's fused order (``fusion: rrf``).
 
 The index records what it was built with; a retriever refuses an index whose vectors it
@@ -167,43 +167,32 @@ class Retriever:
             limit=max(settings.candidates, groups * group_size),
             labels=labels,
         )
-        queries = zip(found, embedded.dense, embedded.sparse, strict=True)
         return [
-            fuse(candidates, dense, sparse, lexicon, settings, groups=groups, group_size=group_size)
-            for candidates, dense, sparse in queries
+            fuse(candidates, settings, groups=groups, group_size=group_size) for candidates in found
         ]
 
 
 def fuse(
     candidates: Sequence[Candidate],
-    dense: npt.NDArray[np.float32],
-    sparse: SparseVector,
-    lexicon: Lexicon,
     settings: RetrievalSettings,
     *,
     groups: int,
     group_size: int,
 ) -> list[Group]:
-    """Hybrid candidates (in Qdrant's fused order) -> label groups with real similarities."""
-    if not candidates:
-        return []
+    """Hybrid candidates (in Qdrant's fused order) -> label groups whose similarity is
+    the blend of the two similarities the store scored."""
     weight = settings.dense_weight
-    matrix = np.asarray([c.dense for c in candidates], dtype=np.float32)
-    dense_sims = (matrix @ dense).tolist()
-    hits = []
-    for candidate, dense_sim in zip(candidates, dense_sims, strict=True):
-        lexical_sim = lexicon.similarity(sparse, candidate.sparse)
-        hit = candidate.hit
-        hits.append(
-            Hit(
-                hit.row_id,
-                hit.text,
-                hit.label,
-                weight * dense_sim + (1.0 - weight) * lexical_sim,
-                dense_similarity=dense_sim,
-                lexical_similarity=lexical_sim,
-            )
+    hits = [
+        Hit(
+            c.hit.row_id,
+            c.hit.text,
+            c.hit.label,
+            weight * c.dense + (1.0 - weight) * c.lexical,
+            dense_similarity=c.dense,
+            lexical_similarity=c.lexical,
         )
+        for c in candidates
+    ]
     if settings.fusion == "blend":
         hits.sort(key=lambda h: h.similarity, reverse=True)
     by_label: dict[str, list[Hit]] = {}

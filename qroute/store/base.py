@@ -51,12 +51,13 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A hybrid search result: the example (its ``similarity`` is the fused rank score,
-    not a similarity) with both its stored vectors, to compute real similarities from."""
+    """A hybrid search result, in fused order: the example (its ``similarity`` is the
+    fused rank score, not a similarity) and its two real similarities to the query,
+    scored by the store (lexical 0.0 when they share no term)."""
 
     hit: Hit
-    dense: Sequence[float]
-    sparse: SparseVector
+    dense: float
+    lexical: float
 
 
 def version_name(collection: str, number: int) -> str:
@@ -151,7 +152,7 @@ class VectorStore(Protocol):
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Candidate]]:
         """For each query, the ``limit`` nearest examples by each vector, fused by
-        Qdrant's reciprocal rank fusion (best first), with their stored vectors."""
+        Qdrant's reciprocal rank fusion (best first), each with both similarities."""
         ...
 
     async def search_groups(

@@ -367,40 +367,70 @@ class EmbeddedStore:
         limit: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Candidate]]:
-        from qdrant_edge import Fusion, Prefetch, QueryBatchRequest, QueryRequest
+        reader = self._acquire(version)
+        try:
+            return await asyncio.to_thread(self._fused, reader.shard, dense, sparse, limit, labels)
+        finally:
+            self._release(version, reader)
 
-        requests = []
+    @staticmethod
+    def _fused(
+        shard: Any,
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        limit: int,
+        labels: Sequence[Sequence[str] | None],
+    ) -> list[list[Candidate]]:
+        from qdrant_edge import (
+            Filter,
+            Fusion,
+            HasIdCondition,
+            Prefetch,
+            QueryBatchRequest,
+            QueryRequest,
+        )
+
+        # 1. Candidates from both vectors, fused by rank (no vectors returned).
+        fused = []
         for d, s, allowed in zip(dense, sparse, labels, strict=True):
             query_filter = _filter(allowed, ())
             prefetches = [
                 Prefetch(limit=limit, query=_query(d), filter=query_filter),
                 Prefetch(limit=limit, query=_query(s), filter=query_filter),
             ]
-            requests.append(
+            fused.append(
                 QueryRequest(
                     limit=2 * limit,
                     prefetches=prefetches,
                     query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub: Fusion, not Fusion.Rrf
-                    with_vector=True,
                     with_payload=True,
                 )
             )
-        reader = self._acquire(version)
-        try:
-            results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
-        finally:
-            self._release(version, reader)
-        return [
-            [
-                Candidate(
-                    hit_from_payload(p.id, p.score, p.payload),
-                    p.vector.get("", ()),
-                    _sparse(p.vector.get(LEXICAL)),
-                )
-                for p in points
-            ]
-            for points in results
-        ]
+        found = shard.query_batch(QueryBatchRequest(fused)) if fused else []
+        # 2. Both similarities of exactly those candidates, scored by the shard itself:
+        #    cheaper than shipping their vectors back, and the same arithmetic.
+        scoring = []
+        for d, s, points in zip(dense, sparse, found, strict=True):
+            ids = Filter(must=[HasIdCondition({p.id for p in points})])
+            n = max(len(points), 1)
+            scoring.append(QueryRequest(limit=n, query=_query(d), filter=ids))
+            scoring.append(QueryRequest(limit=n, query=_query(s), filter=ids))
+        scores = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
+        answer = []
+        for position, points in enumerate(found):
+            by_dense = {p.id: p.score for p in scores[2 * position]}
+            by_lexical = {p.id: p.score for p in scores[2 * position + 1]}
+            answer.append(
+                [
+                    Candidate(
+                        hit_from_payload(p.id, p.score, p.payload),
+                        float(by_dense.get(p.id, 0.0)),
+                        float(by_lexical.get(p.id, 0.0)),
+                    )
+                    for p in points
+                ]
+            )
+        return answer
 
     async def search_groups(
         self,
@@ -533,12 +563,6 @@ def _query(vector: SearchVector) -> Any:
     if isinstance(vector, SparseVector):
         return Query.Nearest(EdgeSparse(list(vector.indices), list(vector.values)), using=LEXICAL)
     return Query.Nearest([float(x) for x in vector])
-
-
-def _sparse(vector: Any) -> SparseVector:
-    if vector is None:
-        return SparseVector((), ())
-    return SparseVector(tuple(vector.indices), tuple(float(v) for v in vector.values))
 
 
 def _filter(allowed: Sequence[str] | None, exclude: Sequence[str]) -> Any:

@@ -220,40 +220,58 @@ class ServerStore:
         limit: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Candidate]]:
-        requests = []
+        if not dense:
+            return []
+        # 1. Candidates from both vectors, fused by rank (no vectors returned).
+        fused = []
         for d, s, allowed in zip(dense, sparse, labels, strict=True):
             query_filter = _filter(allowed)
             prefetch = [
                 models.Prefetch(query=_query(d), limit=limit, filter=query_filter),
                 models.Prefetch(query=_query(s), using=LEXICAL, limit=limit, filter=query_filter),
             ]
-            requests.append(
+            fused.append(
                 models.QueryRequest(
                     prefetch=prefetch,
                     query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
                     limit=2 * limit,
-                    with_vector=True,
                     with_payload=True,
                 )
             )
-        if not requests:
-            return []
-        responses = await self._call(
+        found = await self._call(
             "hybrid search",
-            self._client.query_batch_points(collection_name=version, requests=requests),
+            self._client.query_batch_points(collection_name=version, requests=fused),
             version,
         )
-        return [
-            [
-                Candidate(
-                    hit_from_payload(p.id, p.score, p.payload),
-                    _named(p.vector).get("", []),
-                    _sparse(_named(p.vector).get(LEXICAL)),
-                )
-                for p in r.points
-            ]
-            for r in responses
-        ]
+        # 2. Both similarities of exactly those candidates, scored by Qdrant itself.
+        scoring = []
+        for d, s, response in zip(dense, sparse, found, strict=True):
+            ids = models.Filter(
+                must=[models.HasIdCondition(has_id=[p.id for p in response.points])]
+            )
+            n = max(len(response.points), 1)
+            scoring.append(models.QueryRequest(query=_query(d), filter=ids, limit=n))
+            scoring.append(models.QueryRequest(query=_query(s), using=LEXICAL, filter=ids, limit=n))
+        scores = await self._call(
+            "hybrid scores",
+            self._client.query_batch_points(collection_name=version, requests=scoring),
+            version,
+        )
+        answer = []
+        for position, response in enumerate(found):
+            by_dense = {p.id: p.score for p in scores[2 * position].points}
+            by_lexical = {p.id: p.score for p in scores[2 * position + 1].points}
+            answer.append(
+                [
+                    Candidate(
+                        hit_from_payload(p.id, p.score, p.payload),
+                        float(by_dense.get(p.id, 0.0)),
+                        float(by_lexical.get(p.id, 0.0)),
+                    )
+                    for p in response.points
+                ]
+            )
+        return answer
 
     async def search_groups(
         self,
@@ -326,16 +344,6 @@ def _query(vector: SearchVector) -> Any:
 
 def _using(vector: SearchVector) -> str | None:
     return LEXICAL if isinstance(vector, SparseVector) else None
-
-
-def _named(vector: Any) -> dict[str, Any]:
-    return vector if isinstance(vector, dict) else {"": vector or []}
-
-
-def _sparse(vector: Any) -> SparseVector:
-    if vector is None:
-        return SparseVector((), ())
-    return SparseVector(tuple(vector.indices), tuple(float(v) for v in vector.values))
 
 
 def _filter(allowed: Sequence[str] | None) -> models.Filter | None:

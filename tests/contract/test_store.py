@@ -287,27 +287,33 @@ async def test_sparse_vectors_round_trip_with_the_stores_idf(
         assert len(await store.vectors(version, [points[0].id])) == 1
 
 
-async def test_fused_search_returns_both_vectors(store: VectorStore) -> None:
+async def test_fused_search_scores_both_similarities(store: VectorStore) -> None:
     lexicon, encoder, points = _lexical_points(dense=True)
     version = await store.create_version(DIM, {"labels": []}, sparse=True)
     await store.upsert(version, points)
     await store.publish(version)
     await store.open(version)
     target = points[4]
+    query_dense = np.asarray(target.vector) / np.linalg.norm(target.vector)
     query_sparse = lexicon.vector(encoder.terms(str(target.payload["text"])))
     [candidates] = await store.search_fused(
-        version, [list(target.vector)], [query_sparse], limit=3, labels=[None]
+        version, [query_dense.tolist()], [query_sparse], limit=3, labels=[None]
     )
-    # The target is first in both lists, so first after fusion.
+    # The target is first by the dense vector and by the lexical one, so first after fusion.
     assert candidates[0].hit.row_id == target.payload["row_id"]
     assert 3 <= len(candidates) <= 6
-    assert np.allclose(
-        np.asarray(candidates[0].dense),
-        np.asarray(target.vector) / np.linalg.norm(target.vector),
-        atol=1e-5,
-    )
-    assert candidates[0].sparse.indices == query_sparse.indices
+    by_row = {p.payload["row_id"]: p for p in points}
+    for candidate in candidates:
+        point = by_row[candidate.hit.row_id]
+        cosine = float(np.dot(query_dense, point.vector) / np.linalg.norm(point.vector))
+        assert candidate.dense == pytest.approx(cosine, abs=1e-4)
+        assert point.sparse is not None
+        assert candidate.lexical == pytest.approx(
+            lexicon.similarity(query_sparse, point.sparse), abs=1e-4
+        )
+    assert candidates[0].dense == pytest.approx(1.0, abs=1e-4)
+    assert candidates[0].lexical == pytest.approx(1.0, abs=1e-4)
     [only_l2] = await store.search_fused(
-        version, [list(target.vector)], [query_sparse], limit=3, labels=[["l2"]]
+        version, [query_dense.tolist()], [query_sparse], limit=3, labels=[["l2"]]
     )
     assert {c.hit.label for c in only_l2} == {"l2"}
