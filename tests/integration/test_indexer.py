@@ -293,3 +293,36 @@ def test_kill_9_mid_write_then_rerun(tmp_path: Path, tiny_models: TinyModels) ->
     ).stdout
     assert f"crash_v2                 published* {len(big_rows):>8}" in listing
     assert "crash_v1                 kept            313" in listing
+
+
+async def test_hybrid_reindex_reuses_dense_vectors_and_recounts_the_lexicon(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(retrieval={"mode": "hybrid"}, index={"write_batch": 4})
+    encoder = BagOfWordsEncoder()
+    first = await _index(settings, _table(tmp_path / "a.csv", ROWS), encoder)
+    encoder.calls.clear()
+    grown = [*ROWS, ("weather forecast for busan", "weather")]
+    second = await _index(settings, _table(tmp_path / "b.csv", grown), encoder)
+    assert second.mode == "incremental" and second.embedded == 1
+    assert _encoded(encoder) == ["weather forecast for busan"]
+
+    store = _store(settings)
+    old = await store.metadata(first.version)
+    new = await store.metadata(second.version)
+    assert old["lexicon"]["points"] == len(ROWS) and new["lexicon"]["points"] == len(grown)
+    assert new["retrieval"] == "hybrid" and new["lexical"] == old["lexical"]
+    await store.close()
+
+
+async def test_lexical_index_holds_no_dense_vectors_and_needs_no_encoder(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(retrieval={"mode": "lexical"}, encoder={"model": "/nowhere"})
+    report = await run_index(settings, _table(tmp_path / "t.csv", ROWS), progress=False)
+    assert report.embedded == 0 and report.rows == len(ROWS)
+    store = _store(settings)
+    metadata = await store.metadata(report.version)
+    assert "encoder" not in metadata and metadata["retrieval"] == "lexical"
+    assert await store.vectors(report.version, [row_id(*ROWS[0])]) == {row_id(*ROWS[0]): []}
+    await store.close()
