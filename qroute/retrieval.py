@@ -3,10 +3,10 @@
 ``dense``: the sentence encoder's cosine. ``lexical``: the IDF cosine of character
 n-gram vectors (Qdrant's IDF modifier, see ``qroute.lexical``); no model at all.
 ``hybrid``: Qdrant fetches candidates by each vector and fuses them (reciprocal rank
-fusion), then scores both similarities of exactly those candidates; the hybrid similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the
-vote use, since a fused rank score is not a similarity (the store scores both for exactly
-the fused candidates). Candidates are ranked by that
-similarity (``fusion: blend``) or kept in Qdrant's fused order (``fusion: rrf``).
+fusion), then scores both similarities of exactly those candidates. The hybrid
+similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the vote use, since a
+fused rank score is not a similarity. Candidates are ranked by that similarity
+(``fusion: blend``) or kept in Qdrant's fused order (``fusion: rrf``).
 
 The index records what it was built with; a retriever refuses an index whose vectors it
 cannot compare with its own (another encoder, other n-grams, a missing vector).
