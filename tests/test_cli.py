@@ -81,6 +81,7 @@ def test_unreachable_hub_model_fails_fast_and_says_how_to_fix_it(
     assert result.returncode == 2
     assert model in result.stderr
     assert variable in result.stderr
+    assert "QROUTE_RETRIEVAL__MODE=lexical" in result.stderr  # the way to run with no model
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "store" / "examples" / "CURRENT").exists()
 
