@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter, defaultdict
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -136,7 +138,11 @@ async def _picked(
 
 
 async def test_a_short_fine_tune_teaches_the_router_s_fallback_the_table(
-    tmp_path: Path, models: TinyModels, nli_base: Path, make_settings: Callable[..., Settings]
+    tmp_path: Path,
+    models: TinyModels,
+    nli_base: Path,
+    make_settings: Callable[..., Settings],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     examples = _table()
     options = _options()
@@ -158,6 +164,29 @@ async def test_a_short_fine_tune_teaches_the_router_s_fallback_the_table(
         assert expected in card
     assert json.loads((out / "finetune.json").read_text(encoding="utf-8"))["steps"] > 0
     assert not (out / "checkpoints").exists()  # only an interrupted run keeps them
+
+    # `qroute eval` puts the fallback before and after side by side.
+    settings = make_settings(
+        encoder={"model": str(models.encoder)},
+        nli={"model": str(out)},
+        zero_shot=ZERO_SHOT.model_dump(),
+        router={"similarity_threshold": 1.0, "min_margin": 2.0},
+    )
+    config = tmp_path / "qroute.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True))
+    table = Path(settings.store.location + ".csv")
+    report_dir = tmp_path / "eval"
+    args = ["eval", str(table), "--config", str(config), "--out", str(report_dir)]
+    args += ["--zero-shot-alone", "--compare-nli", str(nli_base), "--no-progress"]
+    assert await asyncio.to_thread(main, args) == 0  # the CLI runs its own event loop
+    printed = capsys.readouterr().out
+    assert f"fallback {nli_base}: zero-shot path accuracy" in printed
+    assert f"fallback {out}: zero-shot path accuracy" in printed
+    rows = json.loads((report_dir / "eval.json").read_text(encoding="utf-8"))["fallback"]
+    assert [row["nli_model"] for row in rows] == [str(nli_base), str(out)]
+    assert rows[0]["alone_picked"] == pytest.approx(before.picked)
+    assert rows[1]["alone_picked"] == pytest.approx(after.picked)
+    assert rows[1]["zero_shot_path_accuracy"] >= 0.9
 
 
 class _Interrupt(Exception):
