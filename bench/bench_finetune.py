@@ -333,7 +333,7 @@ def run_stylekqc(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     options = FinetuneOptions(
         negatives=args.negatives_ko,
         bf16=not args.no_bf16,
-        epochs=1.0,
+        epochs=args.ko_epochs,
         max_steps=args.max_steps,
         learning_rate=args.lr,
         progress=not args.no_progress,
@@ -417,6 +417,7 @@ def main() -> None:
         "--stylekqc-index-rows", type=int, default=0, help="index a sample (0: all of train)"
     )
     parser.add_argument("--nli-epochs", type=float, default=3.0)
+    parser.add_argument("--ko-epochs", type=float, default=1.0, help="StyleKQC fine-tune epochs")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--tune-rows", type=int, default=1500)
     parser.add_argument("--max-steps", type=int, default=-1, help="smoke runs only")
