@@ -769,6 +769,12 @@ def model_card(report: FinetuneReport) -> str:
         or "- (none: the label names themselves)"
     )
     options = ", ".join(f"{k}={v}" for k, v in report.options.items())
+    training = (
+        f"{report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s "
+        f"({report.train_cpu_seconds:,.0f} CPU s)"
+        + (", stopped early on dev" if report.stopped_early else "")
+        + (f", resumed from {report.resumed_from}" if report.resumed_from else "")
+    )
     hypothesis = (
         f"""
 ## Hypotheses
@@ -809,10 +815,7 @@ zero_shot:
 - **Base model:** `{report.base}` ({report.base_kind})
 - **Data:** `{report.source}` ({report.mode}); train/dev split by text
 - **Date:** {report.date}
-- **Training:** {report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s
-  ({report.train_cpu_seconds:,.0f} CPU s)
-  {"(stopped early on dev)" if report.stopped_early else ""}
-  {f"(resumed from {report.resumed_from})" if report.resumed_from else ""}
+- **Training:** {training}
 - **Negatives:** {report.hard_negatives or "n/a"}
 - **Options:** {options}
 
