@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from qroute.config import Settings, load_settings
 from qroute.errors import ConfigError, QrouteError
@@ -59,6 +60,62 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--oos-label", help="label that marks out-of-scope rows (e.g. oos)")
     evaluate.add_argument("--out", default="qroute-eval", help="folder for eval.json and PNGs")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument(
+        "--zero-shot-alone",
+        action="store_true",
+        help="also send every in-scope row to the zero-shot fallback and score it alone",
+    )
+    evaluate.add_argument(
+        "--compare-nli",
+        metavar="MODEL",
+        help="repeat the fallback's figures with this NLI model (e.g. the one before fine-tuning)",
+    )
+
+    finetune = with_config(
+        sub.add_parser(
+            "finetune-nli",
+            help="fine-tune the NLI fallback on the labelled table (or on generic NLI pairs)",
+        )
+    )
+    finetune.add_argument(
+        "table", help="labelled table (as for `qroute index`), or NLI JSONL with --nli-pairs"
+    )
+    finetune.add_argument("--out", required=True, help="output model directory")
+    finetune.add_argument(
+        "--base", help="NLI model or plain encoder to start from (default: the config's nli.model)"
+    )
+    finetune.add_argument(
+        "--nli-pairs",
+        action="store_true",
+        help="TABLE is generic NLI JSONL (premise, hypothesis, label), not a labelled table",
+    )
+    finetune.add_argument("--negatives", type=int, default=3, help="contradiction pairs per row")
+    finetune.add_argument(
+        "--hard-share", type=float, default=0.75, help="share of negatives among confusable labels"
+    )
+    finetune.add_argument(
+        "--no-hard-negatives",
+        action="store_true",
+        help="draw every negative at random (skips loading the encoder)",
+    )
+    finetune.add_argument("--epochs", type=float, default=1.0)
+    finetune.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--learning-rate", type=float, default=5e-5)
+    finetune.add_argument(
+        "--max-length", type=int, default=64, help="tokens per premise+hypothesis pair"
+    )
+    finetune.add_argument("--dev-fraction", type=float, default=0.1)
+    finetune.add_argument("--patience", type=int, default=3, help="evaluations without gain")
+    finetune.add_argument(
+        "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
+    )
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    finetune.add_argument("--keep-checkpoints", action="store_true")
+    finetune.add_argument("--no-progress", action="store_true")
 
     tune = with_config(sub.add_parser("tune", help="choose thresholds from labelled data"))
     tune.add_argument("data", nargs="?", help="labelled data (omit with --cross-validate)")
@@ -181,6 +238,7 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
         )
         router = settings.router
         pre = await precompute(classifier, examples, k_max=router.k, progress=not args.no_progress)
+        fallback = await _fallback_figures(classifier, examples, result, args)
     finally:
         await classifier.close()
     curve = sweep(
@@ -195,7 +253,12 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     ).curve
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(result.to_json(), encoding="utf-8")
+    report = json.loads(result.to_json())
+    if fallback:
+        report["fallback"] = fallback
+    (out / "eval.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     plot_confusion(result, out / "confusion.png")
     series = {k: v for k, v in curve.items() if k != "threshold"}
     plot_curve(
@@ -207,8 +270,123 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     )
     (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
     print(result.render())
+    for row in fallback:
+        print(
+            f"fallback {row['nli_model']}: zero-shot path accuracy {row['zero_shot_path_accuracy']}"
+            f" (share {row['zero_shot_path_share']}), router accuracy {row['router_accuracy']:.4f}"
+            + (
+                f"; alone: picked right {row['alone_picked']:.4f}, answered right "
+                f"{row['alone_answered']:.4f}, true label among candidates "
+                f"{row['alone_candidate_recall']:.4f}"
+                if "alone_picked" in row
+                else ""
+            )
+        )
     print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}")
     return 0
+
+
+def _finetune(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qroute.finetune import (
+        DATA_DIR,
+        FinetuneOptions,
+        PreparedData,
+        finetune,
+        prepare_nli_pairs,
+        prepare_table,
+        read_nli_pairs,
+    )
+    from qroute.table import read_table
+
+    options = FinetuneOptions(
+        negatives=args.negatives,
+        hard_share=args.hard_share,
+        dev_fraction=args.dev_fraction,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        patience=args.patience,
+        bf16=args.bf16,
+        seed=args.seed,
+        progress=not args.no_progress,
+        resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    base = args.base or settings.nli.model
+    saved = Path(args.out) / DATA_DIR
+    if args.resume and (saved / "meta.json").exists():
+        # The interrupted run's pairs: the same data, without re-embedding the table.
+        data = PreparedData.load(saved)
+    elif args.nli_pairs:
+        data = prepare_nli_pairs(read_nli_pairs(args.table), options, source=args.table)
+    else:
+        from qroute.encoder import SentenceTransformerEncoder
+
+        examples = read_table(args.table, settings.table)
+        encoder = None if args.no_hard_negatives else SentenceTransformerEncoder(settings.encoder)
+        data = prepare_table(examples, settings.zero_shot, encoder, options, source=args.table)
+    print(
+        "pairs: " + ", ".join(f"{k} {v}" for k, v in data.counts.items()),
+        file=sys.stderr,
+    )
+    report = finetune(data, base, args.out, options, zero_shot=settings.zero_shot)
+    print(f"wrote {report.out} ({report.steps} steps, {report.train_seconds:.0f} s)")
+    for name in report.after:
+        before = report.before.get(name, float("nan"))
+        print(f"  dev {name}: {before:.4f} -> {report.after[name]:.4f}")
+    print(f"point the router at it: nli.model: {report.out} (or QROUTE_NLI__MODEL={report.out})")
+    return 0
+
+
+async def _fallback_figures(
+    classifier: Any, examples: Any, result: Any, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The fallback's figures with the configured NLI model and, with --compare-nli,
+    another one (e.g. the base before fine-tuning): the zero-shot path's accuracy inside
+    the router and, with --zero-shot-alone, the scorer on every in-scope row."""
+    from qroute.config import NLISettings
+    from qroute.evaluate import evaluate, zero_shot_alone
+    from qroute.zeroshot import NLIZeroShot
+
+    settings = classifier.settings
+    if not (args.zero_shot_alone or args.compare_nli):
+        return []
+    if settings.zero_shot.method != "nli":
+        raise ConfigError("--zero-shot-alone/--compare-nli need zero_shot.method: nli")
+    runs = [(settings.nli.model, classifier, result)]
+    if args.compare_nli:
+        nli = settings.nli.model_copy(update={"model": args.compare_nli})
+        scorer = await asyncio.to_thread(NLIZeroShot, NLISettings(**nli.model_dump()))
+        other = classifier.reconfigure(settings, nli=scorer)
+        other_result, _ = await evaluate(
+            other, examples, oos_label=args.oos_label, progress=not args.no_progress
+        )
+        runs.insert(0, (args.compare_nli, other, other_result))
+    rows = []
+    for name, clf, measured in runs:
+        path = measured.per_path.get("ZERO_SHOT", {})
+        row: dict[str, Any] = {
+            "nli_model": name,
+            "router_accuracy": measured.accuracy,
+            "zero_shot_path_share": round(path.get("share", 0.0), 4),
+            "zero_shot_path_accuracy": round(path["accuracy"], 4) if path else None,
+        }
+        if args.zero_shot_alone:
+            alone = await zero_shot_alone(
+                clf, examples, oos_label=args.oos_label, progress=not args.no_progress
+            )
+            row.update(
+                alone_picked=alone.picked,
+                alone_answered=alone.answered,
+                alone_candidate_recall=alone.candidate_recall,
+                alone_rows=alone.n,
+            )
+        rows.append(row)
+    return rows
 
 
 async def _tune(settings: Settings, args: argparse.Namespace) -> int:
@@ -367,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_tune(settings, args))
         if args.command == "typos":
             return _typos(settings, args)
+        if args.command == "finetune-nli":
+            return _finetune(settings, args)
         return _serve(settings, args.config)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)

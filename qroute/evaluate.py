@@ -20,7 +20,16 @@ from tqdm import tqdm
 from qroute.classifier import Classifier
 from qroute.types import Example, Prediction, Query
 
-__all__ = ["EvalResult", "LabelMetrics", "evaluate", "metrics", "plot_confusion", "plot_curve"]
+__all__ = [
+    "EvalResult",
+    "LabelMetrics",
+    "ZeroShotAlone",
+    "evaluate",
+    "metrics",
+    "plot_confusion",
+    "plot_curve",
+    "zero_shot_alone",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,62 @@ async def evaluate(
         latencies_s=latencies,
     )
     return result, predictions
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroShotAlone:
+    """The zero-shot scorer on every in-scope row, as if the kNN vote had left each one."""
+
+    n: int
+    method: str
+    picked: float  # share whose best-scored candidate is the true label
+    answered: float  # share answered ZERO_SHOT with the true label (the threshold applied)
+    candidate_recall: float  # share whose true label was among the candidates at all
+
+    def render(self, name: str = "") -> str:
+        return (
+            f"zero-shot alone{f' ({name})' if name else ''}: {self.method} on {self.n} in-scope "
+            f"rows   picked right {self.picked:.4f}   answered right {self.answered:.4f}   "
+            f"true label among candidates {self.candidate_recall:.4f}"
+        )
+
+
+async def zero_shot_alone(
+    classifier: Classifier,
+    examples: Sequence[Example],
+    *,
+    oos_label: str | None = None,
+    batch: int = 32,
+    progress: bool = True,
+) -> ZeroShotAlone:
+    """Send every in-scope row to the classifier's zero-shot scorer through its own
+    decision path (same candidates, template and threshold), whatever its neighbours."""
+    settings = classifier.settings
+    # No example reaches a similarity of 1 and a margin of 2 together (the bounds of
+    # both settings), so every row falls back.
+    router = settings.router.model_copy(
+        update={"similarity_threshold": 1.0, "label_thresholds": {}, "min_margin": 2.0}
+    )
+    forced = classifier.reconfigure(settings.model_copy(update={"router": router}))
+    rows = [e for e in examples if e.label != oos_label]
+    if not rows:
+        raise ValueError("no in-scope rows to score")
+    picked = answered = among = 0
+    method = ""
+    with tqdm(total=len(rows), unit="row", desc="zero-shot alone", disable=not progress) as bar:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            for example, prediction in zip(
+                chunk, await forced.classify([Query(e.text) for e in chunk]), strict=True
+            ):
+                scores = prediction.zero_shot_scores
+                method = prediction.zero_shot_method or method
+                picked += bool(scores) and scores[0].label == example.label
+                answered += prediction.label == example.label
+                among += any(s.label == example.label for s in scores)
+            bar.update(len(chunk))
+    n = len(rows)
+    return ZeroShotAlone(n, method or "off", picked / n, answered / n, among / n)
 
 
 def _pyplot() -> Any:

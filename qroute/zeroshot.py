@@ -99,11 +99,25 @@ class NLIZeroShot:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        path = resolve_model(settings.model, "NLI", "QROUTE_NLI__MODEL")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        self._setup(settings, model, tokenizer, torch)
+
+    @classmethod
+    def from_model(cls, settings: NLISettings, model: Any, tokenizer: Any) -> NLIZeroShot:
+        """A scorer over a model already in memory (fine-tuning measures its own model)."""
+        import torch
+
+        scorer = cls.__new__(cls)
+        scorer._setup(settings, model, tokenizer, torch)
+        return scorer
+
+    def _setup(self, settings: NLISettings, model: Any, tokenizer: Any, torch: Any) -> None:
         self._settings = settings
         self._torch = torch
-        path = resolve_model(settings.model, "NLI", "QROUTE_NLI__MODEL")
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
-        self.model: Any = AutoModelForSequenceClassification.from_pretrained(path)
+        self.tokenizer: Any = tokenizer
+        self.model: Any = model
         self.model.to(settings.device).eval()
         if settings.quantize == "int8":
             self.model = _quantize_int8(self.model)
