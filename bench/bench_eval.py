@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import random
 import sys
 import tempfile
 from pathlib import Path
 
-from _results import write_results
+from _results import write_results, write_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,14 +38,6 @@ from qroute.types import Example  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 OOS = "oos"
-
-
-def _write(path: Path, rows: list[Example]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows((e.text, e.label) for e in rows)
-    return path
 
 
 def _split(rows: list[Example]) -> tuple[list[Example], list[Example]]:
@@ -94,7 +85,7 @@ async def run(
         table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
         index={"canary_per_label": 1},
     )
-    await run_index(settings, _write(tmp / f"{name}.csv", indexed), progress=False)
+    await run_index(settings, write_table(tmp / f"{name}.csv", indexed), progress=False)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     await classifier.refresh_index()
     try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import random
 import sys
 import time
@@ -31,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from _results import write_results
+from _results import write_results, write_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,14 +65,6 @@ STYLEKQC_DESCRIPTIONS = {
     "smart_home": "집안 가전 제어",
     "weather_news": "날씨와 뉴스",
 }
-
-
-def _write(path: Path, rows: list[Example]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows((e.text, e.label) for e in rows)
-    return path
 
 
 def _stratified(rows: list[Example], n: int, seed: int = 0) -> list[Example]:
@@ -118,7 +109,7 @@ async def router_figures(
         update={"zero_shot": settings.zero_shot.model_copy(update={"method": "off"})}
     )
     began = time.perf_counter()
-    await run_index(off, _write(tmp / "indexed.csv", indexed), progress=False)
+    await run_index(off, write_table(tmp / "indexed.csv", indexed), progress=False)
     index_s = time.perf_counter() - began
     classifier = await asyncio.to_thread(Classifier.from_settings, off)
     await classifier.refresh_index()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import random
 import statistics
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _results import write_results
+from _results import write_results, write_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -78,14 +77,6 @@ class CachedEncoder:
         return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
 
-def _write(path: Path, rows: list[Example]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows((e.text, e.label) for e in rows)
-    return path
-
-
 def _settings(base: Settings, mode: dict[str, Any]) -> Settings:
     return base.model_copy(update={"retrieval": base.retrieval.model_copy(update=mode)})
 
@@ -115,7 +106,7 @@ async def _fold(
         table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
         index={"canary_per_label": 1},
     )
-    await run_index(base, _write(where / "train.csv", train), encoder=encoder, progress=False)
+    await run_index(base, write_table(where / "train.csv", train), encoder=encoder, progress=False)
     store = EmbeddedStore(where, "bench")
     typos = list(typo_set(typo_rows, seed=0))
     result: dict[str, Any] = {"rows": len(held), "typos": len(typos), "modes": {}}
@@ -165,7 +156,6 @@ async def _latency(classifiers: dict[str, Classifier], held: list[Example]) -> d
                     classifier.store,
                     index.version,
                     one,
-                    index.lexicon,
                     classifier.settings.retrieval,
                     groups=router.k,
                     group_size=router.group_size,

@@ -50,7 +50,6 @@ async def _nearest_labels(
     store: VectorStore,
     version: str,
     retriever: Retriever,
-    lexicon: Lexicon | None,
     settings: Settings,
     embedded: Embedded,
 ) -> list[str]:
@@ -59,7 +58,6 @@ async def _nearest_labels(
         store,
         version,
         embedded,
-        lexicon,
         settings.retrieval,
         groups=1,
         group_size=1,
@@ -92,7 +90,7 @@ async def check_gates(
 
     samples, embedded = canaries.embedded()
     if samples:
-        got = await _nearest_labels(store, version, retriever, lexicon, settings, embedded)
+        got = await _nearest_labels(store, version, retriever, settings, embedded)
         wrong = [
             f"{example.source}:{example.line} {example.text!r} ({example.label}) -> {label}"
             for example, label in zip(samples, got, strict=True)
@@ -110,7 +108,7 @@ async def check_gates(
 
         async def accuracy(name: str, lex: Lexicon | None) -> float:
             queries = await asyncio.to_thread(retriever.embed, texts, lex)
-            got = await _nearest_labels(store, name, retriever, lex, settings, queries)
+            got = await _nearest_labels(store, name, retriever, settings, queries)
             right = sum(1 for g, t in zip(got, truth, strict=True) if g == t)
             return right / len(truth) if truth else 1.0
 

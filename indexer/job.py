@@ -78,7 +78,8 @@ async def remove_drafts(store: VectorStore) -> list[str]:
 
 def _lexicon(retriever: Retriever, report: TableReport, settings: Settings) -> Lexicon:
     """Document frequencies over the distinct rows the version will hold."""
-    assert retriever.lexical is not None
+    lexical = retriever.lexical
+    assert lexical is not None
     seen: set[str] = set()
 
     def documents() -> Iterator[Counter[int]]:
@@ -86,8 +87,7 @@ def _lexicon(retriever: Retriever, report: TableReport, settings: Settings) -> L
             for example in chunk:
                 if example.row_id not in seen:
                     seen.add(example.row_id)
-                    assert retriever.lexical is not None
-                    yield retriever.lexical.terms(example.text)
+                    yield lexical.terms(example.text)
 
     return Lexicon.count(documents())
 

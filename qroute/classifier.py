@@ -19,7 +19,7 @@ from qroute.config import Settings
 from qroute.encoder import Encoder
 from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
 from qroute.lexical import LexicalEncoder, Lexicon
-from qroute.retrieval import Embedded, Retriever
+from qroute.retrieval import Embedded, Retriever, load_encoder
 from qroute.store import VectorStore
 from qroute.types import (
     Decision,
@@ -90,8 +90,7 @@ class Classifier:
         from qroute.zeroshot import NLIZeroShot
 
         nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
-        encoder = Retriever.from_settings(settings).encoder
-        return cls(settings, encoder, nli, open_store(settings.store))
+        return cls(settings, load_encoder(settings), nli, open_store(settings.store))
 
     def tuning_warning(self) -> str | None:
         """Why the configured thresholds may not fit this classifier, or None."""
@@ -190,7 +189,6 @@ class Classifier:
                     self.store,
                     index.version,
                     embedded,
-                    index.lexicon,
                     self.settings.retrieval,
                     groups=groups,
                     group_size=group_size,

@@ -302,17 +302,15 @@ class Settings(BaseSettings):
         # method is chosen, it has none (the default NLI model would need a download).
         if not isinstance(data, dict):
             return data
-        retrieval = data.get("retrieval")
+        retrieval, zero_shot = data.get("retrieval"), data.get("zero_shot")
         mode = retrieval.get("mode") if isinstance(retrieval, dict) else None
-        if isinstance(retrieval, RetrievalSettings):
-            mode = retrieval.mode
-        zero_shot = data.get("zero_shot")
         chosen = zero_shot.get("method") if isinstance(zero_shot, dict) else None
-        if isinstance(zero_shot, ZeroShotSettings):
-            chosen = zero_shot.method if "method" in zero_shot.model_fields_set else None
-        if mode == "lexical" and chosen is None:
-            zero_shot = zero_shot if isinstance(zero_shot, dict) else {}
-            data = {**data, "zero_shot": {**zero_shot, "method": "off"}}
+        if (
+            mode == "lexical"
+            and chosen is None
+            and (zero_shot is None or isinstance(zero_shot, dict))
+        ):
+            data = {**data, "zero_shot": {**(zero_shot or {}), "method": "off"}}
         return data
 
     @model_validator(mode="after")

@@ -25,9 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from qroute.config import LexicalSettings
 from qroute.types import SparseVector
 
@@ -108,31 +105,12 @@ class Lexicon:
 
     def similarity(self, query: SparseVector, example: SparseVector) -> float:
         """What Qdrant scores for ``query`` against ``example``: their IDF cosine."""
-        return float(self.similarities(query, [example])[0])
-
-    def similarities(
-        self, query: SparseVector, examples: Sequence[SparseVector]
-    ) -> npt.NDArray[np.float64]:
-        """``similarity`` of ``query`` against each example, in one vectorised pass (a
-        hybrid search scores every candidate it fetched)."""
-        scores = np.zeros(len(examples))
-        if not query.indices or not examples:
-            return scores
-        terms = np.asarray(query.indices, dtype=np.int64)
-        weights = np.asarray(query.values) * np.asarray([self.idf(i) for i in query.indices])
-        lengths = [len(e.indices) for e in examples]
-        indices = np.fromiter(
-            (i for e in examples for i in e.indices), dtype=np.int64, count=sum(lengths)
+        other = example.as_dict()
+        return sum(
+            v * other[i] * self.idf(i)
+            for i, v in zip(query.indices, query.values, strict=True)
+            if i in other
         )
-        values = np.fromiter(
-            (v for e in examples for v in e.values), dtype=np.float64, count=sum(lengths)
-        )
-        owner = np.repeat(np.arange(len(examples)), lengths)
-        # Query terms are sorted: find each example term among them.
-        position = np.minimum(np.searchsorted(terms, indices), len(terms) - 1)
-        shared = terms[position] == indices
-        np.add.at(scores, owner[shared], values[shared] * weights[position[shared]])
-        return scores
 
     def to_metadata(self) -> dict[str, Any]:
         # JSON object keys are strings; a flat [term, count, term, count, ...] list is

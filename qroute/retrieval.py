@@ -29,7 +29,7 @@ from qroute.store import VectorStore
 from qroute.store.base import Candidate, SearchVector
 from qroute.types import Group, Hit, SparseVector
 
-__all__ = ["Embedded", "Retriever"]
+__all__ = ["Embedded", "Retriever", "fuse", "load_encoder"]
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,11 @@ class Retriever:
 
     @classmethod
     def from_settings(cls, settings: Settings, encoder: Encoder | None = None) -> Retriever:
-        """Load what the mode needs: no model at all for ``lexical``."""
-        mode = settings.retrieval.mode
-        if mode != "lexical" and encoder is None:
-            from qroute.encoder import SentenceTransformerEncoder
-
-            encoder = SentenceTransformerEncoder(settings.encoder)
-        lexical = LexicalEncoder(settings.lexical) if mode != "dense" else None
-        return cls(mode, encoder, lexical)
+        """Load what the mode needs (``encoder``, when given, is used instead of loading
+        the configured one): no model at all for ``lexical``."""
+        if encoder is None:
+            encoder = load_encoder(settings)
+        return cls(settings.retrieval.mode, encoder, LexicalEncoder(settings.lexical))
 
     @property
     def fingerprint(self) -> str:
@@ -141,7 +138,6 @@ class Retriever:
         store: VectorStore,
         version: str,
         embedded: Embedded,
-        lexicon: Lexicon | None,
         settings: RetrievalSettings,
         *,
         groups: int,
@@ -159,7 +155,6 @@ class Retriever:
                 labels=labels,
             )
         assert embedded.dense is not None and embedded.sparse is not None
-        assert lexicon is not None
         found = await store.search_fused(
             version,
             embedded.dense.tolist(),
@@ -170,6 +165,15 @@ class Retriever:
         return [
             fuse(candidates, settings, groups=groups, group_size=group_size) for candidates in found
         ]
+
+
+def load_encoder(settings: Settings) -> Encoder | None:
+    """The configured sentence encoder, or None in lexical mode (blocking: may download)."""
+    if settings.retrieval.mode == "lexical":
+        return None
+    from qroute.encoder import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(settings.encoder)
 
 
 def fuse(

@@ -8,7 +8,7 @@ version, so the version they report is the one that answered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ __all__ = [
     "Point",
     "SearchVector",
     "VectorStore",
+    "fused_candidates",
     "hit_from_payload",
     "version_name",
     "version_number",
@@ -70,6 +71,24 @@ def version_number(collection: str, name: str) -> int | None:
     if name.startswith(prefix) and name[len(prefix) :].isdigit():
         return int(name[len(prefix) :])
     return None
+
+
+def fused_candidates(
+    points: Iterable[Any], dense: Iterable[Any], lexical: Iterable[Any]
+) -> list[Candidate]:
+    """Fused points (in fused order) joined with the same points scored by each vector
+    (either backend's scored points: ``id``, ``score``, ``payload``). A point the lexical
+    search did not return shares no term with the query: similarity 0."""
+    by_dense = {p.id: p.score for p in dense}
+    by_lexical = {p.id: p.score for p in lexical}
+    return [
+        Candidate(
+            hit_from_payload(p.id, p.score, p.payload),
+            float(by_dense.get(p.id, 0.0)),
+            float(by_lexical.get(p.id, 0.0)),
+        )
+        for p in points
+    ]
 
 
 def hit_from_payload(point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:

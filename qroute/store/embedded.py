@@ -40,6 +40,7 @@ from qroute.store.base import (
     Group,
     Point,
     SearchVector,
+    fused_candidates,
     hit_from_payload,
     version_name,
     version_number,
@@ -416,21 +417,10 @@ class EmbeddedStore:
             scoring.append(QueryRequest(limit=n, query=_query(d), filter=ids))
             scoring.append(QueryRequest(limit=n, query=_query(s), filter=ids))
         scores = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
-        answer = []
-        for position, points in enumerate(found):
-            by_dense = {p.id: p.score for p in scores[2 * position]}
-            by_lexical = {p.id: p.score for p in scores[2 * position + 1]}
-            answer.append(
-                [
-                    Candidate(
-                        hit_from_payload(p.id, p.score, p.payload),
-                        float(by_dense.get(p.id, 0.0)),
-                        float(by_lexical.get(p.id, 0.0)),
-                    )
-                    for p in points
-                ]
-            )
-        return answer
+        return [
+            fused_candidates(points, scores[2 * i], scores[2 * i + 1])
+            for i, points in enumerate(found)
+        ]
 
     async def search_groups(
         self,

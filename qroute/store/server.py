@@ -25,6 +25,7 @@ from qroute.store.base import (
     Group,
     Point,
     SearchVector,
+    fused_candidates,
     hit_from_payload,
     version_name,
     version_number,
@@ -257,21 +258,10 @@ class ServerStore:
             self._client.query_batch_points(collection_name=version, requests=scoring),
             version,
         )
-        answer = []
-        for position, response in enumerate(found):
-            by_dense = {p.id: p.score for p in scores[2 * position].points}
-            by_lexical = {p.id: p.score for p in scores[2 * position + 1].points}
-            answer.append(
-                [
-                    Candidate(
-                        hit_from_payload(p.id, p.score, p.payload),
-                        float(by_dense.get(p.id, 0.0)),
-                        float(by_lexical.get(p.id, 0.0)),
-                    )
-                    for p in response.points
-                ]
-            )
-        return answer
+        return [
+            fused_candidates(response.points, scores[2 * i].points, scores[2 * i + 1].points)
+            for i, response in enumerate(found)
+        ]
 
     async def search_groups(
         self,
