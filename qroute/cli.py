@@ -117,6 +117,41 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--keep-checkpoints", action="store_true")
     finetune.add_argument("--no-progress", action="store_true")
 
+    encoder_ft = with_config(
+        sub.add_parser(
+            "finetune-encoder",
+            help="fine-tune the router's encoder on the labelled table (tighter label groups)",
+        )
+    )
+    encoder_ft.add_argument("table", help="labelled table (as for `qroute index`)")
+    encoder_ft.add_argument("--out", required=True, help="output model directory")
+    encoder_ft.add_argument(
+        "--base", help="sentence-transformers model to start from (default: encoder.model)"
+    )
+    encoder_ft.add_argument("--epochs", type=float, default=1.0)
+    encoder_ft.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+    encoder_ft.add_argument("--batch-size", type=int, default=64, help="even, at least 4")
+    encoder_ft.add_argument("--learning-rate", type=float, default=5e-5)
+    encoder_ft.add_argument(
+        "--margin", type=float, default=0.3, help="triplet margin, in cosine distance"
+    )
+    encoder_ft.add_argument("--dev-fraction", type=float, default=0.1)
+    encoder_ft.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="also train the word-embedding matrix (frozen by default: faster, rarely worse)",
+    )
+    encoder_ft.add_argument("--patience", type=int, default=3, help="evaluations without gain")
+    encoder_ft.add_argument(
+        "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
+    )
+    encoder_ft.add_argument("--seed", type=int, default=0)
+    encoder_ft.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    encoder_ft.add_argument("--keep-checkpoints", action="store_true")
+    encoder_ft.add_argument("--no-progress", action="store_true")
+
     tune = with_config(sub.add_parser("tune", help="choose thresholds from labelled data"))
     tune.add_argument("data", nargs="?", help="labelled data (omit with --cross-validate)")
     tune.add_argument(
@@ -342,6 +377,39 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
+    from qroute.finetune_encoder import EncoderFinetuneOptions, finetune_encoder
+    from qroute.table import read_table
+
+    options = EncoderFinetuneOptions(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        margin=args.margin,
+        dev_fraction=args.dev_fraction,
+        freeze_embeddings=not args.train_embeddings,
+        patience=args.patience,
+        bf16=args.bf16,
+        seed=args.seed,
+        progress=not args.no_progress,
+        resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    examples = read_table(args.table, settings.table)
+    report = finetune_encoder(
+        examples, settings.encoder, args.out, options, source=args.table, base=args.base
+    )
+    print(f"wrote {report.out} ({report.steps} steps, {report.train_seconds:.0f} s)")
+    before, after = report.before["knn_accuracy"], report.after["knn_accuracy"]
+    print(f"  dev kNN-5 accuracy: {before:.4f} -> {after:.4f}")
+    print(
+        f"point the router at it: encoder.model: {report.out} (or QROUTE_ENCODER__MODEL="
+        f"{report.out}), then re-index and re-tune: similarities have changed"
+    )
+    return 0
+
+
 async def _fallback_figures(
     classifier: Any, examples: Any, result: Any, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -547,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _typos(settings, args)
         if args.command == "finetune-nli":
             return _finetune(settings, args)
+        if args.command == "finetune-encoder":
+            return _finetune_encoder(settings, args)
         return _serve(settings, args.config)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)

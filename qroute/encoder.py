@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +14,18 @@ from qroute.config import EncoderSettings
 from qroute.models import resolve_model
 
 __all__ = ["Encoder", "SentenceTransformerEncoder"]
+
+# Written by ``qroute finetune-encoder`` into the model directory (see finetune_encoder).
+RUN_FILE = "finetune.json"
+
+
+def _finetune_run(folder: Path) -> str:
+    """The run id of a model directory written by ``qroute finetune-encoder``, or ""."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("run_id", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(run)[:12]
 
 
 class Encoder(Protocol):
@@ -46,6 +59,7 @@ class SentenceTransformerEncoder:
         if dimension is None:
             raise ValueError(f"encoder {settings.model!r} does not report an embedding dimension")
         self._dimension = int(dimension)
+        self._run = _finetune_run(Path(path))
 
     @property
     def dimension(self) -> int:
@@ -56,8 +70,11 @@ class SentenceTransformerEncoder:
         # The model's name, not where it was loaded from: a hub id and a local copy of
         # the same model ("jhgan/ko-sroberta-multitask", "/models/ko-sroberta-multitask")
         # give comparable vectors.
+        # A directory that qroute fine-tuned also names its run: fine-tuning again into
+        # the same directory changes every vector without changing the name.
         name = Path(self._settings.model.rstrip("/")).name
-        return f"{name}|dim={self._dimension}|prompt={self._settings.prompt!r}|norm=l2"
+        run = f"|run={self._run}" if self._run else ""
+        return f"{name}{run}|dim={self._dimension}|prompt={self._settings.prompt!r}|norm=l2"
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         vectors = self._model.encode(

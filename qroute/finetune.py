@@ -587,7 +587,7 @@ def label_accuracy(
     return right / len(cases)
 
 
-def _latest_checkpoint(folder: Path) -> str | None:
+def latest_checkpoint(folder: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     if not folder.is_dir():
@@ -619,7 +619,7 @@ def finetune(
 
     out = Path(out)
     data_dir, checkpoints = out / DATA_DIR, out / CHECKPOINTS_DIR
-    resume_from = _latest_checkpoint(checkpoints) if options.resume else None
+    resume_from = latest_checkpoint(checkpoints) if options.resume else None
     if options.resume and resume_from is None:
         log.warning("no checkpoint in %s: starting from the beginning", checkpoints)
     if resume_from is not None and (data_dir / "meta.json").exists():

@@ -1,0 +1,381 @@
+"""Fine-tune the router's encoder on the labelled table (``qroute finetune-encoder``).
+
+The router labels a query by its nearest labelled examples, and thresholds can only sort
+what the encoder puts near each other: a general-purpose sentence encoder places "card
+declined abroad" as close to "card not working" as to its own label's rows. Training the
+encoder on the table itself, with a triplet loss over label groups (every batch holds
+several rows of several labels; each row is pulled towards its own label's rows and pushed
+at least ``margin`` of cosine distance further from the others'), tightens each label's
+rows and widens the gaps between labels. Queries that belong to no label then sit further
+from all of them, which is what a similarity threshold needs to answer "none of these".
+
+Rows are split train/dev by a hash of their text (as ``qroute finetune-nli`` does), and
+dev is measured as the router's kNN stage sees it: each dev text's 5 nearest train rows
+vote (similarity-weighted), before and after. Training is sentence-transformers' own
+trainer: progress bar, a checkpoint at every evaluation, ``resume`` after an interruption,
+early stopping on dev, the best checkpoint kept. The output is a sentence-transformers
+directory that ``encoder.model`` can point at, with a model card (``README.md``) and
+``finetune.json``, whose ``run_id`` is part of the encoder fingerprint: an index or
+thresholds made with another run of the same directory are refused or warned about.
+
+torch, datasets and sentence-transformers' trainer are imported inside the functions that
+need them (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qroute.config import EncoderSettings
+from qroute.encoder import RUN_FILE
+from qroute.errors import ConfigError, TableError
+from qroute.finetune import CHECKPOINTS_DIR, latest_checkpoint, split_by_text
+from qroute.models import resolve_model
+from qroute.types import Example
+
+__all__ = [
+    "RUN_FILE",
+    "EncoderFinetuneOptions",
+    "EncoderFinetuneReport",
+    "finetune_encoder",
+    "knn_accuracy",
+]
+
+log = logging.getLogger(__name__)
+
+# The kNN vote the dev measure replays: the router's default neighbourhood.
+DEV_K = 5
+
+
+@dataclass(frozen=True)
+class EncoderFinetuneOptions:
+    epochs: float = 1.0
+    # > 0: stop after this many optimisation steps (overrides epochs; tests, smoke runs).
+    max_steps: int = -1
+    # Rows per batch, drawn two at a time per label so every batch has positives and
+    # negatives for each row: must be even and at least 4.
+    batch_size: int = 64
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    # Cosine distance a row's other-label rows must keep beyond its own label's rows.
+    margin: float = 0.3
+    dev_fraction: float = 0.1
+    # Evaluate (and checkpoint) this often; None: about four times per epoch.
+    eval_steps: int | None = None
+    # Evaluations without a better dev kNN accuracy before training stops.
+    patience: int = 3
+    # See FinetuneOptions.freeze_embeddings: most of a small multilingual encoder's
+    # weights, few of whose rows a table touches.
+    freeze_embeddings: bool = True
+    bf16: bool = False
+    seed: int = 0
+    progress: bool = True
+    resume: bool = False
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.batch_size < 4 or self.batch_size % 2:
+            problems.append("batch_size must be even and at least 4")
+        if not 0.0 < self.dev_fraction < 1.0:
+            problems.append("dev_fraction must be in (0, 1)")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("epochs must be positive (or max_steps set)")
+        if not 0.0 < self.margin <= 2.0:
+            problems.append("margin must be in (0, 2] (a cosine distance)")
+        if problems:
+            raise ConfigError("invalid fine-tuning options: " + "; ".join(problems))
+
+
+@dataclass
+class EncoderFinetuneReport:
+    out: str
+    base: str
+    prompt: str
+    source: str
+    run_id: str
+    counts: dict[str, int]
+    options: dict[str, Any]
+    before: dict[str, float]  # dev knn_accuracy
+    after: dict[str, float]
+    train_seconds: float
+    train_cpu_seconds: float
+    steps: int
+    epochs_done: float
+    stopped_early: bool
+    resumed_from: str | None
+    date: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2)
+
+
+def knn_accuracy(
+    encode: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+    reference: Sequence[Example],
+    queries: Sequence[Example],
+    k: int = DEV_K,
+) -> float:
+    """Share of ``queries`` whose ``k`` nearest ``reference`` rows (cosine, L2-normalised
+    vectors from ``encode``) vote for their label, each neighbour weighted by its
+    similarity: the router's kNN stage with no thresholds."""
+    if not queries:
+        return float("nan")
+    labels = sorted({e.label for e in reference})
+    ids = {label: i for i, label in enumerate(labels)}
+    reference_ids = np.array([ids[e.label] for e in reference])
+    matrix = encode([e.text for e in reference])
+    right = 0
+    for start in range(0, len(queries), 512):
+        chunk = queries[start : start + 512]
+        similarity = encode([e.text for e in chunk]) @ matrix.T
+        k_here = min(k, similarity.shape[1])
+        nearest = np.argpartition(-similarity, k_here - 1, axis=1)[:, :k_here]
+        votes = np.zeros((len(chunk), len(labels)))
+        rows = np.arange(len(chunk))[:, None]
+        np.add.at(votes, (rows, reference_ids[nearest]), similarity[rows, nearest])
+        predicted = votes.argmax(axis=1)
+        right += sum(int(ids.get(e.label, -1) == p) for e, p in zip(chunk, predicted, strict=True))
+    return right / len(queries)
+
+
+def _encode_with(model: Any, prompt: str) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        vectors = model.encode(
+            list(texts),
+            batch_size=128,
+            prompt=prompt or None,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    return encode
+
+
+def _dev_evaluator(train: Sequence[Example], dev: Sequence[Example], prompt: str) -> Any:
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    class KNNEvaluator(BaseEvaluator):
+        """Dev kNN accuracy, the figure checkpoints are chosen by."""
+
+        def __init__(self) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            self.primary_metric = "knn_accuracy"
+
+        def __call__(
+            self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1
+        ) -> dict[str, float]:
+            accuracy = knn_accuracy(_encode_with(model, prompt), train, dev)
+            return self.prefix_name_to_metrics({"knn_accuracy": accuracy}, "dev")
+
+    return KNNEvaluator()
+
+
+def finetune_encoder(
+    examples: Sequence[Example],
+    encoder: EncoderSettings,
+    out: str | Path,
+    options: EncoderFinetuneOptions,
+    *,
+    source: str,
+    base: str | None = None,
+    callbacks: Sequence[Any] = (),
+) -> EncoderFinetuneReport:
+    """Train the encoder ``base`` (default ``encoder.model``) on the table rows
+    ``examples`` and write the best model (by dev kNN accuracy) to ``out``. Texts are
+    encoded with ``encoder.prompt``, as the router encodes them. With ``options.resume``
+    the run continues from the latest checkpoint in ``out``; the split is a function of
+    the table, so the same table gives the same data. Raises TableError (too few rows or
+    labels), ModelLoadError (base model), ConfigError (options)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+    from transformers import EarlyStoppingCallback
+
+    base = base or encoder.model
+    out = Path(out)
+    labels = sorted({e.label for e in examples})
+    if len(labels) < 2:
+        raise TableError([f"{source}: fine-tuning needs at least two labels, found {labels}"])
+    train_rows, dev_rows = split_by_text(examples, lambda e: e.text, options.dev_fraction)
+    if not train_rows or not dev_rows:
+        raise TableError(
+            [f"{source}: {len(examples)} rows are too few for a train/dev split by text"]
+        )
+    checkpoints = out / CHECKPOINTS_DIR
+    resume_from = latest_checkpoint(checkpoints) if options.resume else None
+    if options.resume and resume_from is None:
+        log.warning("no checkpoint in %s: starting from the beginning", checkpoints)
+    if resume_from is None and checkpoints.exists():
+        # Checkpoints of another run would be resumed by mistake later.
+        shutil.rmtree(checkpoints)
+
+    path = resolve_model(base, "encoder", "QROUTE_ENCODER__MODEL")
+    torch.manual_seed(options.seed)
+    model = SentenceTransformer(path, device=encoder.device)
+    if options.freeze_embeddings:
+        transformer: Any = model[0]
+        transformer.auto_model.get_input_embeddings().weight.requires_grad_(False)
+    ids = {label: i for i, label in enumerate(labels)}
+    train_set = Dataset.from_dict(
+        {"text": [e.text for e in train_rows], "label": [ids[e.label] for e in train_rows]}
+    )
+    loss = losses.BatchAllTripletLoss(
+        model,
+        distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
+        margin=options.margin,
+    )
+    steps_per_epoch = max(1, len(train_rows) // options.batch_size)
+    total_steps = (
+        options.max_steps if options.max_steps > 0 else round(steps_per_epoch * options.epochs)
+    )
+    eval_steps = options.eval_steps or max(1, min(total_steps, steps_per_epoch) // 4)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=options.batch_size,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=options.learning_rate,
+        warmup_steps=round(options.warmup_ratio * total_steps),
+        batch_sampler=BatchSamplers.GROUP_BY_LABEL,
+        prompts=encoder.prompt or None,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_dev_knn_accuracy",
+        greater_is_better=True,
+        logging_steps=max(1, min(50, eval_steps)),
+        report_to="none",
+        disable_tqdm=not options.progress,
+        seed=options.seed,
+        data_seed=options.seed,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=options.bf16,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        loss=loss,
+        evaluator=_dev_evaluator(train_rows, dev_rows, encoder.prompt),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience), *callbacks],
+    )
+
+    def dev_figures() -> dict[str, float]:
+        encode = _encode_with(model, encoder.prompt)
+        return {"knn_accuracy": round(knn_accuracy(encode, train_rows, dev_rows), 4)}
+
+    before = dev_figures()
+    began, cpu_began = time.perf_counter(), time.process_time()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - began
+    cpu_seconds = time.process_time() - cpu_began
+    after = dev_figures()
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    state = trainer.state
+    report = EncoderFinetuneReport(
+        out=str(out),
+        base=base,
+        prompt=encoder.prompt,
+        source=source,
+        run_id=uuid.uuid4().hex,
+        counts={
+            "rows": len(examples),
+            "labels": len(labels),
+            "train_texts": len(train_rows),
+            "dev_texts": len(dev_rows),
+        },
+        options={
+            k: v
+            for k, v in asdict(options).items()
+            if k not in ("progress", "resume", "keep_checkpoints")
+        },
+        before=before,
+        after=after,
+        train_seconds=round(float(result.metrics.get("train_runtime", train_seconds)), 1),
+        train_cpu_seconds=round(cpu_seconds, 1),
+        steps=int(state.global_step),
+        epochs_done=round(float(state.epoch or 0.0), 3),
+        stopped_early=state.global_step < state.max_steps,
+        resumed_from=resume_from,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    (out / RUN_FILE).write_text(report.to_json(), encoding="utf-8")
+    (out / "README.md").write_text(model_card(report), encoding="utf-8")
+    if not options.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return report
+
+
+def model_card(report: EncoderFinetuneReport) -> str:
+    """The output directory's README.md: what was trained from what, and how well."""
+    counts = "\n".join(f"| {k} | {v:,} |" for k, v in report.counts.items())
+    options = ", ".join(f"{k}={v}" for k, v in report.options.items())
+    training = (
+        f"{report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s "
+        f"({report.train_cpu_seconds:,.0f} CPU s)"
+        + (", stopped early on dev" if report.stopped_early else "")
+        + (f", resumed from {report.resumed_from}" if report.resumed_from else "")
+    )
+    prompt = f'\n  prompt: "{report.prompt}"' if report.prompt else ""
+    return f"""# Encoder fine-tuned by qroute
+
+- **Base model:** `{report.base}`
+- **Data:** `{report.source}`; train/dev split by text
+- **Loss:** sentence-transformers `BatchAllTripletLoss`, cosine distance, batches grouped
+  by label
+- **Date:** {report.date}
+- **Run:** `{report.run_id}` (part of the router's encoder fingerprint)
+- **Training:** {training}
+- **Options:** {options}
+
+## Data
+
+| | count |
+|---|---|
+{counts}
+
+## Dev accuracy
+
+| measure | before | after |
+|---|---|---|
+| knn_accuracy | {report.before["knn_accuracy"]:.4f} | {report.after["knn_accuracy"]:.4f} |
+
+`knn_accuracy`: share of dev texts whose {DEV_K} nearest train rows vote for their own label
+(similarity-weighted), the router's kNN stage without thresholds.
+
+## Use
+
+```yaml
+encoder:
+  model: {report.out}{prompt}
+```
+
+Then re-index (the new fingerprint makes `qroute index` rebuild every vector) and re-tune
+the thresholds (`qroute tune`): similarities under this model are not those of the base.
+"""

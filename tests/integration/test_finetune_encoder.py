@@ -1,0 +1,180 @@
+"""Fine-tuning the router's encoder on the table (``qroute finetune-encoder``), tiny models."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from indexer import run_index
+from qroute.classifier import Classifier
+from qroute.cli import main
+from qroute.config import EncoderSettings, Settings
+from qroute.encoder import SentenceTransformerEncoder
+from qroute.errors import EncoderMismatch
+from qroute.finetune_encoder import EncoderFinetuneOptions, finetune_encoder, knn_accuracy
+from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
+from qroute.types import Example, Query
+
+# Each label's queries name one of its topic words between two filler words that every
+# label shares: two thirds of a query's tokens say nothing about its label, so an
+# untrained encoder's nearest rows are those sharing fillers, mostly of other labels.
+TOPICS = {
+    "금융": ("주식", "환율", "금리"),
+    "날씨": ("비", "기온", "미세먼지"),
+    "영화": ("배우", "개봉", "예매"),
+    "음악": ("노래", "가수", "앨범"),
+    "교통": ("버스", "지하철", "도로"),
+}
+FILLERS = ("알려줘", "어때", "오늘", "내일", "지금", "궁금해", "확인해줘", "보여줘", "좀", "정보")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rows(per_label: int, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    rows: list[Example] = []
+    for label, words in TOPICS.items():
+        texts: set[str] = set()
+        while len(texts) < per_label:
+            texts.add(f"{rng.choice(FILLERS)} {rng.choice(words)} {rng.choice(FILLERS)}")
+        for text in sorted(texts):
+            rows.append(Example(text, label, f"row-{len(rows)}", "t.csv", len(rows) + 2))
+    return rows
+
+
+TABLE = _rows(40, seed=0)
+# Queries the fine-tune never sees: texts not in the table.
+QUERIES = [e for e in _rows(60, seed=1) if e.text not in {t.text for t in TABLE}][:100]
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    texts = [e.text for e in TABLE + QUERIES]
+    return build_tiny_models(texts, tmp_path_factory.mktemp("encoder-ft-models"))
+
+
+def _options(**overrides: Any) -> EncoderFinetuneOptions:
+    values: dict[str, Any] = {
+        "epochs": 40,
+        "batch_size": 20,
+        "learning_rate": 2e-3,
+        "eval_steps": 40,
+        "patience": 100,
+        "freeze_embeddings": False,
+        "progress": False,
+    }
+    values.update(overrides)
+    return EncoderFinetuneOptions(**values)
+
+
+def _write_table(path: Path, rows: list[Example]) -> Path:
+    path.write_text(
+        "text,label\n" + "".join(f"{e.text},{e.label}\n" for e in rows), encoding="utf-8"
+    )
+    return path
+
+
+async def _router_accuracy(settings: Settings, table: Path) -> float:
+    await run_index(settings, table, progress=False)
+    classifier = Classifier.from_settings(settings)
+    await classifier.refresh_index()
+    try:
+        predictions = await classifier.classify([Query(q.text) for q in QUERIES])
+        right = sum(p.label == q.label for p, q in zip(predictions, QUERIES, strict=True))
+        return right / len(QUERIES)
+    finally:
+        await classifier.close()
+
+
+def test_knn_accuracy_is_the_similarity_weighted_vote() -> None:
+    encoder = BagOfWordsEncoder()
+    reference = [
+        Example("a b", "x", "1", "t", 2),
+        Example("a c", "x", "2", "t", 3),
+        Example("a d e", "y", "3", "t", 4),
+        Example("q r", "y", "4", "t", 5),
+    ]
+    # "a e": x rows at 1/2 each (sum 1.0), y's "a d e" at 2/sqrt(6) = 0.816 (k=3): x wins;
+    # with k=1 the single nearest row, "a d e", decides: y.
+    query = [Example("a e", "x", "5", "t", 6)]
+    assert knn_accuracy(encoder.encode, reference, query, k=3) == 1.0
+    assert knn_accuracy(encoder.encode, reference, query, k=1) == 0.0
+
+
+async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
+    tmp_path: Path,
+    models: TinyModels,
+    make_settings: Callable[..., Settings],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    router = {"k": 5, "similarity_threshold": 0.0, "min_margin": 0.0}
+    table = _write_table(tmp_path / "table.csv", TABLE)
+    base_settings = make_settings(encoder={"model": str(models.encoder)}, router=router)
+    before = await _router_accuracy(base_settings, table)
+    assert before <= 0.6, before  # chance is 0.2
+
+    out = tmp_path / "encoder-ft"
+    config = tmp_path / "qroute.yaml"
+    config.write_text(yaml.safe_dump(base_settings.model_dump(mode="json"), allow_unicode=True))
+    args = ["finetune-encoder", str(table), "--config", str(config), "--out", str(out)]
+    args += ["--epochs", "40", "--batch-size", "20", "--learning-rate", "2e-3", "--no-progress"]
+    # A tiny random model: its embeddings are most of what it has, and its dev accuracy
+    # stalls for a while before it rises.
+    args += ["--train-embeddings", "--patience", "1000"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "dev kNN-5 accuracy" in printed and "encoder.model:" in printed
+
+    report = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
+    assert report["after"]["knn_accuracy"] >= 0.9
+    assert report["after"]["knn_accuracy"] > report["before"]["knn_accuracy"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    for expected in (str(models.encoder), "train_texts", "| knn_accuracy |", "Date"):
+        assert expected in card
+    assert not (out / "checkpoints").exists()
+
+    # The router, pointed at the new model by its config, labels unseen queries right.
+    tuned_settings = make_settings(
+        encoder={"model": str(out)},
+        router=router,
+        store={"location": str(tmp_path / "store-ft"), "collection": "test"},
+    )
+    after = await _router_accuracy(tuned_settings, table)
+    assert after >= 0.9, after
+
+
+async def test_fine_tuning_again_into_the_same_directory_invalidates_its_index(
+    tmp_path: Path, models: TinyModels, make_settings: Callable[..., Settings]
+) -> None:
+    out = tmp_path / "encoder-ft"
+    settings = EncoderSettings(model=str(models.encoder))
+    finetune_encoder(TABLE, settings, out, _options(max_steps=5), source="t.csv")
+    first = SentenceTransformerEncoder(EncoderSettings(model=str(out))).fingerprint
+    assert "|run=" in first
+
+    router_settings = make_settings(encoder={"model": str(out)})
+    await run_index(router_settings, _write_table(tmp_path / "t.csv", TABLE), progress=False)
+    finetune_encoder(TABLE, settings, out, _options(max_steps=5, seed=1), source="t.csv")
+    second = SentenceTransformerEncoder(EncoderSettings(model=str(out))).fingerprint
+    assert second != first  # same directory name, other vectors
+
+    classifier = Classifier.from_settings(router_settings)
+    try:
+        with pytest.raises(EncoderMismatch):
+            await classifier.refresh_index()
+    finally:
+        await classifier.close()
+
