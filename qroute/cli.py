@@ -133,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     encoder_ft.add_argument("--batch-size", type=int, default=64, help="even, at least 4")
     encoder_ft.add_argument("--learning-rate", type=float, default=5e-5)
     encoder_ft.add_argument(
+        "--loss",
+        choices=["auto", "mnrl", "triplet"],
+        default="auto",
+        help="auto: mnrl when the table has at least --batch-size labels, else triplet",
+    )
+    encoder_ft.add_argument(
         "--margin", type=float, default=0.3, help="triplet margin, in cosine distance"
     )
     encoder_ft.add_argument("--dev-fraction", type=float, default=0.1)
@@ -386,6 +392,7 @@ def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        loss=args.loss,
         margin=args.margin,
         dev_fraction=args.dev_fraction,
         freeze_embeddings=not args.train_embeddings,

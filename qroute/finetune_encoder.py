@@ -3,11 +3,21 @@
 The router labels a query by its nearest labelled examples, and thresholds can only sort
 what the encoder puts near each other: a general-purpose sentence encoder places "card
 declined abroad" as close to "card not working" as to its own label's rows. Training the
-encoder on the table itself, with a triplet loss over label groups (every batch holds
-several rows of several labels; each row is pulled towards its own label's rows and pushed
-at least ``margin`` of cosine distance further from the others'), tightens each label's
-rows and widens the gaps between labels. Queries that belong to no label then sit further
-from all of them, which is what a similarity threshold needs to answer "none of these".
+encoder on the table itself tightens each label's rows and widens the gaps between labels;
+queries that belong to no label then sit further from all of them, which is what a
+similarity threshold needs to answer "none of these". Two losses, both sentence-transformers'
+own:
+
+- ``mnrl`` (MultipleNegativesRankingLoss): each row is paired with another row of its label,
+  and must pick that one out of the batch's other pairs. The other pairs are taken to be of
+  other labels, which holds for most of them when the table has many more labels than a
+  batch has rows (CLINC150: 150 labels, 64 rows, under half a false negative per row).
+- ``triplet`` (BatchAllTripletLoss over label-grouped batches): every batch holds two or
+  more rows of several labels; each row is pulled towards its own label's rows and pushed at
+  least ``margin`` of cosine distance further from the others'. Right for few labels, where
+  in-batch negatives would mostly be of the row's own label.
+
+``auto`` takes ``mnrl`` when the table has at least as many labels as a batch has rows.
 
 Rows are split train/dev by a hash of their text (as ``qroute finetune-nli`` does), and
 dev is measured as the router's kNN stage sees it: each dev text's 5 nearest train rows
@@ -26,14 +36,16 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +67,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+LOSSES = {
+    "mnrl": "sentence-transformers `MultipleNegativesRankingLoss` (each row against another "
+    "row of its label, in-batch negatives)",
+    "triplet": "sentence-transformers `BatchAllTripletLoss`, cosine distance, batches grouped "
+    "by label",
+}
 # The kNN vote the dev measure replays: the router's default neighbourhood.
 DEV_K = 5
 
@@ -69,7 +87,8 @@ class EncoderFinetuneOptions:
     batch_size: int = 64
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
-    # Cosine distance a row's other-label rows must keep beyond its own label's rows.
+    loss: Literal["auto", "mnrl", "triplet"] = "auto"
+    # triplet: cosine distance a row's other-label rows must keep beyond its own label's.
     margin: float = 0.3
     dev_fraction: float = 0.1
     # Evaluate (and checkpoint) this often; None: about four times per epoch.
@@ -93,6 +112,8 @@ class EncoderFinetuneOptions:
             problems.append("dev_fraction must be in (0, 1)")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("epochs must be positive (or max_steps set)")
+        if self.loss not in ("auto", "mnrl", "triplet"):
+            problems.append("loss must be auto, mnrl or triplet")
         if not 0.0 < self.margin <= 2.0:
             problems.append("margin must be in (0, 2] (a cosine distance)")
         if problems:
@@ -106,6 +127,7 @@ class EncoderFinetuneReport:
     prompt: str
     source: str
     run_id: str
+    loss: str
     counts: dict[str, int]
     options: dict[str, Any]
     before: dict[str, float]  # dev knn_accuracy
@@ -149,6 +171,26 @@ def knn_accuracy(
         predicted = votes.argmax(axis=1)
         right += sum(int(ids.get(e.label, -1) == p) for e, p in zip(chunk, predicted, strict=True))
     return right / len(queries)
+
+
+def _positive_pairs(rows: Sequence[Example], seed: int) -> dict[str, list[str]]:
+    """Each row with another row of its label (rows alone in their label are left out)."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_label[row.label].append(row.text)
+    paired = {label for label, texts in by_label.items() if len(set(texts)) > 1}
+    anchors, positives = [], []
+    for row in rows:
+        if row.label not in paired:
+            continue
+        texts = by_label[row.label]
+        positive = row.text
+        while positive == row.text:
+            positive = rng.choice(texts)
+        anchors.append(row.text)
+        positives.append(positive)
+    return {"anchor": anchors, "positive": positives}
 
 
 def _encode_with(model: Any, prompt: str) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
@@ -235,16 +277,25 @@ def finetune_encoder(
     if options.freeze_embeddings:
         transformer: Any = model[0]
         transformer.auto_model.get_input_embeddings().weight.requires_grad_(False)
-    ids = {label: i for i, label in enumerate(labels)}
-    train_set = Dataset.from_dict(
-        {"text": [e.text for e in train_rows], "label": [ids[e.label] for e in train_rows]}
-    )
-    loss = losses.BatchAllTripletLoss(
-        model,
-        distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
-        margin=options.margin,
-    )
-    steps_per_epoch = max(1, len(train_rows) // options.batch_size)
+    loss_name = options.loss
+    if loss_name == "auto":
+        loss_name = "mnrl" if len(labels) >= options.batch_size else "triplet"
+    if loss_name == "mnrl":
+        train_set = Dataset.from_dict(_positive_pairs(train_rows, options.seed))
+        loss: torch.nn.Module = losses.MultipleNegativesRankingLoss(model)
+        sampler = BatchSamplers.NO_DUPLICATES
+    else:
+        ids = {label: i for i, label in enumerate(labels)}
+        train_set = Dataset.from_dict(
+            {"text": [e.text for e in train_rows], "label": [ids[e.label] for e in train_rows]}
+        )
+        loss = losses.BatchAllTripletLoss(
+            model,
+            distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
+            margin=options.margin,
+        )
+        sampler = BatchSamplers.GROUP_BY_LABEL
+    steps_per_epoch = max(1, len(train_set) // options.batch_size)
     total_steps = (
         options.max_steps if options.max_steps > 0 else round(steps_per_epoch * options.epochs)
     )
@@ -256,7 +307,7 @@ def finetune_encoder(
         max_steps=options.max_steps,
         learning_rate=options.learning_rate,
         warmup_steps=round(options.warmup_ratio * total_steps),
-        batch_sampler=BatchSamplers.GROUP_BY_LABEL,
+        batch_sampler=sampler,
         prompts=encoder.prompt or None,
         eval_strategy="steps",
         eval_steps=eval_steps,
@@ -304,6 +355,7 @@ def finetune_encoder(
         prompt=encoder.prompt,
         source=source,
         run_id=uuid.uuid4().hex,
+        loss=loss_name,
         counts={
             "rows": len(examples),
             "labels": len(labels),
@@ -347,8 +399,7 @@ def model_card(report: EncoderFinetuneReport) -> str:
 
 - **Base model:** `{report.base}`
 - **Data:** `{report.source}`; train/dev split by text
-- **Loss:** sentence-transformers `BatchAllTripletLoss`, cosine distance, batches grouped
-  by label
+- **Loss:** {LOSSES[report.loss]}
 - **Date:** {report.date}
 - **Run:** `{report.run_id}` (part of the router's encoder fingerprint)
 - **Training:** {training}

@@ -114,11 +114,21 @@ def test_knn_accuracy_is_the_similarity_weighted_vote() -> None:
     assert knn_accuracy(encoder.encode, reference, query, k=1) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("loss", "training"),
+    [
+        # 5 labels, batches of 20: auto takes the triplet loss.
+        ("triplet", ["--epochs", "40", "--batch-size", "20"]),
+        ("mnrl", ["--loss", "mnrl", "--epochs", "20", "--batch-size", "8"]),
+    ],
+)
 async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
     tmp_path: Path,
     models: TinyModels,
     make_settings: Callable[..., Settings],
     capsys: pytest.CaptureFixture[str],
+    loss: str,
+    training: list[str],
 ) -> None:
     router = {"k": 5, "similarity_threshold": 0.0, "min_margin": 0.0}
     table = _write_table(tmp_path / "table.csv", TABLE)
@@ -130,7 +140,7 @@ async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
     config = tmp_path / "qroute.yaml"
     config.write_text(yaml.safe_dump(base_settings.model_dump(mode="json"), allow_unicode=True))
     args = ["finetune-encoder", str(table), "--config", str(config), "--out", str(out)]
-    args += ["--epochs", "40", "--batch-size", "20", "--learning-rate", "2e-3", "--no-progress"]
+    args += [*training, "--learning-rate", "2e-3", "--no-progress"]
     # A tiny random model: its embeddings are most of what it has, and its dev accuracy
     # stalls for a while before it rises.
     args += ["--train-embeddings", "--patience", "1000"]
@@ -139,6 +149,7 @@ async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
     assert "dev kNN-5 accuracy" in printed and "encoder.model:" in printed
 
     report = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
+    assert report["loss"] == loss
     assert report["after"]["knn_accuracy"] >= 0.9
     assert report["after"]["knn_accuracy"] > report["before"]["knn_accuracy"]
     card = (out / "README.md").read_text(encoding="utf-8")
@@ -177,4 +188,3 @@ async def test_fine_tuning_again_into_the_same_directory_invalidates_its_index(
             await classifier.refresh_index()
     finally:
         await classifier.close()
-
