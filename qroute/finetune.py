@@ -532,7 +532,31 @@ def load_base(base: str, seed: int) -> tuple[Any, Any, dict[str, int], str]:
         )
         ids = {label: i for i, label in enumerate(NLI_LABELS)}
         kind = "encoder, new 3-class head"
+        if _revive_pooler(model):
+            kind += ", new pooler"
     return model, tokenizer, ids, kind
+
+
+def _revive_pooler(model: Any) -> bool:
+    """Re-initialise a placeholder pooler (all zeros); True when it did.
+
+    A sequence-classification head reads the pooler's output. Encoders trained for mean
+    pooling (sentence-transformers models, e5) often ship no pooler or an all-zero one, and
+    an all-zero pooler gives every pair the same pooled vector: the new head can only learn
+    the class prior, and predicts the majority class for every pair."""
+    import torch
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    dense = getattr(getattr(base, "pooler", None), "dense", None)
+    if not isinstance(dense, torch.nn.Linear) or torch.any(dense.weight != 0):
+        return False
+    log.warning("the base model's pooler is all zeros (a placeholder): initialising it afresh")
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        dense.weight.normal_(mean=0.0, std=std)
+        if dense.bias is not None:
+            dense.bias.zero_()
+    return True
 
 
 class _Encoded:

@@ -17,6 +17,7 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    BertModel,
     TrainerCallback,
 )
 
@@ -29,6 +30,7 @@ from qroute.finetune import (
     FinetuneOptions,
     build_pairs,
     finetune,
+    load_base,
     prepare_table,
     read_nli_pairs,
     split_by_text,
@@ -304,3 +306,35 @@ def test_generic_nli_pairs_train_through_the_cli(tmp_path: Path, nli_base: Path)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["label2id"]["entailment"] == 0
     assert "nli-pairs" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_base_with_a_placeholder_pooler_gets_a_working_one(
+    tmp_path: Path, models: TinyModels
+) -> None:
+    """Mean-pooling encoders (e5 among them) may ship an all-zero pooler: a new head on it
+    sees one vector for every pair and can only learn the majority class."""
+    config = AutoConfig.from_pretrained(models.nli)
+    config.id2label, config.label2id = {0: "LABEL_0"}, {"LABEL_0": 0}  # a plain encoder
+    encoder = BertModel(config)
+    with torch.no_grad():
+        encoder.pooler.dense.weight.zero_()
+        encoder.pooler.dense.bias.zero_()
+    base = tmp_path / "mean-pooling-encoder"
+    encoder.save_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(models.nli)
+    tokenizer.save_pretrained(base)
+    pairs = tokenizer(
+        ["오늘 주식 알려줘", "내일 비 와"], [TEMPLATE, TEMPLATE], padding=True, return_tensors="pt"
+    )
+
+    def logits(model: Any) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            return model(**pairs).logits  # type: ignore[no-any-return]
+
+    as_saved = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
+    assert torch.allclose(*logits(as_saved))  # the head cannot tell the pairs apart
+
+    model, _, _, kind = load_base(str(base), seed=0)
+    assert kind == "encoder, new 3-class head, new pooler"
+    assert not torch.allclose(*logits(model))
