@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from transformers import TrainerCallback
 
 from indexer import run_index
 from qroute.classifier import Classifier
@@ -188,3 +190,60 @@ async def test_fine_tuning_again_into_the_same_directory_invalidates_its_index(
             await classifier.refresh_index()
     finally:
         await classifier.close()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAfterSave(TrainerCallback):
+    """Stands in for a killed process: fails right after the checkpoint at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.step:
+            raise _Interrupt(f"interrupted after step {state.global_step}")
+
+
+@pytest.mark.parametrize("loss", ["triplet", "mnrl"])
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path, models: TinyModels, loss: str
+) -> None:
+    settings = EncoderSettings(model=str(models.encoder))
+    # Checkpoints kept: the final weights are the best checkpoint's, which may be one from
+    # before the interruption; the last checkpoint shows whether training went on alike.
+    options = _options(loss=loss, max_steps=30, eval_steps=10, keep_checkpoints=True)
+    whole = finetune_encoder(TABLE, settings, tmp_path / "whole", options, source="t.csv")
+
+    out = tmp_path / "resumed"
+    with pytest.raises(_Interrupt):
+        finetune_encoder(
+            TABLE, settings, out, options, source="t.csv", callbacks=[_InterruptAfterSave(20)]
+        )
+    assert (out / "checkpoints" / "checkpoint-20").is_dir()
+    assert not (out / "README.md").exists()
+    shutil.copytree(out / "checkpoints" / "checkpoint-20", tmp_path / "at-20")
+
+    again = _options(loss=loss, max_steps=30, eval_steps=10, keep_checkpoints=True, resume=True)
+    resumed = finetune_encoder(TABLE, settings, out, again, source="t.csv")
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-20")
+    assert resumed.steps == whole.steps == 30
+    assert resumed.before == whole.before
+    assert resumed.after["knn_accuracy"] == pytest.approx(whole.after["knn_accuracy"], abs=0.06)
+    texts = [e.text for e in QUERIES[:16]]
+
+    def vectors(folder: Path) -> Any:
+        return SentenceTransformerEncoder(EncoderSettings(model=str(folder))).encode(texts)
+
+    last = Path("checkpoints") / "checkpoint-30"
+    torch.testing.assert_close(
+        torch.from_numpy(vectors(out / last)),
+        torch.from_numpy(vectors(tmp_path / "whole" / last)),
+        atol=1e-3,
+        rtol=1e-3,
+    )
+    # and not trivially: those weights moved after the interruption
+    moved = vectors(out / last) - vectors(tmp_path / "at-20")
+    assert float(abs(moved).max()) > 1e-3
