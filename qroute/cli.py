@@ -33,6 +33,24 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
+    def with_training(p: argparse.ArgumentParser, batch_size: int) -> None:
+        """The options both fine-tunes take."""
+        p.add_argument("--epochs", type=float, default=1.0)
+        p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+        p.add_argument("--batch-size", type=int, default=batch_size)
+        p.add_argument("--learning-rate", type=float, default=5e-5)
+        p.add_argument("--dev-fraction", type=float, default=0.1)
+        p.add_argument("--patience", type=int, default=3, help="evaluations without gain")
+        p.add_argument(
+            "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
+        )
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+        )
+        p.add_argument("--keep-checkpoints", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+
     index = with_config(sub.add_parser("index", help="index a labelled table and publish it"))
     index.add_argument(
         "table", nargs="?", help="CSV, TSV, JSONL or Parquet file with text and label columns"
@@ -98,24 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw every negative at random (skips loading the encoder)",
     )
-    finetune.add_argument("--epochs", type=float, default=1.0)
-    finetune.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
-    finetune.add_argument("--batch-size", type=int, default=32)
-    finetune.add_argument("--learning-rate", type=float, default=5e-5)
     finetune.add_argument(
         "--max-length", type=int, default=64, help="tokens per premise+hypothesis pair"
     )
-    finetune.add_argument("--dev-fraction", type=float, default=0.1)
-    finetune.add_argument("--patience", type=int, default=3, help="evaluations without gain")
-    finetune.add_argument(
-        "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
-    )
-    finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
-    )
-    finetune.add_argument("--keep-checkpoints", action="store_true")
-    finetune.add_argument("--no-progress", action="store_true")
+    with_training(finetune, batch_size=32)
 
     encoder_ft = with_config(
         sub.add_parser(
@@ -128,10 +132,6 @@ def _parser() -> argparse.ArgumentParser:
     encoder_ft.add_argument(
         "--base", help="sentence-transformers model to start from (default: encoder.model)"
     )
-    encoder_ft.add_argument("--epochs", type=float, default=1.0)
-    encoder_ft.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
-    encoder_ft.add_argument("--batch-size", type=int, default=64, help="even, at least 4")
-    encoder_ft.add_argument("--learning-rate", type=float, default=5e-5)
     encoder_ft.add_argument(
         "--loss",
         choices=["auto", "mnrl", "triplet"],
@@ -141,22 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     encoder_ft.add_argument(
         "--margin", type=float, default=0.3, help="triplet margin, in cosine distance"
     )
-    encoder_ft.add_argument("--dev-fraction", type=float, default=0.1)
     encoder_ft.add_argument(
         "--train-embeddings",
         action="store_true",
         help="also train the word-embedding matrix (frozen by default: faster, rarely worse)",
     )
-    encoder_ft.add_argument("--patience", type=int, default=3, help="evaluations without gain")
-    encoder_ft.add_argument(
-        "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
-    )
-    encoder_ft.add_argument("--seed", type=int, default=0)
-    encoder_ft.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
-    )
-    encoder_ft.add_argument("--keep-checkpoints", action="store_true")
-    encoder_ft.add_argument("--no-progress", action="store_true")
+    with_training(encoder_ft, batch_size=64)
 
     tune = with_config(sub.add_parser("tune", help="choose thresholds from labelled data"))
     tune.add_argument("data", nargs="?", help="labelled data (omit with --cross-validate)")
@@ -327,6 +317,23 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options both fine-tunes take (see ``with_training``)."""
+    return {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "dev_fraction": args.dev_fraction,
+        "patience": args.patience,
+        "bf16": args.bf16,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+        "resume": args.resume,
+        "keep_checkpoints": args.keep_checkpoints,
+    }
+
+
 def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -344,18 +351,8 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     options = FinetuneOptions(
         negatives=args.negatives,
         hard_share=args.hard_share,
-        dev_fraction=args.dev_fraction,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
         max_length=args.max_length,
-        patience=args.patience,
-        bf16=args.bf16,
-        seed=args.seed,
-        progress=not args.no_progress,
-        resume=args.resume,
-        keep_checkpoints=args.keep_checkpoints,
+        **_training_options(args),
     )
     base = args.base or settings.nli.model
     saved = Path(args.out) / DATA_DIR
@@ -388,20 +385,10 @@ def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
     from qroute.table import read_table
 
     options = EncoderFinetuneOptions(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
         loss=args.loss,
         margin=args.margin,
-        dev_fraction=args.dev_fraction,
         freeze_embeddings=not args.train_embeddings,
-        patience=args.patience,
-        bf16=args.bf16,
-        seed=args.seed,
-        progress=not args.no_progress,
-        resume=args.resume,
-        keep_checkpoints=args.keep_checkpoints,
+        **_training_options(args),
     )
     examples = read_table(args.table, settings.table)
     report = finetune_encoder(

@@ -56,14 +56,19 @@ __all__ = [
     "Pair",
     "PreparedData",
     "build_pairs",
+    "checkpointed_arguments",
     "confusable_labels",
     "finetune",
     "label_accuracy",
+    "latest_checkpoint",
     "load_base",
     "prepare_nli_pairs",
     "prepare_table",
     "read_nli_pairs",
+    "recorded_options",
     "split_by_text",
+    "train",
+    "training_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -633,7 +638,6 @@ def finetune(
     ``out`` with its model card. With ``options.resume`` the run continues from the
     latest checkpoint in ``out`` on the data prepared by the interrupted run.
     Raises ModelLoadError (base model), ConfigError (options)."""
-    import torch
     from transformers import (
         DataCollatorWithPadding,
         EarlyStoppingCallback,
@@ -664,43 +668,15 @@ def finetune(
         dev_pairs = rng.sample(dev_pairs, options.max_eval_pairs)
     dev_set = _Encoded(dev_pairs, tokenizer, ids, options.max_length)
 
-    steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
-    total_steps = (
-        options.max_steps if options.max_steps > 0 else math.ceil(steps_per_epoch * options.epochs)
-    )
-    eval_steps = options.eval_steps or max(1, min(total_steps, steps_per_epoch) // 4)
     args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=options.batch_size,
+        **checkpointed_arguments(options, checkpoints, len(train_set), "accuracy"),
         per_device_eval_batch_size=2 * options.batch_size,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=options.learning_rate,
-        warmup_steps=round(options.warmup_ratio * total_steps),
         weight_decay=options.weight_decay,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        greater_is_better=True,
-        logging_steps=max(1, min(50, eval_steps)),
-        report_to="none",
-        disable_tqdm=not options.progress,
-        seed=options.seed,
-        data_seed=options.seed,
         dataloader_num_workers=0,
-        # Pinned memory only helps copies to a GPU (and warns without one).
-        dataloader_pin_memory=torch.cuda.is_available(),
         # Our rows already hold exactly the model's inputs.
         remove_unused_columns=False,
         # Batches of similar lengths: less padding for the same pairs.
         train_sampling_strategy="group_by_length",
-        bf16=options.bf16,
-        # transformers only accepts bf16 without a GPU when told to train on the CPU.
-        use_cpu=not torch.cuda.is_available(),
     )
     trainer = Trainer(
         model=model,
@@ -721,17 +697,12 @@ def finetune(
         before = _measure(trainer, nli, tokenizer, data, zero_shot)
         before_file.write_text(json.dumps(before), encoding="utf-8")
 
-    began, cpu_began = time.perf_counter(), time.process_time()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.perf_counter() - began
-    # CPU seconds of this process: on a shared machine, wall time also counts the others.
-    cpu_seconds = time.process_time() - cpu_began
+    run = train(trainer, resume_from)
     after = _measure(trainer, nli, tokenizer, data, zero_shot)
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    state = trainer.state
     report = FinetuneReport(
         out=str(out),
         base=base,
@@ -742,20 +713,10 @@ def finetune(
         template=data.template,
         label_descriptions=data.label_descriptions,
         hard_negatives=data.hard_negatives,
-        options={
-            k: v
-            for k, v in asdict(options).items()
-            if k not in ("progress", "resume", "keep_checkpoints")
-        },
+        options=recorded_options(options),
         before=before,
         after=after,
-        train_seconds=round(float(result.metrics.get("train_runtime", train_seconds)), 1),
-        train_cpu_seconds=round(cpu_seconds, 1),
-        steps=int(state.global_step),
-        epochs_done=round(float(state.epoch or 0.0), 3),
-        stopped_early=state.global_step < state.max_steps,
-        resumed_from=resume_from,
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        **run,
     )
     (out / "finetune.json").write_text(report.to_json(), encoding="utf-8")
     (out / "README.md").write_text(model_card(report), encoding="utf-8")
@@ -793,12 +754,7 @@ def model_card(report: FinetuneReport) -> str:
         or "- (none: the label names themselves)"
     )
     options = ", ".join(f"{k}={v}" for k, v in report.options.items())
-    training = (
-        f"{report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s "
-        f"({report.train_cpu_seconds:,.0f} CPU s)"
-        + (", stopped early on dev" if report.stopped_early else "")
-        + (f", resumed from {report.resumed_from}" if report.resumed_from else "")
-    )
+    training = training_line(report)
     hypothesis = (
         f"""
 ## Hypotheses
@@ -857,3 +813,86 @@ zero_shot:
 
 {measures}
 {hypothesis}"""
+
+
+# -- what both fine-tunes share ----------------------------------------------------------
+
+
+def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
+    """Run ``trainer`` (from ``resume_from`` when set) and return the figures a report
+    keeps about the run: its report fields ``train_seconds`` to ``date``."""
+    began, cpu_began = time.perf_counter(), time.process_time()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - began
+    # CPU seconds of this process: on a shared machine, wall time also counts the others.
+    cpu_seconds = time.process_time() - cpu_began
+    state = trainer.state
+    return {
+        "train_seconds": round(float(result.metrics.get("train_runtime", train_seconds)), 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "steps": int(state.global_step),
+        "epochs_done": round(float(state.epoch or 0.0), 3),
+        "stopped_early": state.global_step < state.max_steps,
+        "resumed_from": resume_from,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def checkpointed_arguments(
+    options: Any, checkpoints: Path, train_rows: int, metric: str
+) -> dict[str, Any]:
+    """Trainer arguments both fine-tunes share: a dev evaluation and a checkpoint about four
+    times an epoch (or every ``options.eval_steps``), the best by ``metric`` kept, warm-up
+    over ``options.warmup_ratio`` of the steps, bf16 allowed on a CPU."""
+    import torch
+
+    steps_per_epoch = max(1, math.ceil(train_rows / options.batch_size))
+    total_steps = (
+        options.max_steps if options.max_steps > 0 else math.ceil(steps_per_epoch * options.epochs)
+    )
+    eval_steps = options.eval_steps or max(1, min(total_steps, steps_per_epoch) // 4)
+    return {
+        "output_dir": str(checkpoints),
+        "per_device_train_batch_size": options.batch_size,
+        "num_train_epochs": options.epochs,
+        "max_steps": options.max_steps,
+        "learning_rate": options.learning_rate,
+        "warmup_steps": round(options.warmup_ratio * total_steps),
+        "eval_strategy": "steps",
+        "eval_steps": eval_steps,
+        "save_strategy": "steps",
+        "save_steps": eval_steps,
+        "save_total_limit": 2,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": metric,
+        "greater_is_better": True,
+        "logging_steps": max(1, min(50, eval_steps)),
+        "report_to": "none",
+        "disable_tqdm": not options.progress,
+        "seed": options.seed,
+        "data_seed": options.seed,
+        # Pinned memory only helps copies to a GPU (and warns without one).
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "bf16": options.bf16,
+        # transformers only accepts bf16 without a GPU when told to train on the CPU.
+        "use_cpu": not torch.cuda.is_available(),
+    }
+
+
+def recorded_options(options: Any) -> dict[str, Any]:
+    """The options a model card records: those that shape the model, not the run."""
+    return {
+        k: v
+        for k, v in asdict(options).items()
+        if k not in ("progress", "resume", "keep_checkpoints")
+    }
+
+
+def training_line(report: Any) -> str:
+    """One line of a model card: steps, epochs, time, early stop, resume."""
+    return (
+        f"{report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s "
+        f"({report.train_cpu_seconds:,.0f} CPU s)"
+        + (", stopped early on dev" if report.stopped_early else "")
+        + (f", resumed from {report.resumed_from}" if report.resumed_from else "")
+    )

@@ -38,12 +38,10 @@ import json
 import logging
 import random
 import shutil
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +51,15 @@ import numpy.typing as npt
 from qroute.config import EncoderSettings
 from qroute.encoder import RUN_FILE
 from qroute.errors import ConfigError, TableError
-from qroute.finetune import CHECKPOINTS_DIR, latest_checkpoint, split_by_text
+from qroute.finetune import (
+    CHECKPOINTS_DIR,
+    checkpointed_arguments,
+    latest_checkpoint,
+    recorded_options,
+    split_by_text,
+    train,
+    training_line,
+)
 from qroute.models import resolve_model
 from qroute.types import Example
 
@@ -295,36 +301,10 @@ def finetune_encoder(
             margin=options.margin,
         )
         sampler = BatchSamplers.GROUP_BY_LABEL
-    steps_per_epoch = max(1, len(train_set) // options.batch_size)
-    total_steps = (
-        options.max_steps if options.max_steps > 0 else round(steps_per_epoch * options.epochs)
-    )
-    eval_steps = options.eval_steps or max(1, min(total_steps, steps_per_epoch) // 4)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=options.batch_size,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=options.learning_rate,
-        warmup_steps=round(options.warmup_ratio * total_steps),
+        **checkpointed_arguments(options, checkpoints, len(train_set), "eval_dev_knn_accuracy"),
         batch_sampler=sampler,
         prompts=encoder.prompt or None,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_dev_knn_accuracy",
-        greater_is_better=True,
-        logging_steps=max(1, min(50, eval_steps)),
-        report_to="none",
-        disable_tqdm=not options.progress,
-        seed=options.seed,
-        data_seed=options.seed,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=options.bf16,
-        use_cpu=not torch.cuda.is_available(),
     )
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -340,15 +320,11 @@ def finetune_encoder(
         return {"knn_accuracy": round(knn_accuracy(encode, train_rows, dev_rows), 4)}
 
     before = dev_figures()
-    began, cpu_began = time.perf_counter(), time.process_time()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.perf_counter() - began
-    cpu_seconds = time.process_time() - cpu_began
+    run = train(trainer, resume_from)
     after = dev_figures()
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
-    state = trainer.state
     report = EncoderFinetuneReport(
         out=str(out),
         base=base,
@@ -362,20 +338,10 @@ def finetune_encoder(
             "train_texts": len(train_rows),
             "dev_texts": len(dev_rows),
         },
-        options={
-            k: v
-            for k, v in asdict(options).items()
-            if k not in ("progress", "resume", "keep_checkpoints")
-        },
+        options=recorded_options(options),
         before=before,
         after=after,
-        train_seconds=round(float(result.metrics.get("train_runtime", train_seconds)), 1),
-        train_cpu_seconds=round(cpu_seconds, 1),
-        steps=int(state.global_step),
-        epochs_done=round(float(state.epoch or 0.0), 3),
-        stopped_early=state.global_step < state.max_steps,
-        resumed_from=resume_from,
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        **run,
     )
     (out / RUN_FILE).write_text(report.to_json(), encoding="utf-8")
     (out / "README.md").write_text(model_card(report), encoding="utf-8")
@@ -388,12 +354,7 @@ def model_card(report: EncoderFinetuneReport) -> str:
     """The output directory's README.md: what was trained from what, and how well."""
     counts = "\n".join(f"| {k} | {v:,} |" for k, v in report.counts.items())
     options = ", ".join(f"{k}={v}" for k, v in report.options.items())
-    training = (
-        f"{report.steps:,} steps, {report.epochs_done} epochs, {report.train_seconds:,.0f} s "
-        f"({report.train_cpu_seconds:,.0f} CPU s)"
-        + (", stopped early on dev" if report.stopped_early else "")
-        + (f", resumed from {report.resumed_from}" if report.resumed_from else "")
-    )
+    training = training_line(report)
     prompt = f'\n  prompt: "{report.prompt}"' if report.prompt else ""
     return f"""# Encoder fine-tuned by qroute
 

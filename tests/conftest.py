@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import TrainerCallback
 
 from qroute.config import Settings
 from qroute.testing import TinyModels, build_tiny_models
@@ -15,6 +16,16 @@ from qroute.testing import TinyModels, build_tiny_models
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TABLE = ROOT / "examples" / "queries.csv"
 TEMPLATE = "이 문장은 {label}에 관한 것입니다."
+# Constructed fine-tuning tables: each label's queries name one of its topic words among
+# filler words every label shares.
+TOPICS = {
+    "금융": ("주식", "환율", "금리"),
+    "날씨": ("비", "기온", "미세먼지"),
+    "영화": ("배우", "개봉", "예매"),
+    "음악": ("노래", "가수", "앨범"),
+    "교통": ("버스", "지하철", "도로"),
+}
+FILLERS = ("알려줘", "어때", "오늘", "내일", "지금", "궁금해", "확인해줘", "보여줘", "좀", "정보")
 
 
 def example_rows() -> list[dict[str, str]]:
@@ -65,3 +76,18 @@ def make_settings(tmp_path: Path, tiny_models: TinyModels) -> Callable[..., Sett
         return Settings(**base)
 
     return make
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfterSave(TrainerCallback):
+    """Stands in for a killed process: fails right after the checkpoint at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.step:
+            raise Interrupted(f"interrupted after step {state.global_step}")

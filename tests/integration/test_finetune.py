@@ -18,7 +18,6 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertModel,
-    TrainerCallback,
 )
 
 from indexer import run_index
@@ -37,19 +36,18 @@ from qroute.finetune import (
 )
 from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
 from qroute.types import Example
-from tests.conftest import TEMPLATE, example_rows
+from tests.conftest import (
+    FILLERS,
+    TEMPLATE,
+    TOPICS,
+    InterruptAfterSave,
+    Interrupted,
+    example_rows,
+)
 
 # A constructed table in the shape of a real one: each label's queries name one of its
 # topics, which its description lists, among filler words every label shares.
-TOPICS = {
-    "금융": ("주식", "환율", "금리"),
-    "날씨": ("비", "기온", "미세먼지"),
-    "영화": ("배우", "개봉", "예매"),
-    "음악": ("노래", "가수", "앨범"),
-    "교통": ("버스", "지하철", "도로"),
-}
 LABELS = tuple(TOPICS)
-FILLERS = ("알려줘", "어때", "오늘", "내일", "지금", "궁금해", "확인해줘", "보여줘", "좀", "정보")
 ZERO_SHOT = ZeroShotSettings(
     template=TEMPLATE,
     label_descriptions={label: " ".join(words) for label, words in TOPICS.items()},
@@ -191,21 +189,6 @@ async def test_a_short_fine_tune_teaches_the_router_s_fallback_the_table(
     assert rows[1]["zero_shot_path_accuracy"] >= 0.9
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _InterruptAfterSave(TrainerCallback):
-    """Stands in for a killed process: fails right after the checkpoint at ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            raise _Interrupt(f"interrupted after step {state.global_step}")
-
-
 def _logits(folder: Path, data: Any) -> torch.Tensor:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
@@ -224,14 +207,14 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path, nli_
     whole = finetune(data, str(nli_base), tmp_path / "whole", options, zero_shot=ZERO_SHOT)
 
     out = tmp_path / "resumed"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         finetune(
             data,
             str(nli_base),
             out,
             options,
             zero_shot=ZERO_SHOT,
-            callbacks=[_InterruptAfterSave(20)],
+            callbacks=[InterruptAfterSave(20)],
         )
     assert (out / "checkpoints" / "checkpoint-20").is_dir()
     assert not (out / "README.md").exists()

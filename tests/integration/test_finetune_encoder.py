@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from indexer import run_index
 from qroute.classifier import Classifier
@@ -23,18 +22,7 @@ from qroute.errors import EncoderMismatch
 from qroute.finetune_encoder import EncoderFinetuneOptions, finetune_encoder, knn_accuracy
 from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
 from qroute.types import Example, Query
-
-# Each label's queries name one of its topic words between two filler words that every
-# label shares: two thirds of a query's tokens say nothing about its label, so an
-# untrained encoder's nearest rows are those sharing fillers, mostly of other labels.
-TOPICS = {
-    "금융": ("주식", "환율", "금리"),
-    "날씨": ("비", "기온", "미세먼지"),
-    "영화": ("배우", "개봉", "예매"),
-    "음악": ("노래", "가수", "앨범"),
-    "교통": ("버스", "지하철", "도로"),
-}
-FILLERS = ("알려줘", "어때", "오늘", "내일", "지금", "궁금해", "확인해줘", "보여줘", "좀", "정보")
+from tests.conftest import FILLERS, TOPICS, InterruptAfterSave, Interrupted
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +34,9 @@ def _one_thread() -> Iterator[None]:
 
 
 def _rows(per_label: int, seed: int) -> list[Example]:
+    """A topic word between two fillers: two thirds of a query's tokens say nothing about its
+    label, so an untrained encoder's nearest rows are those sharing fillers, mostly of other
+    labels."""
     rng = random.Random(seed)
     rows: list[Example] = []
     for label, words in TOPICS.items():
@@ -192,21 +183,6 @@ async def test_fine_tuning_again_into_the_same_directory_invalidates_its_index(
         await classifier.close()
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _InterruptAfterSave(TrainerCallback):
-    """Stands in for a killed process: fails right after the checkpoint at ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            raise _Interrupt(f"interrupted after step {state.global_step}")
-
-
 @pytest.mark.parametrize("loss", ["triplet", "mnrl"])
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     tmp_path: Path, models: TinyModels, loss: str
@@ -218,9 +194,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     whole = finetune_encoder(TABLE, settings, tmp_path / "whole", options, source="t.csv")
 
     out = tmp_path / "resumed"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         finetune_encoder(
-            TABLE, settings, out, options, source="t.csv", callbacks=[_InterruptAfterSave(20)]
+            TABLE, settings, out, options, source="t.csv", callbacks=[InterruptAfterSave(20)]
         )
     assert (out / "checkpoints" / "checkpoint-20").is_dir()
     assert not (out / "README.md").exists()
