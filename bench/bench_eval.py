@@ -41,12 +41,12 @@ from qroute.classifier import Classifier  # noqa: E402
 from qroute.config import EncoderSettings, Settings, TableSettings  # noqa: E402
 from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
 from qroute.evaluate import evaluate  # noqa: E402
-from qroute.finetune import split_by_text  # noqa: E402
 from qroute.finetune_encoder import (  # noqa: E402
     RUN_FILE,
     EncoderFinetuneOptions,
     EncoderFinetuneReport,
     finetune_encoder,
+    held_out_rows,
     knn_accuracy,
 )
 from qroute.table import read_table  # noqa: E402
@@ -126,7 +126,7 @@ async def run(
                 source=f"{name}/train.jsonl",
             )
         model = finetuned.out
-        _, tune_pool = split_by_text(indexed, lambda e: e.text, options.dev_fraction)
+        tune_pool = held_out_rows(indexed, model) or []
         base_knn5 = knn_accuracy(
             SentenceTransformerEncoder(base_settings).encode,
             indexed,

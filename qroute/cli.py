@@ -465,6 +465,22 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     if not source:
         raise ConfigError("qroute tune needs DATA, or --cross-validate --table TABLE")
     examples = read_table(source, settings.table)
+    if args.cross_validate:
+        from qroute.finetune_encoder import held_out_rows
+
+        unseen = held_out_rows(examples, settings.encoder.model)
+        if unseen == []:
+            raise ConfigError(
+                f"{source}: the encoder was fine-tuned on this table and held none of its "
+                "rows out: tune on separate labelled data instead (qroute tune DATA)"
+            )
+        if unseen is not None:
+            print(
+                f"the encoder was fine-tuned on this table: tuning on the {len(unseen)} of its "
+                f"{len(examples)} rows that the fine-tune held out",
+                file=sys.stderr,
+            )
+            examples = unseen
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
         pre = await precompute(

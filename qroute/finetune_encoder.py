@@ -68,6 +68,7 @@ __all__ = [
     "EncoderFinetuneOptions",
     "EncoderFinetuneReport",
     "finetune_encoder",
+    "held_out_rows",
     "knn_accuracy",
 ]
 
@@ -348,6 +349,20 @@ def finetune_encoder(
     if not options.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return report
+
+
+def held_out_rows(examples: Sequence[Example], model: str) -> list[Example] | None:
+    """The rows of ``examples`` that the encoder directory ``model`` cannot have trained on
+    when ``qroute finetune-encoder`` wrote it (those its split by text puts on the dev side),
+    or None for any other model. Leave-one-out over rows an encoder trained on finds them
+    closer to their neighbours than any new query will be."""
+    try:
+        report = json.loads((Path(model) / RUN_FILE).read_text(encoding="utf-8"))
+        fraction = float(report["options"]["dev_fraction"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    _, dev = split_by_text(examples, lambda e: e.text, fraction)
+    return dev
 
 
 def model_card(report: EncoderFinetuneReport) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -158,6 +159,14 @@ async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
     )
     after = await _router_accuracy(tuned_settings, table)
     assert after >= 0.9, after
+
+    # Leave-one-out tuning on the table keeps to the rows the fine-tune held out.
+    config.write_text(yaml.safe_dump(tuned_settings.model_dump(mode="json"), allow_unicode=True))
+    tune = ["tune", "--cross-validate", "--table", str(table), "--config", str(config)]
+    tune += ["--out", str(tmp_path / "tune"), "--no-progress"]
+    assert await asyncio.to_thread(main, tune) == 0  # the CLI runs its own event loop
+    held_out = report["counts"]["dev_texts"]
+    assert f"tuning on the {held_out} of its {len(TABLE)} rows" in capsys.readouterr().err
 
 
 async def test_fine_tuning_again_into_the_same_directory_invalidates_its_index(
