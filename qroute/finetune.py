@@ -832,7 +832,7 @@ def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
         "train_cpu_seconds": round(cpu_seconds, 1),
         "steps": int(state.global_step),
         "epochs_done": round(float(state.epoch or 0.0), 3),
-        "stopped_early": state.global_step < state.max_steps,
+        "stopped_early": _stopped_early(trainer),
         "resumed_from": resume_from,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -877,6 +877,17 @@ def checkpointed_arguments(
         # transformers only accepts bf16 without a GPU when told to train on the CPU.
         "use_cpu": not torch.cuda.is_available(),
     }
+
+
+def _stopped_early(trainer: Any) -> bool:
+    """Whether early stopping ended the run (not a sampler that yields fewer batches)."""
+    from transformers import EarlyStoppingCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, EarlyStoppingCallback):
+            counter = int(getattr(callback, "early_stopping_patience_counter", 0))
+            return counter >= callback.early_stopping_patience
+    return False
 
 
 def recorded_options(options: Any) -> dict[str, Any]:

@@ -232,3 +232,12 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     # and not trivially: those weights moved after the interruption
     moved = vectors(out / last) - vectors(tmp_path / "at-20")
     assert float(abs(moved).max()) > 1e-3
+
+
+def test_training_stops_once_dev_stops_improving(tmp_path: Path, models: TinyModels) -> None:
+    settings = EncoderSettings(model=str(models.encoder))
+    options = _options(max_steps=400, eval_steps=10, patience=2)
+    report = finetune_encoder(TABLE, settings, tmp_path / "out", options, source="t.csv")
+    assert report.after["knn_accuracy"] == 1.0  # reached early, then nothing to gain
+    assert report.stopped_early and report.steps < 400
+    assert "stopped early on dev" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
