@@ -55,6 +55,7 @@ __all__ = [
     "LabelCase",
     "Pair",
     "PreparedData",
+    "TrainingOptions",
     "build_pairs",
     "checkpointed_arguments",
     "confusable_labels",
@@ -99,10 +100,9 @@ class LabelCase:
 
 
 @dataclass(frozen=True)
-class FinetuneOptions:
-    # Contradiction pairs per row, and the share of them drawn among confusable labels.
-    negatives: int = 3
-    hard_share: float = 0.75
+class TrainingOptions:
+    """What both fine-tunes (``finetune-nli``, ``finetune-encoder``) take."""
+
     dev_fraction: float = 0.1
     epochs: float = 1.0
     # > 0: stop after this many optimisation steps (overrides epochs; tests, smoke runs).
@@ -110,19 +110,10 @@ class FinetuneOptions:
     batch_size: int = 32
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    # Queries and hypotheses are short: 64 tokens hold both; dynamic padding trims the rest.
-    max_length: int = 64
     # Evaluate (and checkpoint) this often; None: about four times per epoch.
     eval_steps: int | None = None
-    # Evaluations without a better dev pair accuracy before training stops.
+    # Evaluations without a better dev figure before training stops.
     patience: int = 3
-    # Dev pairs the Trainer evaluates at each checkpoint (a seeded sample; all when fewer).
-    max_eval_pairs: int = 2000
-    # Label-picking accuracy: dev texts scored, and candidate labels per text (all labels
-    # when there are no more than this).
-    eval_texts: int = 500
-    eval_candidates: int = 10
     # The word-embedding matrix is most of a small encoder's weights (96M of e5-small's
     # 118M) and a short fine-tune sees few of its rows: freezing it roughly halves the
     # optimiser's work per step at no measurable cost in accuracy.
@@ -135,20 +126,44 @@ class FinetuneOptions:
     resume: bool = False
     keep_checkpoints: bool = False
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.negatives < 1:
-            problems.append("negatives must be at least 1")
-        if not 0.0 <= self.hard_share <= 1.0:
-            problems.append("hard_share must be in [0, 1]")
+    def problems(self) -> list[str]:
+        """What is wrong with these options; subclasses add their own checks."""
+        found = []
         if not 0.0 < self.dev_fraction < 1.0:
-            problems.append("dev_fraction must be in (0, 1)")
+            found.append("dev_fraction must be in (0, 1)")
         if self.epochs <= 0 and self.max_steps <= 0:
-            problems.append("epochs must be positive (or max_steps set)")
+            found.append("epochs must be positive (or max_steps set)")
+        return found
+
+    def __post_init__(self) -> None:
+        if found := self.problems():
+            raise ConfigError("invalid fine-tuning options: " + "; ".join(found))
+
+
+@dataclass(frozen=True)
+class FinetuneOptions(TrainingOptions):
+    # Contradiction pairs per row, and the share of them drawn among confusable labels.
+    negatives: int = 3
+    hard_share: float = 0.75
+    weight_decay: float = 0.01
+    # Queries and hypotheses are short: 64 tokens hold both; dynamic padding trims the rest.
+    max_length: int = 64
+    # Dev pairs the Trainer evaluates at each checkpoint (a seeded sample; all when fewer).
+    max_eval_pairs: int = 2000
+    # Label-picking accuracy: dev texts scored, and candidate labels per text (all labels
+    # when there are no more than this).
+    eval_texts: int = 500
+    eval_candidates: int = 10
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.negatives < 1:
+            found.append("negatives must be at least 1")
+        if not 0.0 <= self.hard_share <= 1.0:
+            found.append("hard_share must be in [0, 1]")
         if self.max_length < 8:
-            problems.append("max_length must be at least 8")
-        if problems:
-            raise ConfigError("invalid fine-tuning options: " + "; ".join(problems))
+            found.append("max_length must be at least 8")
+        return found
 
 
 @dataclass
@@ -839,7 +854,7 @@ def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
 
 
 def checkpointed_arguments(
-    options: Any, checkpoints: Path, train_rows: int, metric: str
+    options: TrainingOptions, checkpoints: Path, train_rows: int, metric: str
 ) -> dict[str, Any]:
     """Trainer arguments both fine-tunes share: a dev evaluation and a checkpoint about four
     times an epoch (or every ``options.eval_steps``), the best by ``metric`` kept, warm-up
@@ -890,7 +905,7 @@ def _stopped_early(trainer: Any) -> bool:
     return False
 
 
-def recorded_options(options: Any) -> dict[str, Any]:
+def recorded_options(options: TrainingOptions) -> dict[str, Any]:
     """The options a model card records: those that shape the model, not the run."""
     return {
         k: v

@@ -50,9 +50,10 @@ import numpy.typing as npt
 
 from qroute.config import EncoderSettings
 from qroute.encoder import RUN_FILE
-from qroute.errors import ConfigError, TableError
+from qroute.errors import TableError
 from qroute.finetune import (
     CHECKPOINTS_DIR,
+    TrainingOptions,
     checkpointed_arguments,
     latest_checkpoint,
     recorded_options,
@@ -85,46 +86,24 @@ DEV_K = 5
 
 
 @dataclass(frozen=True)
-class EncoderFinetuneOptions:
-    epochs: float = 1.0
-    # > 0: stop after this many optimisation steps (overrides epochs; tests, smoke runs).
-    max_steps: int = -1
-    # Rows per batch, drawn two at a time per label so every batch has positives and
-    # negatives for each row: must be even and at least 4.
+class EncoderFinetuneOptions(TrainingOptions):
+    # Rows per batch; the triplet loss draws them two at a time per label so every batch
+    # has positives and negatives for each row: must be even and at least 4.
     batch_size: int = 64
-    learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     loss: Literal["auto", "mnrl", "triplet"] = "auto"
     # triplet: cosine distance a row's other-label rows must keep beyond its own label's.
     margin: float = 0.3
-    dev_fraction: float = 0.1
-    # Evaluate (and checkpoint) this often; None: about four times per epoch.
-    eval_steps: int | None = None
-    # Evaluations without a better dev kNN accuracy before training stops.
-    patience: int = 3
-    # See FinetuneOptions.freeze_embeddings: most of a small multilingual encoder's
-    # weights, few of whose rows a table touches.
-    freeze_embeddings: bool = True
-    bf16: bool = False
-    seed: int = 0
-    progress: bool = True
-    resume: bool = False
-    keep_checkpoints: bool = False
 
-    def __post_init__(self) -> None:
-        problems = []
+    def problems(self) -> list[str]:
+        found = super().problems()
         if self.batch_size < 4 or self.batch_size % 2:
-            problems.append("batch_size must be even and at least 4")
-        if not 0.0 < self.dev_fraction < 1.0:
-            problems.append("dev_fraction must be in (0, 1)")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            problems.append("epochs must be positive (or max_steps set)")
+            found.append("batch_size must be even and at least 4")
         if self.loss not in ("auto", "mnrl", "triplet"):
-            problems.append("loss must be auto, mnrl or triplet")
+            found.append("loss must be auto, mnrl or triplet")
         if not 0.0 < self.margin <= 2.0:
-            problems.append("margin must be in (0, 2] (a cosine distance)")
-        if problems:
-            raise ConfigError("invalid fine-tuning options: " + "; ".join(problems))
+            found.append("margin must be in (0, 2] (a cosine distance)")
+        return found
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +91,15 @@ class InterruptAfterSave(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step >= self.step:
             raise Interrupted(f"interrupted after step {state.global_step}")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """A tiny model's step is microseconds of work: a second intra-op thread only adds
+    synchronisation, and on a busy machine waiting for it dominates the run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

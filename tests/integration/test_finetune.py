@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,8 @@ ZERO_SHOT = ZeroShotSettings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # A tiny model's step is microseconds of work: a second intra-op thread only adds
-    # synchronisation, and on a busy machine waiting for it dominates the run.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: see tests.conftest.one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _table() -> list[Example]:

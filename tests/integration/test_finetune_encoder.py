@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,8 @@ from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
 from qroute.types import Example, Query
 from tests.conftest import FILLERS, TOPICS, InterruptAfterSave, Interrupted
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: see tests.conftest.one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(per_label: int, seed: int) -> list[Example]:
