@@ -8,7 +8,10 @@ router's own decision path on rows it has never seen: the dev split, or a held-o
 The baseline is plain kNN-5 (similarity-weighted vote, always answers) on the same index.
 
     python bench/bench_eval.py [--e5 DIR] [--only clinc150,banking77,stylekqc,parakqc]
-        [--retrieval dense|hybrid] [--finetune-encoder EPOCHS]
+        [--retrieval dense|hybrid] [--finetune-encoder EPOCHS] [--head]
+
+With --head the indexer also fits the index's linear head (``index.head``) and the router
+lets it pick the label (``router.use_head``); thresholds are tuned as without it.
 
 With --finetune-encoder the encoder is first fine-tuned on the indexed rows
 (``qroute finetune-encoder``: 90% of the texts; the other 10%, split by text, are its dev
@@ -97,6 +100,7 @@ async def run(
     retrieval: str,
     finetune_epochs: float = 0.0,
     models: Path = Path(),
+    head: bool = False,
 ) -> dict[str, object]:
     folder = DATA / name
     lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
@@ -139,7 +143,7 @@ async def run(
         router={"k": 10, "group_size": 3},
         store={"location": str(tmp / name), "collection": name},
         table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
-        index={"canary_per_label": 1},
+        index={"canary_per_label": 1, "head": head},
     )
     await run_index(settings, write_table(tmp / f"{name}.csv", indexed), progress=False)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
@@ -154,9 +158,7 @@ async def run(
         )
         if train_oos:
             pre_oos = await precompute(classifier, train_oos, k_max=10, progress=False)
-            pre_in.truth += pre_oos.truth
-            pre_in.groups += pre_oos.groups
-            pre_in.zero_shot += pre_oos.zero_shot
+            pre_in.extend(pre_oos)
         result = sweep(
             pre_in,
             settings.router,
@@ -184,6 +186,7 @@ async def run(
         "dataset": name,
         "model": _display_name(base_model) + (" fine-tuned" if finetuned else ""),
         "retrieval": retrieval,
+        "head": head,
         "encoder_finetune": None
         if finetuned is None
         else {
@@ -229,6 +232,11 @@ def main() -> None:
         help="fine-tune the encoder on the indexed rows first (qroute finetune-encoder)",
     )
     parser.add_argument(
+        "--head",
+        action="store_true",
+        help="fit the index's linear head (index.head) and let it pick the label",
+    )
+    parser.add_argument(
         "--models",
         type=Path,
         default=Path.home() / ".cache/qroute-models/bench-encoders",
@@ -261,12 +269,13 @@ def main() -> None:
                         args.retrieval,
                         args.finetune_encoder,
                         args.models,
+                        args.head,
                     )
                 )
             )
             row = rows[-1]
             print(
-                f"{row['dataset']:<10} {row['model']:<22} {row['retrieval']:<7} kNN-5 {row['plain_knn5_in_scope_accuracy']:.4f} (this encoder {row['knn5_in_scope_accuracy']:.4f})  "
+                f"{row['dataset']:<10} {row['model']:<22} {row['retrieval']:<7}{' head' if row['head'] else ''} kNN-5 {row['plain_knn5_in_scope_accuracy']:.4f} (this encoder {row['knn5_in_scope_accuracy']:.4f})  "
                 f"tuned in-scope {row['tuned_in_scope_accuracy']:.4f}  OOS recall {row['oos_recall']}  "
                 f"coverage {row['coverage']:.4f}  ({row['evaluated_on']}, {row['eval_rows']} rows; "
                 f"chosen {row['chosen']})",

@@ -120,9 +120,7 @@ async def router_figures(
             pre = await precompute(clf, tune_rows, k_max=10, leave_one_out=True, progress=False)
             if tune_oos:
                 extra = await precompute(clf, tune_oos, k_max=10, progress=False)
-                pre.truth += extra.truth
-                pre.groups += extra.groups
-                pre.zero_shot += extra.zero_shot
+                pre.extend(extra)
             return sweep(
                 pre,
                 clf.settings.router,

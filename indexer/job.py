@@ -6,7 +6,8 @@ hybrid modes: count the character n-grams' document frequencies (stream 2, no mo
 -> remove drafts left by crashed runs -> create an unpublished version -> stream 3:
 encode and write in
 batches, encoding the next batch while the current one is written, and reusing the live
-version's vectors for unchanged rows (incremental mode) -> gates -> publish (atomic
+version's vectors for unchanged rows (incremental mode) -> with ``index.head``: fit the
+linear head on the rows just written, into the version's metadata -> gates -> publish (atomic
 pointer switch) -> drop published versions beyond ``index.keep_versions``. Any failure
 before publishing drops the new version; a killed run leaves a draft that the next run
 removes.
@@ -29,6 +30,7 @@ from indexer.gates import Canaries, check_gates
 from qroute.config import Settings
 from qroute.encoder import Encoder
 from qroute.errors import IndexWriteError
+from qroute.head import HeadData
 from qroute.lexical import Lexicon
 from qroute.retrieval import Embedded, Retriever
 from qroute.store import Point, VectorStore, open_store
@@ -102,6 +104,7 @@ async def _write(
     live: str | None,
     canaries: Canaries,
     progress: bool,
+    head: HeadData | None = None,
 ) -> tuple[int, int, int]:
     """Stream the accepted rows into ``version``: (distinct rows, embedded, reused)."""
     batches: asyncio.Queue[tuple[list[Example], Embedded] | None] = asyncio.Queue(maxsize=2)
@@ -122,6 +125,8 @@ async def _write(
                 dense = await _dense(store, encoder, chunk, live, counts)
             embedded = Embedded(dense, sparse)
             canaries.offer(chunk, embedded)
+            if head is not None:
+                head.offer([e.row_id for e in chunk], [e.label for e in chunk], dense, sparse)
             await batches.put((chunk, embedded))
         await batches.put(None)
 
@@ -228,6 +233,7 @@ async def run_index(
                 sparse=retriever.lexical is not None,
             )
             canaries = Canaries(settings.index.canary_per_label)
+            head = HeadData() if settings.index.head else None
             try:
                 rows, embedded, reused = await _write(
                     store,
@@ -239,7 +245,12 @@ async def run_index(
                     live if incremental else None,
                     canaries,
                     progress,
+                    head,
                 )
+                if head is not None and len(labels) > 1:
+                    fitted = await asyncio.to_thread(head.fit, lexicon, settings.index.head_c)
+                    await store.add_metadata(version, {"head": fitted.to_metadata()})
+                    log.info("fitted the linear head of %s (%d labels)", version, len(labels))
                 failures = await check_gates(
                     store,
                     version,

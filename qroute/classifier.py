@@ -1,5 +1,9 @@
 """The classifier: embed -> nearest examples grouped by label -> vote -> zero-shot fallback.
 
+Where the index carries a linear head (``index.head``) and ``router.use_head`` is on, the
+head's probabilities replace the vote's label scores; the neighbours still gate (the
+head's label must have a neighbour above its threshold) and explain the answer.
+
 Embedding and search go through a ``Retriever`` (dense, lexical or hybrid mode).
 
 This is the one use-case object both the gRPC server and in-process callers drive. It
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from qroute.config import Settings
 from qroute.encoder import Encoder
 from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
+from qroute.head import LinearHead
 from qroute.lexical import LexicalEncoder, Lexicon
 from qroute.retrieval import Embedded, Retriever, load_encoder
 from qroute.store import VectorStore
@@ -40,12 +45,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class IndexState:
-    """The published index version this classifier searches, its labels, and (lexical
-    and hybrid modes) its document frequencies."""
+    """The published index version this classifier searches, its labels, (lexical
+    and hybrid modes) its document frequencies, and its linear head if it has one."""
 
     version: str
     labels: tuple[str, ...]
     lexicon: Lexicon | None = None
+    head: LinearHead | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,8 @@ class _Vote:
     reasons: tuple[FallbackReason, ...]
     thresholds: Thresholds
     detail: str
+    # The scores are the head's probabilities, not the vote's similarity scores.
+    head: bool = False
 
 
 class Classifier:
@@ -143,10 +151,19 @@ class Classifier:
         # the previous version, if any, keeps being served.
         lexicon = self.retriever.check(version, metadata)
         await self.store.open(version)
+        head = LinearHead.from_metadata(metadata["head"]) if "head" in metadata else None
         self._index = IndexState(
-            version=version, labels=tuple(metadata.get("labels", ())), lexicon=lexicon
+            version=version,
+            labels=tuple(metadata.get("labels", ())),
+            lexicon=lexicon,
+            head=head,
         )
-        log.info("serving index version %s (%d labels)", version, len(self._index.labels))
+        log.info(
+            "serving index version %s (%d labels%s)",
+            version,
+            len(self._index.labels),
+            ", with a linear head" if head is not None else "",
+        )
         return self._index
 
     def validate(self, query: Query) -> None:
@@ -202,9 +219,22 @@ class Classifier:
                 index = await self.refresh_index()
         raise AssertionError("unreachable")
 
-    def _vote(self, groups: list[Group]) -> _Vote:
+    async def head_scores(
+        self, index: IndexState, embedded: Embedded, allowed: Sequence[Sequence[str]]
+    ) -> list[list[LabelScore] | None]:
+        """The index's linear head's label probabilities per text (over its allowed
+        labels), or None each where there is no head or ``router.use_head`` is off."""
+        head = index.head
+        if head is None or not self.settings.router.use_head:
+            return [None] * len(embedded)
+        scored = await asyncio.get_running_loop().run_in_executor(
+            self._executor, head.scores, embedded.dense, embedded.sparse, index.lexicon
+        )
+        return [_allowed(s, labels) for s, labels in zip(scored, allowed, strict=True)]
+
+    def _vote(self, groups: list[Group], head: list[LabelScore] | None = None) -> _Vote:
         router, zero_shot = self.settings.router, self.settings.zero_shot
-        scores = label_scores(groups, router.label_score)
+        scores = head if head is not None else label_scores(groups, router.label_score)
         if not scores:
             thresholds = Thresholds(
                 router.similarity_threshold,
@@ -220,14 +250,18 @@ class Classifier:
         thresholds = Thresholds(
             threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
         )
-        winner = next(g for g in groups if g.label == top.label)
-        best = winner.hits[0].similarity
-        agreeing = sum(1 for hit in winner.hits if hit.similarity >= threshold)
+        winner = next((g for g in groups if g.label == top.label), None)
+        hits = winner.hits if winner is not None else ()
+        best = hits[0].similarity if hits else -1.0
+        agreeing = sum(1 for hit in hits if hit.similarity >= threshold)
         margin = top.score - scores[1].score if len(scores) > 1 else float("inf")
 
         reasons = []
-        parts = []
-        if best < threshold:
+        parts = [f"head p={top.score:.3f} for {top.label!r}"] if head is not None else []
+        if not hits:
+            reasons.append(FallbackReason.LOW_SIMILARITY)
+            parts.append(f"no example of {top.label!r} among the {router.k} nearest labels")
+        elif best < threshold:
             reasons.append(FallbackReason.LOW_SIMILARITY)
             parts.append(f"best similarity {best:.3f} < threshold {threshold:.3f}")
         else:
@@ -245,10 +279,10 @@ class Classifier:
                 f"< {router.min_agreeing} needed"
             )
         elif not reasons:
-            parts.append(
-                f"{agreeing} of the {len(winner.hits)} nearest {top.label!r} examples reach it"
-            )
-        return _Vote(groups, scores, tuple(reasons), thresholds, "; ".join(parts))
+            parts.append(f"{agreeing} of the {len(hits)} nearest {top.label!r} examples reach it")
+        return _Vote(
+            groups, scores, tuple(reasons), thresholds, "; ".join(parts), head=head is not None
+        )
 
     def _candidates(self, query: Query, vote: _Vote, index: IndexState) -> tuple[str, ...]:
         settings = self.settings.zero_shot
@@ -271,7 +305,8 @@ class Classifier:
             groups=router.k,
             group_size=router.group_size,
         )
-        votes = [self._vote(groups) for groups in found]
+        heads = await self.head_scores(index, embedded, [q.allowed_labels for q in queries])
+        votes = [self._vote(groups, h) for groups, h in zip(found, heads, strict=True)]
 
         scorer = self.zero_shot
         fallback = [i for i, vote in enumerate(votes) if vote.reasons]
@@ -305,12 +340,14 @@ class Classifier:
         method: str,
     ) -> Prediction:
         settings = self.settings
-        knn_shares = shares(vote.scores, settings.router.vote_temperature)
+        temperature = settings.router.vote_temperature
+        knn_shares = list(vote.scores) if vote.head else shares(vote.scores, temperature)
         top_n = max(query.top_labels, 1)
         label: str | None
         if not vote.reasons:
             decision, label, confidence = Decision.KNN, knn_shares[0].label, knn_shares[0].score
-            reason, top = f"kNN: {vote.detail}", knn_shares[:top_n]
+            path = "head" if vote.head else "kNN"
+            reason, top = f"{path}: {vote.detail}", knn_shares[:top_n]
         elif zero_shot is None:
             decision, label, confidence = Decision.NO_MATCH, None, 0.0
             reason, top, method = f"{vote.detail}; zero-shot is off", knn_shares[:top_n], ""
@@ -347,3 +384,12 @@ class Classifier:
             top_labels=tuple(top),
             zero_shot_method=method if zero_shot is not None else "",
         )
+
+
+def _allowed(scores: list[LabelScore], allowed: Sequence[str]) -> list[LabelScore]:
+    """The head's probabilities over the allowed labels only, summing to one again."""
+    if not allowed:
+        return scores
+    kept = [s for s in scores if s.label in set(allowed)]
+    total = sum(s.score for s in kept) or 1.0
+    return [LabelScore(s.label, s.score / total) for s in kept]

@@ -494,6 +494,13 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
         fingerprint = classifier.retriever.fingerprint
     finally:
         await classifier.close()
+    if args.cross_validate and index is not None and index.head and settings.router.use_head:
+        print(
+            "the index's linear head was fitted on every row of this table, so its labels "
+            "here are optimistic (leave-one-out applies to the neighbours only): tune on "
+            "separate labelled data (qroute tune DATA) for figures that carry to new queries",
+            file=sys.stderr,
+        )
     result = sweep(
         pre,
         settings.router,

@@ -173,6 +173,9 @@ class RouterSettings(_Section):
     min_agreeing: int = Field(1, ge=1, le=100)
     # Softmax temperature turning label scores into the KNN confidence.
     vote_temperature: float = Field(0.05, gt=0.0, le=10.0)
+    # Let the index's linear head (``index.head``) pick the label, where it has one;
+    # the neighbours still gate and explain the answer. False: the vote always picks.
+    use_head: bool = True
     max_text_chars: int = Field(1000, ge=1)
 
     @field_validator("label_thresholds")
@@ -241,6 +244,11 @@ class IndexSettings(_Section):
     canary_per_label: int = Field(3, ge=0)
     # With --holdout: the new version's accuracy may trail the live one's by this much.
     holdout_tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    # Fit a linear head (logistic regression over the version's own dense and n-gram
+    # vectors) and store it with the version: the router's label picker (router.use_head).
+    head: bool = False
+    # The head's inverse L2 penalty (scikit-learn's C).
+    head_c: float = Field(3.0, gt=0.0)
 
 
 class TunedSettings(_Section):

@@ -40,6 +40,22 @@ class Precomputed:
     groups: list[list[Group]]
     zero_shot: list[dict[str, float]]  # per query: label -> zero-shot score (empty when off)
     method: str  # the zero-shot method that produced them, "" when off
+    # Per query, the index's linear head's probabilities where the router uses one.
+    head: list[list[LabelScore] | None] = field(default_factory=list)
+
+    def extend(self, other: Precomputed) -> None:
+        """Append another pass's queries (e.g. out-of-scope rows searched without
+        leave-one-out) so one sweep sees both."""
+        self.truth += other.truth
+        self.groups += other.groups
+        self.zero_shot += other.zero_shot
+        self.head += other.head
+
+    def label_ids(self) -> dict[str, int]:
+        """Every label the sweep may meet, numbered in name order."""
+        labels = {g.label for gs in self.groups for g in gs} | set(self.truth)
+        labels |= {s.label for scores in self.head if scores for s in scores}
+        return {label: i for i, label in enumerate(sorted(labels))}
 
 
 async def precompute(
@@ -62,6 +78,7 @@ async def precompute(
     scorer = classifier.zero_shot
     groups_all: list[list[Group]] = []
     scores_all: list[dict[str, float]] = []
+    heads_all: list[list[LabelScore] | None] = []
     with tqdm(total=len(examples), unit="row", desc="precomputing", disable=not progress) as bar:
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
@@ -71,6 +88,7 @@ async def precompute(
                 groups=k_max + extra,
                 group_size=router.group_size + extra,
             )
+            heads_all.extend(await classifier.head_scores(index, embedded, [()] * len(chunk)))
             dense = embedded.dense if embedded.dense is not None else [None] * len(chunk)
             for example, groups in zip(chunk, found, strict=True):
                 kept = []
@@ -93,7 +111,7 @@ async def precompute(
                 scores_all.extend({} for _ in chunk)
             bar.update(len(chunk))
     method = scorer.method(classifier.settings.zero_shot) if scorer is not None else ""
-    return Precomputed([e.label for e in examples], groups_all, scores_all, method)
+    return Precomputed([e.label for e in examples], groups_all, scores_all, method, heads_all)
 
 
 @dataclass
@@ -121,14 +139,16 @@ def _arrays(
         np.full(n, -np.inf),
     )
     for q, groups in enumerate(pre.groups):
-        scores: list[LabelScore] = label_scores(groups[:k], router.label_score)
+        head = pre.head[q] if pre.head else None
+        scores: list[LabelScore] = head or label_scores(groups[:k], router.label_score)
         if not scores:
             continue
         top = scores[0].label
         out.winner[q] = ids[top]
-        winner = next(g for g in groups if g.label == top)
-        similarities = [h.similarity for h in winner.hits]
-        out.best[q] = similarities[0]
+        # As in the classifier: the head's label must be among the k nearest labels.
+        winner = next((g for g in groups[:k] if g.label == top), None)
+        similarities = [h.similarity for h in winner.hits] if winner is not None else []
+        out.best[q] = similarities[0] if similarities else -np.inf
         out.sims[q, : len(similarities)] = similarities
         if len(scores) > 1:
             out.margin[q] = scores[0].score - scores[1].score
@@ -245,9 +265,7 @@ def sweep(
     """The best decision parameters under ``objective`` (``oos``: in-scope accuracy with
     out-of-scope recall >= target; ``zero-shot-rate``: accuracy with zero-shot rate <=
     target)."""
-    ids: dict[str, int] = {}
-    for label in sorted({g.label for gs in pre.groups for g in gs} | set(pre.truth)):
-        ids.setdefault(label, len(ids))
+    ids = pre.label_ids()
     truth = np.array([ids[t] for t in pre.truth])
     oos = np.array([t == oos_label for t in pre.truth])
     k_max = max((len(g) for g in pre.groups), default=1)
@@ -334,9 +352,7 @@ def sweep(
 
 def predict(pre: Precomputed, router: RouterSettings, zs: ZeroShotSettings) -> list[str | None]:
     """The decisions the sweep would make for exactly these settings (for checks)."""
-    ids: dict[str, int] = {}
-    for label in sorted({g.label for gs in pre.groups for g in gs} | set(pre.truth)):
-        ids.setdefault(label, len(ids))
+    ids = pre.label_ids()
     a = _arrays(pre, router.k, router, zs, ids)
     names = {i: label for label, i in ids.items()}
     thresholds = np.array(

@@ -141,6 +141,11 @@ class VectorStore(Protocol):
 
     async def metadata(self, version: str) -> dict[str, Any]: ...
 
+    async def add_metadata(self, version: str, data: Mapping[str, Any]) -> None:
+        """Merge ``data`` into an unpublished version's metadata (what is known only
+        after its points are written, such as its head)."""
+        ...
+
     async def publish(self, version: str) -> str | None:
         """Atomically make ``version`` the published one (marking it published); returns
         the one it replaced. Also how a rollback points back to an earlier version."""

@@ -219,6 +219,13 @@ class EmbeddedStore:
             raise VersionMissing(f"index version {version} does not exist in {self._root}") from exc
         return dict(data)
 
+    async def add_metadata(self, version: str, data: Mapping[str, Any]) -> None:
+        merged = {**await self.metadata(version), **data}
+        path = self._root / version / _META
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
     async def publish(self, version: str) -> str | None:
         shard = self._writers.pop(version, None)
         if shard is not None:

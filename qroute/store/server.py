@@ -155,6 +155,14 @@ class ServerStore:
         info = await self._call("get collection", self._client.get_collection(version), version)
         return dict(info.config.metadata or {})
 
+    async def add_metadata(self, version: str, data: Mapping[str, Any]) -> None:
+        # Qdrant merges the keys sent into the collection's metadata.
+        await self._call(
+            "update metadata",
+            self._client.update_collection(collection_name=version, metadata=dict(data)),
+            version,
+        )
+
     async def publish(self, version: str) -> str | None:
         from datetime import UTC, datetime
 

@@ -89,6 +89,18 @@ async def test_write_publish_search(store: VectorStore) -> None:
     assert [h.similarity for h in first] == sorted((h.similarity for h in first), reverse=True)
 
 
+async def test_metadata_added_after_the_write_is_kept_with_the_rest(store: VectorStore) -> None:
+    version = await store.create_version(DIM, {"labels": ["l0"], "rows": 3})
+    await store.upsert(version, _points(3))
+    await store.add_metadata(version, {"head": {"labels": ["l0", "l1"]}, "rows": 4})
+    await store.publish(version)
+    metadata = await store.metadata(version)
+    assert metadata["labels"] == ["l0"]
+    assert metadata["rows"] == 4
+    assert metadata["head"] == {"labels": ["l0", "l1"]}
+    assert metadata.get("published_at") or await store.published(version)
+
+
 async def test_upsert_of_the_same_id_replaces(store: VectorStore) -> None:
     points = _points(5)
     version = await store.create_version(DIM, {})

@@ -1,0 +1,176 @@
+"""The linear head (``index.head``): fitted by the indexer, used by the router to pick the
+label where the vote is fooled by words that say nothing about the label."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import run_index
+from qroute.classifier import Classifier
+from qroute.config import LexicalSettings, Settings
+from qroute.head import HeadData, LinearHead
+from qroute.lexical import LexicalEncoder, Lexicon
+from qroute.store.embedded import EmbeddedStore
+from qroute.table import read_table
+from qroute.testing import BagOfWordsEncoder
+from qroute.tune import precompute, predict
+from qroute.types import Decision, Query
+from tests.integration.conftest import ServeRouter
+from tests.integration.test_indexer import _table
+
+FILLERS = [f"w{i} x{i} y{i}" for i in range(12)]
+# Every filler is said under both labels, so only "커튼" and "습도" tell them apart.
+ROWS = [(f"커튼 {f}", "쇼핑") for f in FILLERS] + [(f"습도 {f}", "날씨") for f in FILLERS]
+# One more weather row whose three filler words the query repeats: the query's nearest
+# example by far (3 of 4 words), though it says "커튼".
+ROWS.append(("습도 a b c", "날씨"))
+QUERY = "커튼 a b c"
+ROUTER = {"k": 5, "label_score": "max", "similarity_threshold": 0.2}
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+async def test_the_head_picks_the_label_the_vote_gets_wrong(
+    serve_router: ServeRouter, mode: str
+) -> None:
+    router = await serve_router(
+        ROWS,
+        encoder=BagOfWordsEncoder(),
+        nli=False,
+        retrieval={"mode": mode},
+        zero_shot={"method": "off"},
+        router={**ROUTER, "use_head": False},
+        index={"head": True, "canary_per_label": 0},
+    )
+    vote = await router.classify(QUERY)
+    assert vote.label == "날씨"
+    assert vote.neighbours[0].text == "습도 a b c"
+
+    router.write_config(router={**ROUTER, "use_head": True})
+
+    async def reloaded() -> bool:
+        classifier = router.app.classifier
+        return classifier is not None and classifier.settings.router.use_head
+
+    await router.wait_for(reloaded)
+    head = await router.classify(QUERY)
+    assert head.label == "쇼핑"
+    assert head.reason.startswith("head: head p=")
+    assert head.confidence > 0.5
+    # The neighbours still explain the answer, and still gate it.
+    assert head.neighbours[0].text == "습도 a b c"
+    assert any(n.label == "쇼핑" for n in head.neighbours)
+    assert [s.label for s in head.knn_scores] == ["쇼핑", "날씨"]
+
+
+async def test_the_neighbours_still_gate_the_heads_answer(serve_router: ServeRouter) -> None:
+    router = await serve_router(
+        ROWS,
+        encoder=BagOfWordsEncoder(),
+        nli=False,
+        zero_shot={"method": "off"},
+        router={**ROUTER, "similarity_threshold": 0.5},
+        index={"head": True, "canary_per_label": 0},
+    )
+    # The head says 쇼핑, but no 쇼핑 example is as close as the threshold asks.
+    response = await router.classify(QUERY)
+    assert response.label == ""
+    assert response.reason.startswith("head p=")
+    assert "zero-shot is off" in response.reason
+
+
+async def test_allowed_labels_restrict_the_head(serve_router: ServeRouter) -> None:
+    router = await serve_router(
+        ROWS,
+        encoder=BagOfWordsEncoder(),
+        nli=False,
+        zero_shot={"method": "off"},
+        router=ROUTER,
+        index={"head": True, "canary_per_label": 0},
+    )
+    response = await router.classify(QUERY, allowed_labels=["날씨"])
+    assert response.label == "날씨"
+    assert response.confidence == pytest.approx(1.0)
+
+
+async def test_an_index_without_a_head_is_served_by_the_vote(serve_router: ServeRouter) -> None:
+    router = await serve_router(
+        ROWS,
+        encoder=BagOfWordsEncoder(),
+        nli=False,
+        zero_shot={"method": "off"},
+        router=ROUTER,
+    )
+    assert router.app.classifier is not None
+    [prediction] = await router.app.classifier.classify([Query(QUERY)])
+    assert (prediction.label, prediction.decision) == ("날씨", Decision.KNN)
+    assert prediction.reason.startswith("kNN: ")
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+async def test_tuning_replays_the_heads_decisions(
+    make_settings: Callable[..., Settings], tmp_path: Path, mode: str
+) -> None:
+    settings = make_settings(
+        retrieval={"mode": mode},
+        router=ROUTER,
+        zero_shot={"method": "off"},
+        index={"head": True, "canary_per_label": 0},
+    )
+    encoder = BagOfWordsEncoder()
+    await run_index(settings, _table(tmp_path / "t.csv", ROWS), encoder=encoder, progress=False)
+    classifier = Classifier(
+        settings, encoder, None, EmbeddedStore(settings.store.location, settings.store.collection)
+    )
+    await classifier.refresh_index()
+    queries = [(QUERY, "쇼핑"), ("습도 w1 q", "날씨"), ("커튼 x2 y3 z", "쇼핑"), ("q r s", "날씨")]
+    examples = read_table(_table(tmp_path / "q.csv", queries))
+    try:
+        pre = await precompute(classifier, examples, k_max=5, progress=False)
+        answers = set()
+        for threshold in (0.1, 0.2, 0.4, 0.6):
+            for margin in (0.0, 0.5, 0.95):
+                router = settings.router.model_copy(
+                    update={"similarity_threshold": threshold, "min_margin": margin}
+                )
+                live = classifier.reconfigure(settings.model_copy(update={"router": router}))
+                served = [p.label for p in await live.classify([Query(q) for q, _ in queries])]
+                assert predict(pre, router, settings.zero_shot) == served, (threshold, margin)
+                answers.add(served[0])
+        assert answers == {"쇼핑", None}  # the head's label, or none when gated
+    finally:
+        await classifier.close()
+
+
+def _fitted(labels_per_row: list[str], texts: list[str]) -> tuple[LinearHead, Lexicon]:
+    encoder, lexical = BagOfWordsEncoder(64), LexicalEncoder(LexicalSettings())
+    lexicon = Lexicon.count(lexical.terms(t) for t in texts)
+    data = HeadData()
+    dense = encoder.encode(texts)
+    sparse = [lexicon.vector(lexical.terms(t)) for t in texts]
+    data.offer([str(i) for i in range(len(texts))], labels_per_row, dense, sparse)
+    # A row offered twice (an incremental index writes no row twice, but be sure) counts once.
+    data.offer(["0"], [labels_per_row[0]], dense[:1], sparse[:1])
+    return data.fit(lexicon, c=3.0), lexicon
+
+
+def test_a_head_survives_the_metadata_round_trip() -> None:
+    texts = [f"{word} {f}" for word in ("커튼", "습도", "영화") for f in FILLERS]
+    labels = [label for label in ("쇼핑", "날씨", "영화") for _ in FILLERS]
+    head, lexicon = _fitted(labels, texts)
+    again = LinearHead.from_metadata(head.to_metadata())
+    encoder, lexical = BagOfWordsEncoder(64), LexicalEncoder(LexicalSettings())
+    queries = ["커튼 a b", "습도 w1", "영화 x3 y4"]
+    dense = encoder.encode(queries)
+    sparse = [lexicon.vector(lexical.terms(q)) for q in queries]
+    before = head.scores(dense, sparse, lexicon)
+    after = again.scores(dense, sparse, lexicon)
+    assert [s[0].label for s in before] == ["쇼핑", "날씨", "영화"]
+    assert [s[0].label for s in after] == ["쇼핑", "날씨", "영화"]
+    for one, other in zip(before, after, strict=True):
+        assert [s.label for s in one] == [s.label for s in other]
+        np.testing.assert_allclose([s.score for s in one], [s.score for s in other], atol=2e-3)
+        assert sum(s.score for s in one) == pytest.approx(1.0)
