@@ -334,6 +334,7 @@ class VersionRow:
     published: bool
     points: int | None  # None for an unpublished draft (another run may be writing it)
     labels: int
+    head: bool  # the version carries a linear head (index.head)
     encoder: str
     created_at: str
 
@@ -354,6 +355,7 @@ async def list_versions(settings: Settings, store: VectorStore | None = None) ->
                     published=published,
                     points=await store.count(version) if published else None,
                     labels=len(meta.get("labels", ())),
+                    head="head" in meta,
                     encoder=str(meta.get("encoder") or meta.get("lexical", "?")),
                     created_at=str(meta.get("created_at", "?")),
                 )

@@ -212,13 +212,15 @@ def _index(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"table": table})
     if args.list:
         rows = asyncio.run(list_versions(settings))
-        header = ("version", "state", "points", "labels", "created", "encoder")
-        print("{:<24} {:<10} {:>8} {:>6}  {:<25} {}".format(*header))
+        header = ("version", "state", "points", "labels", "head", "created", "encoder")
+        line = "{:<24} {:<10} {:>8} {:>6} {:>4}  {:<25} {}"
+        print(line.format(*header))
         for row in rows:
             state = "published*" if row.current else ("kept" if row.published else "draft")
             points = "?" if row.points is None else str(row.points)
-            values = (row.name, state, points, row.labels, row.created_at, row.encoder)
-            print("{:<24} {:<10} {:>8} {:>6}  {:<25} {}".format(*values))
+            head = "yes" if row.head else "no"
+            values = (row.name, state, points, row.labels, head, row.created_at, row.encoder)
+            print(line.format(*values))
         return 0
     if args.rollback:
         was, now = asyncio.run(rollback(settings))

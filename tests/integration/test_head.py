@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import run_index
+from indexer import list_versions, rollback, run_index
 from qroute.classifier import Classifier
 from qroute.config import LexicalSettings, Settings
 from qroute.head import HeadData, LinearHead
@@ -143,6 +143,38 @@ async def test_tuning_replays_the_heads_decisions(
         assert answers == {"쇼핑", None}  # the head's label, or none when gated
     finally:
         await classifier.close()
+
+
+async def test_each_version_carries_the_head_fitted_on_its_rows(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        router=ROUTER, zero_shot={"method": "off"}, index={"head": True, "canary_per_label": 0}
+    )
+    encoder = BagOfWordsEncoder()
+    await run_index(settings, _table(tmp_path / "a.csv", ROWS), encoder=encoder, progress=False)
+    grown = [*ROWS, *((f"영화 {f}", "영화") for f in FILLERS)]
+    second = await run_index(
+        settings, _table(tmp_path / "b.csv", grown), encoder=encoder, progress=False
+    )
+    assert second.mode == "incremental"  # reused vectors, a head refitted on all rows
+    classifier = Classifier(
+        settings, encoder, None, EmbeddedStore(settings.store.location, settings.store.collection)
+    )
+    try:
+        index = await classifier.refresh_index()
+        assert index is not None and index.head is not None
+        assert set(index.head.labels) == {"쇼핑", "날씨", "영화"}
+        [prediction] = await classifier.classify([Query("영화 a b c")])
+        assert prediction.label == "영화"
+
+        await rollback(settings)
+        index = await classifier.refresh_index()
+        assert index is not None and index.head is not None
+        assert set(index.head.labels) == {"쇼핑", "날씨"}
+    finally:
+        await classifier.close()
+    assert [row.head for row in await list_versions(settings)] == [True, True]
 
 
 def _fitted(labels_per_row: list[str], texts: list[str]) -> tuple[LinearHead, Lexicon]:
