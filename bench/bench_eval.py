@@ -149,6 +149,9 @@ async def run(
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     await classifier.refresh_index()
     try:
+        assert classifier.index is not None
+        metadata = await classifier.store.metadata(classifier.index.version)
+        head_kb = len(json.dumps(metadata["head"])) / 1024 if "head" in metadata else None
         knn5 = await plain_knn5(classifier, held)
         baseline = base_knn5 if finetuned else knn5
         rng = random.Random(0)
@@ -187,6 +190,7 @@ async def run(
         "model": _display_name(base_model) + (" fine-tuned" if finetuned else ""),
         "retrieval": retrieval,
         "head": head,
+        "head_metadata_kb": None if head_kb is None else round(head_kb),
         "encoder_finetune": None
         if finetuned is None
         else {

@@ -32,24 +32,26 @@ QUERY = "커튼 a b c"
 ROUTER = {"k": 5, "label_score": "max", "similarity_threshold": 0.2}
 
 
-@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
 async def test_the_head_picks_the_label_the_vote_gets_wrong(
     serve_router: ServeRouter, mode: str
 ) -> None:
+    # IDF-weighted n-gram cosines of these texts are lower than bag-of-words ones.
+    settings = {**ROUTER, "similarity_threshold": 0.05} if mode == "lexical" else ROUTER
     router = await serve_router(
         ROWS,
-        encoder=BagOfWordsEncoder(),
+        encoder=None if mode == "lexical" else BagOfWordsEncoder(),
         nli=False,
         retrieval={"mode": mode},
         zero_shot={"method": "off"},
-        router={**ROUTER, "use_head": False},
+        router={**settings, "use_head": False},
         index={"head": True, "canary_per_label": 0},
     )
     vote = await router.classify(QUERY)
     assert vote.label == "날씨"
     assert vote.neighbours[0].text == "습도 a b c"
 
-    router.write_config(router={**ROUTER, "use_head": True})
+    router.write_config(router={**settings, "use_head": True})
 
     async def reloaded() -> bool:
         classifier = router.app.classifier
