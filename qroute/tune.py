@@ -283,7 +283,9 @@ def sweep(
     best_value, best = -np.inf, None
     evaluated = 0
     arrays = {k: _arrays(pre, k, router, zs, ids) for k in ks}
-    for k, margin, z in itertools.product(ks, margins, zero_shot_thresholds):
+    # Largest k first, so a tie keeps it: fewer labels fetched gained nothing, and a
+    # smaller k only removes labels the head (or a later table) may pick.
+    for k, margin, z in itertools.product(ks[::-1], margins, zero_shot_thresholds):
         a = arrays[k]
         for t in thresholds:
             pred, used = _decide(
