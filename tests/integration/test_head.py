@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from qroute.table import read_table
 from qroute.testing import BagOfWordsEncoder
 from qroute.tune import precompute, predict
 from qroute.types import Decision, Query
-from tests.integration.conftest import ServeRouter
+from tests.integration.conftest import RunningRouter, ServeRouter
 from tests.integration.test_indexer import _table
 
 FILLERS = [f"w{i} x{i} y{i}" for i in range(12)]
@@ -30,6 +31,18 @@ ROWS = [(f"커튼 {f}", "쇼핑") for f in FILLERS] + [(f"습도 {f}", "날씨")
 ROWS.append(("습도 a b c", "날씨"))
 QUERY = "커튼 a b c"
 ROUTER = {"k": 5, "label_score": "max", "similarity_threshold": 0.2}
+
+
+async def _serve(serve_router: ServeRouter, **sections: dict[str, Any]) -> RunningRouter:
+    """ROWS served in dense mode with a head, zero-shot off; ``sections`` override."""
+    defaults: dict[str, dict[str, Any]] = {
+        "zero_shot": {"method": "off"},
+        "router": ROUTER,
+        "index": {"head": True, "canary_per_label": 0},
+    }
+    return await serve_router(
+        ROWS, encoder=BagOfWordsEncoder(), nli=False, **{**defaults, **sections}
+    )
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
@@ -69,14 +82,7 @@ async def test_the_head_picks_the_label_the_vote_gets_wrong(
 
 
 async def test_the_neighbours_still_gate_the_heads_answer(serve_router: ServeRouter) -> None:
-    router = await serve_router(
-        ROWS,
-        encoder=BagOfWordsEncoder(),
-        nli=False,
-        zero_shot={"method": "off"},
-        router={**ROUTER, "similarity_threshold": 0.5},
-        index={"head": True, "canary_per_label": 0},
-    )
+    router = await _serve(serve_router, router={**ROUTER, "similarity_threshold": 0.5})
     # The head says 쇼핑, but no 쇼핑 example is as close as the threshold asks.
     response = await router.classify(QUERY)
     assert response.label == ""
@@ -85,27 +91,14 @@ async def test_the_neighbours_still_gate_the_heads_answer(serve_router: ServeRou
 
 
 async def test_allowed_labels_restrict_the_head(serve_router: ServeRouter) -> None:
-    router = await serve_router(
-        ROWS,
-        encoder=BagOfWordsEncoder(),
-        nli=False,
-        zero_shot={"method": "off"},
-        router=ROUTER,
-        index={"head": True, "canary_per_label": 0},
-    )
+    router = await _serve(serve_router)
     response = await router.classify(QUERY, allowed_labels=["날씨"])
     assert response.label == "날씨"
     assert response.confidence == pytest.approx(1.0)
 
 
 async def test_an_index_without_a_head_is_served_by_the_vote(serve_router: ServeRouter) -> None:
-    router = await serve_router(
-        ROWS,
-        encoder=BagOfWordsEncoder(),
-        nli=False,
-        zero_shot={"method": "off"},
-        router=ROUTER,
-    )
+    router = await _serve(serve_router, index={"canary_per_label": 0})
     assert router.app.classifier is not None
     [prediction] = await router.app.classifier.classify([Query(QUERY)])
     assert (prediction.label, prediction.decision) == ("날씨", Decision.KNN)
