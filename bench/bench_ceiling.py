@@ -21,6 +21,7 @@ ceiling on purpose, not a result to quote as the product's. Test splits are neve
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -145,7 +146,7 @@ def softmax_finetune(
         per_device_train_batch_size=32,
         per_device_eval_batch_size=256,
         learning_rate=1e-4,
-        warmup_ratio=0.1,
+        warmup_steps=round(0.1 * epochs * math.ceil(len(train) / 32)),
         weight_decay=0.01,
         eval_strategy="epoch",
         save_strategy="no",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,9 +249,16 @@ async def run_index(
                     head,
                 )
                 if head is not None and len(labels) > 1:
+                    started = time.perf_counter()
                     fitted = await asyncio.to_thread(head.fit, lexicon, settings.index.head_c)
                     await store.add_metadata(version, {"head": fitted.to_metadata()})
-                    log.info("fitted the linear head of %s (%d labels)", version, len(labels))
+                    log.info(
+                        "fitted the linear head of %s (%d rows, %d labels) in %.1f s",
+                        version,
+                        rows,
+                        len(labels),
+                        time.perf_counter() - started,
+                    )
                 failures = await check_gates(
                     store,
                     version,
