@@ -24,6 +24,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +34,25 @@ from _results import write_results
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_eval import DATA, OOS, _display_name, _split  # noqa: E402
+from bench_eval import OOS, _display_name, load_split  # noqa: E402
 
-from qroute.config import EncoderSettings, TableSettings  # noqa: E402
+from qroute.config import EncoderSettings  # noqa: E402
 from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
-from qroute.table import read_table  # noqa: E402
+from qroute.finetune_encoder import knn_accuracy  # noqa: E402
 from qroute.types import Example  # noqa: E402
 
 
 def rows(name: str) -> tuple[list[Example], list[Example]]:
     """bench_eval.py's split, in-scope rows only."""
-    lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
-    train = read_table(DATA / name / "train.jsonl", lenient)
-    if (DATA / name / "dev.jsonl").exists():
-        held = read_table(DATA / name / "dev.jsonl", lenient)
-    else:
-        train, held = _split(train)
+    train, held = load_split(name)
     return [e for e in train if e.label != OOS], [e for e in held if e.label != OOS]
 
 
-def knn5(train_x: np.ndarray, y: np.ndarray, held_x: np.ndarray, truth: np.ndarray) -> float:
-    similarity = held_x @ train_x.T
-    nearest = np.argsort(-similarity, axis=1)[:, :5]
-    right = 0
-    for i, row in enumerate(nearest):
-        weights: dict[str, float] = {}
-        for j in row:
-            weights[y[j]] = weights.get(y[j], 0.0) + float(similarity[i, j])
-        right += max(weights, key=lambda label: weights[label]) == truth[i]
-    return right / len(truth)
+def _lookup(
+    train: list[Example], held: list[Example], train_x: np.ndarray, held_x: np.ndarray
+) -> Callable[[Sequence[str]], np.ndarray]:
+    vectors = dict(zip([e.text for e in train + held], [*train_x, *held_x], strict=True))
+    return lambda texts: np.stack([vectors[t] for t in texts])
 
 
 def linear_heads(
@@ -87,7 +78,8 @@ def linear_heads(
         return {"accuracy": round(grid[chosen], 4), "best": chosen, "grid": grid}
 
     return {
-        "knn5": round(knn5(train_x, y, held_x, truth), 4),
+        # kNN-5 from the vectors already computed, not a second encoding pass.
+        "knn5": round(knn_accuracy(_lookup(train, held, train_x, held_x), train, held, 5), 4),
         "linear_dense": best([("", train_x, held_x)]),
         "linear_ngrams": best([("", train_t, held_t)]),
         "linear_both": best(

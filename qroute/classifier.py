@@ -390,6 +390,7 @@ def _allowed(scores: list[LabelScore], allowed: Sequence[str]) -> list[LabelScor
     """The head's probabilities over the allowed labels only, summing to one again."""
     if not allowed:
         return scores
-    kept = [s for s in scores if s.label in set(allowed)]
+    wanted = set(allowed)
+    kept = [s for s in scores if s.label in wanted]
     total = sum(s.score for s in kept) or 1.0
     return [LabelScore(s.label, s.score / total) for s in kept]

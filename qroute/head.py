@@ -44,6 +44,24 @@ def _unpack(text: str, shape: tuple[int, ...]) -> Matrix:
     return data.astype(np.float32).reshape(shape)
 
 
+def _lexical_features(
+    sparse: Sequence[SparseVector], lexicon: Lexicon, terms: dict[int, int], *, grow: bool
+) -> Any:
+    """The IDF-weighted n-gram vectors as a CSR matrix over ``terms``' columns. With
+    ``grow`` (fitting) unseen terms get new columns; otherwise (scoring) they are dropped."""
+    from scipy.sparse import csr_matrix
+
+    rows, columns, values = [], [], []
+    for row, vector in enumerate(sparse):
+        for term, value in zip(vector.indices, vector.values, strict=True):
+            column = terms.setdefault(term, len(terms)) if grow else terms.get(term)
+            if column is not None:
+                rows.append(row)
+                columns.append(column)
+                values.append(value * math.sqrt(lexicon.idf(term)))
+    return csr_matrix((values, (rows, columns)), shape=(len(sparse), len(terms)))
+
+
 @dataclass(frozen=True)
 class LinearHead:
     """Logits = dense @ W_dense.T + lexical @ W_terms.T + bias, one row per label."""
@@ -51,7 +69,7 @@ class LinearHead:
     labels: tuple[str, ...]
     bias: Matrix
     dense: Matrix | None
-    terms: Mapping[int, int]
+    terms: dict[int, int]
     lexical: Matrix | None
 
     def scores(
@@ -66,12 +84,8 @@ class LinearHead:
         if self.dense is not None and dense is not None:
             logits += dense @ self.dense.T
         if self.lexical is not None and sparse is not None and lexicon is not None:
-            for row, vector in enumerate(sparse):
-                for term, value in zip(vector.indices, vector.values, strict=True):
-                    column = self.terms.get(term)
-                    if column is not None:
-                        weight = value * math.sqrt(lexicon.idf(term))
-                        logits[row] += weight * self.lexical[:, column]
+            features = _lexical_features(sparse, lexicon, self.terms, grow=False)
+            logits += np.asarray(features @ self.lexical.T)
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -149,14 +163,7 @@ class HeadData:
             blocks.append(csr_matrix(dense))
         terms: dict[int, int] = {}
         if self._sparse and lexicon is not None:
-            rows, columns, values = [], [], []
-            for row, vector in enumerate(self._sparse):
-                for term, value in zip(vector.indices, vector.values, strict=True):
-                    rows.append(row)
-                    columns.append(terms.setdefault(term, len(terms)))
-                    values.append(value * math.sqrt(lexicon.idf(term)))
-            shape = (len(self._labels), len(terms))
-            blocks.append(csr_matrix((values, (rows, columns)), shape=shape))
+            blocks.append(_lexical_features(self._sparse, lexicon, terms, grow=True))
         features = hstack(blocks).tocsr()
         model = LogisticRegression(C=c, max_iter=3000).fit(features, self._labels)
         classes = tuple(str(label) for label in model.classes_)
