@@ -2,7 +2,7 @@
 
 One encoding and search pass (``precompute``) keeps, for each labelled query, its label
 groups at the largest k swept and the zero-shot score of every label in them. The sweep
-then replays the classifier's decision rule (``qroute.routing.classifier``) over those numbers for
+then replays the decision rule (``qroute.routing.vote``) over those numbers for
 every combination of similarity threshold, ambiguity margin, zero-shot threshold and k,
 vectorised with numpy, and picks the best under an objective. Per-label thresholds are
 then improved one label at a time. ``write_tuned`` puts the result into the config file,
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from qroute.config import RouterSettings, ZeroShotSettings
 from qroute.errors import NotIndexed
 from qroute.routing.classifier import Classifier
-from qroute.routing.vote import label_scores
+from qroute.routing.vote import replay, vote_arrays
 from qroute.routing.zeroshot import ZeroShotItem
 from qroute.types import Example, Group, LabelScore
 
@@ -112,79 +112,6 @@ async def precompute(
             bar.update(len(chunk))
     method = scorer.method(classifier.settings.zero_shot) if scorer is not None else ""
     return Precomputed([e.label for e in examples], groups_all, scores_all, method, heads_all)
-
-
-@dataclass
-class _Arrays:
-    """Per query, at one k: the vote's facts the decision rule needs, as numpy arrays."""
-
-    winner: np.ndarray  # label id, -1 without neighbours
-    best: np.ndarray  # best similarity of the winner
-    margin: np.ndarray  # first minus second label score (inf with one label)
-    sims: np.ndarray  # the winner's group similarities, padded with -inf
-    zs_label: np.ndarray  # best zero-shot label id among the vote's top_n, -1 if none
-    zs_score: np.ndarray
-
-
-def _arrays(
-    pre: Precomputed, k: int, router: RouterSettings, zs: ZeroShotSettings, ids: dict[str, int]
-) -> _Arrays:
-    n = len(pre.truth)
-    out = _Arrays(
-        np.full(n, -1),
-        np.full(n, -np.inf),
-        np.full(n, np.inf),
-        np.full((n, router.group_size), -np.inf),
-        np.full(n, -1),
-        np.full(n, -np.inf),
-    )
-    for q, groups in enumerate(pre.groups):
-        head = pre.head[q] if pre.head else None
-        scores: list[LabelScore] = head or label_scores(groups[:k], router.label_score)
-        if not scores:
-            continue
-        top = scores[0].label
-        out.winner[q] = ids[top]
-        # As in the classifier: the head's label must be among the k nearest labels.
-        winner = next((g for g in groups[:k] if g.label == top), None)
-        similarities = [h.similarity for h in winner.hits] if winner is not None else []
-        out.best[q] = similarities[0] if similarities else -np.inf
-        out.sims[q, : len(similarities)] = similarities
-        if len(scores) > 1:
-            out.margin[q] = scores[0].score - scores[1].score
-        candidates = (
-            [s.label for s in scores[: zs.top_n]]
-            if zs.candidates == "vote"
-            else list(pre.zero_shot[q])
-        )
-        scored = [(pre.zero_shot[q][c], c) for c in candidates if c in pre.zero_shot[q]]
-        if scored:
-            score, label = max(scored)
-            out.zs_label[q], out.zs_score[q] = ids.setdefault(label, len(ids)), score
-    return out
-
-
-def _decide(
-    a: _Arrays,
-    thresholds: np.ndarray,
-    margin: float,
-    min_agreeing: int,
-    zs_threshold: float,
-    single: bool,
-    method: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted label id or -1, used zero-shot) for every query."""
-    agreeing = (a.sims >= thresholds[:, None]).sum(axis=1)
-    leave = (a.best < thresholds) | (a.margin < margin)
-    if min_agreeing > 1:
-        leave |= agreeing < min_agreeing
-    if not method:
-        zs_answer = np.full_like(a.winner, -1)
-    elif single:
-        zs_answer = a.zs_label
-    else:
-        zs_answer = np.where(a.zs_score >= zs_threshold, a.zs_label, -1)
-    return np.where(leave, zs_answer, a.winner), leave & bool(method)
 
 
 @dataclass(frozen=True)
@@ -282,13 +209,13 @@ def sweep(
     )
     best_value, best = -np.inf, None
     evaluated = 0
-    arrays = {k: _arrays(pre, k, router, zs, ids) for k in ks}
+    arrays = {k: vote_arrays(pre.groups, pre.head, pre.zero_shot, k, router, zs, ids) for k in ks}
     # Largest k first, so a tie keeps it: fewer labels fetched gained nothing, and a
     # smaller k only removes labels the head (or a later table) may pick.
     for k, margin, z in itertools.product(ks[::-1], margins, zero_shot_thresholds):
         a = arrays[k]
         for t in thresholds:
-            pred, used = _decide(
+            pred, used = replay(
                 a, np.full(len(truth), t), margin, router.min_agreeing, z, single, pre.method
             )
             figures = _score(pred, used, truth, oos)
@@ -313,7 +240,7 @@ def sweep(
                 continue
             for candidate in thresholds:
                 trial = np.where(rows, candidate, current)
-                pred, used = _decide(a, trial, margin, router.min_agreeing, z, single, pre.method)
+                pred, used = replay(a, trial, margin, router.min_agreeing, z, single, pre.method)
                 trial_figures = _score(pred, used, truth, oos)
                 value = _objective(trial_figures, objective, target)
                 if value > best_value + min_gain:
@@ -326,7 +253,7 @@ def sweep(
         "oos_recall": [],
     }
     for candidate in thresholds:
-        pred, used = _decide(
+        pred, used = replay(
             a, np.full(len(truth), candidate), margin, router.min_agreeing, z, single, pre.method
         )
         f = _score(pred, used, truth, oos)
@@ -355,7 +282,7 @@ def sweep(
 def predict(pre: Precomputed, router: RouterSettings, zs: ZeroShotSettings) -> list[str | None]:
     """The decisions the sweep would make for exactly these settings (for checks)."""
     ids = pre.label_ids()
-    a = _arrays(pre, router.k, router, zs, ids)
+    a = vote_arrays(pre.groups, pre.head, pre.zero_shot, router.k, router, zs, ids)
     names = {i: label for label, i in ids.items()}
     thresholds = np.array(
         [
@@ -364,7 +291,7 @@ def predict(pre: Precomputed, router: RouterSettings, zs: ZeroShotSettings) -> l
         ]
     )
     single = zs.mode == "single" and pre.method.startswith("nli")
-    pred, _ = _decide(
+    pred, _ = replay(
         a, thresholds, router.min_margin, router.min_agreeing, zs.threshold, single, pre.method
     )
     return [None if int(p) == -1 else names[int(p)] for p in pred]

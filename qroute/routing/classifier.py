@@ -25,17 +25,15 @@ from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
 from qroute.routing.head import LinearHead
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
-from qroute.routing.vote import label_scores, shares
+from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
 from qroute.types import (
     Decision,
-    FallbackReason,
     Group,
     LabelScore,
     Prediction,
     Query,
-    Thresholds,
 )
 
 __all__ = ["Classifier", "IndexState"]
@@ -52,17 +50,6 @@ class IndexState:
     labels: tuple[str, ...]
     lexicon: Lexicon | None = None
     head: LinearHead | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Vote:
-    groups: list[Group]
-    scores: list[LabelScore]
-    reasons: tuple[FallbackReason, ...]
-    thresholds: Thresholds
-    detail: str
-    # The scores are the head's probabilities, not the vote's similarity scores.
-    head: bool = False
 
 
 class Classifier:
@@ -232,59 +219,7 @@ class Classifier:
         )
         return [_allowed(s, labels) for s, labels in zip(scored, allowed, strict=True)]
 
-    def _vote(self, groups: list[Group], head: list[LabelScore] | None = None) -> _Vote:
-        router, zero_shot = self.settings.router, self.settings.zero_shot
-        scores = head if head is not None else label_scores(groups, router.label_score)
-        if not scores:
-            thresholds = Thresholds(
-                router.similarity_threshold,
-                router.min_margin,
-                router.min_agreeing,
-                zero_shot.threshold,
-            )
-            return _Vote(
-                groups, scores, (FallbackReason.LOW_SIMILARITY,), thresholds, "no neighbours"
-            )
-        top = scores[0]
-        threshold = router.threshold_for(top.label)
-        thresholds = Thresholds(
-            threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
-        )
-        winner = next((g for g in groups if g.label == top.label), None)
-        hits = winner.hits if winner is not None else ()
-        best = hits[0].similarity if hits else -1.0
-        agreeing = sum(1 for hit in hits if hit.similarity >= threshold)
-        margin = top.score - scores[1].score if len(scores) > 1 else float("inf")
-
-        reasons = []
-        parts = [f"head p={top.score:.3f} for {top.label!r}"] if head is not None else []
-        if not hits:
-            reasons.append(FallbackReason.LOW_SIMILARITY)
-            parts.append(f"no example of {top.label!r} among the {router.k} nearest labels")
-        elif best < threshold:
-            reasons.append(FallbackReason.LOW_SIMILARITY)
-            parts.append(f"best similarity {best:.3f} < threshold {threshold:.3f}")
-        else:
-            parts.append(f"best similarity {best:.3f} >= threshold {threshold:.3f}")
-        if margin < router.min_margin:
-            reasons.append(FallbackReason.AMBIGUOUS)
-            second = scores[1].label
-            parts.append(
-                f"margin {margin:.3f} over {second!r} < {router.min_margin:.3f} (ambiguous)"
-            )
-        if router.min_agreeing > 1 and agreeing < router.min_agreeing:
-            reasons.append(FallbackReason.FEW_AGREEING)
-            parts.append(
-                f"{agreeing} of {top.label!r}'s neighbours reach the threshold "
-                f"< {router.min_agreeing} needed"
-            )
-        elif not reasons:
-            parts.append(f"{agreeing} of the {len(hits)} nearest {top.label!r} examples reach it")
-        return _Vote(
-            groups, scores, tuple(reasons), thresholds, "; ".join(parts), head=head is not None
-        )
-
-    def _candidates(self, query: Query, vote: _Vote, index: IndexState) -> tuple[str, ...]:
+    def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
         settings = self.settings.zero_shot
         if settings.candidates == "all" or not vote.scores:
             labels = query.allowed_labels or index.labels
@@ -306,7 +241,11 @@ class Classifier:
             group_size=router.group_size,
         )
         heads = await self.head_scores(index, embedded, [q.allowed_labels for q in queries])
-        votes = [self._vote(groups, h) for groups, h in zip(found, heads, strict=True)]
+        router_settings, zero_shot_settings = self.settings.router, self.settings.zero_shot
+        votes = [
+            take_vote(groups, router_settings, zero_shot_settings, h)
+            for groups, h in zip(found, heads, strict=True)
+        ]
 
         scorer = self.zero_shot
         fallback = [i for i, vote in enumerate(votes) if vote.reasons]
@@ -334,7 +273,7 @@ class Classifier:
     def _decide(
         self,
         query: Query,
-        vote: _Vote,
+        vote: Vote,
         index: IndexState,
         zero_shot: list[LabelScore] | None,
         method: str,
@@ -355,7 +294,7 @@ class Classifier:
             threshold = settings.zero_shot.threshold
             best = zero_shot[0] if zero_shot else LabelScore("", 0.0)
             single = method == "nli-single"
-            if zero_shot and (single or best.score >= threshold):
+            if zero_shot and zero_shot_accepts(best.score, threshold, single):
                 decision, label, confidence = Decision.ZERO_SHOT, best.label, best.score
                 rule = "single-label mode" if single else f">= {threshold:.3f}"
                 verdict = f"{method} {best.score:.3f} for {best.label!r} ({rule})"

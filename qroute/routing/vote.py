@@ -1,15 +1,38 @@
-"""The kNN vote: label groups in, label scores out. Pure functions, no I/O."""
+"""The kNN vote and the decision rule: label groups in, a label or a fallback out.
+
+Pure functions, no I/O. This module is the one owner of the rule that decides when the
+neighbours answer and when the zero-shot scorer takes over: the classifier applies it to
+one query at a time (``take_vote``, ``zero_shot_accepts``), and ``qroute tune`` replays it
+over thousands of queries and threshold combinations at once (``vote_arrays``,
+``replay``). Both go through ``leave_reasons``, which works on floats and numpy arrays
+alike, so the two cannot drift apart (tests/unit/test_vote.py checks it).
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from qroute.types import Group, LabelScore
+import numpy as np
+import numpy.typing as npt
 
-__all__ = ["label_scores", "shares"]
+from qroute.config import RouterSettings, ZeroShotSettings
+from qroute.types import FallbackReason, Group, LabelScore, Thresholds
+
+__all__ = [
+    "Vote",
+    "VoteArrays",
+    "label_scores",
+    "leave_reasons",
+    "replay",
+    "shares",
+    "take_vote",
+    "vote_arrays",
+    "zero_shot_accepts",
+]
 
 
 def label_scores(
@@ -40,3 +63,174 @@ def shares(scores: Sequence[LabelScore], temperature: float) -> list[LabelScore]
     total = sum(weights)
     ranked = [LabelScore(s.label, w / total) for s, w in zip(scores, weights, strict=True)]
     return sorted(ranked, key=lambda s: s.score, reverse=True)
+
+
+def leave_reasons(
+    best: Any, margin: Any, agreeing: Any, threshold: Any, min_margin: float, min_agreeing: int
+) -> tuple[Any, Any, Any]:
+    """The gate, elementwise over floats or numpy arrays: whether the winner's best
+    similarity is below its threshold, the margin over the second label below
+    ``min_margin``, and (with ``min_agreeing`` > 1) too few of its neighbours at the
+    threshold. Any of the three sends the query to the fallback."""
+    low = best < threshold
+    ambiguous = margin < min_margin
+    few = (agreeing < min_agreeing) & (min_agreeing > 1)
+    return low, ambiguous, few
+
+
+def zero_shot_accepts(score: Any, threshold: float, single: bool) -> Any:
+    """Whether a zero-shot score answers (elementwise): always in single-label NLI mode
+    (a softmax across labels always picks one), else at or above the threshold."""
+    return (score >= threshold) | single
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One query's vote: its groups, label scores (the head's probabilities when
+    ``head``), why it leaves kNN (empty: it answers), the thresholds that applied, and
+    the explanation."""
+
+    groups: tuple[Group, ...]
+    scores: tuple[LabelScore, ...]
+    reasons: tuple[FallbackReason, ...]
+    thresholds: Thresholds
+    detail: str
+    head: bool = False
+
+
+def take_vote(
+    groups: Sequence[Group],
+    router: RouterSettings,
+    zero_shot: ZeroShotSettings,
+    head: Sequence[LabelScore] | None = None,
+) -> Vote:
+    """Apply the decision rule to one query's label groups (and the head's scores)."""
+    scores = tuple(head) if head is not None else tuple(label_scores(groups, router.label_score))
+    if not scores:
+        thresholds = Thresholds(
+            router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
+        )
+        return Vote(
+            tuple(groups), scores, (FallbackReason.LOW_SIMILARITY,), thresholds, "no neighbours"
+        )
+    top = scores[0]
+    threshold = router.threshold_for(top.label)
+    thresholds = Thresholds(threshold, router.min_margin, router.min_agreeing, zero_shot.threshold)
+    # The head's label must be among the k nearest labels: its neighbours gate it.
+    winner = next((g for g in groups if g.label == top.label), None)
+    hits = winner.hits if winner is not None else ()
+    best = hits[0].similarity if hits else -math.inf
+    agreeing = sum(1 for hit in hits if hit.similarity >= threshold)
+    margin = top.score - scores[1].score if len(scores) > 1 else math.inf
+    low, ambiguous, few = leave_reasons(
+        best, margin, agreeing, threshold, router.min_margin, router.min_agreeing
+    )
+
+    reasons = []
+    parts = [f"head p={top.score:.3f} for {top.label!r}"] if head is not None else []
+    if not hits:
+        parts.append(f"no example of {top.label!r} among the {router.k} nearest labels")
+    elif low:
+        parts.append(f"best similarity {best:.3f} < threshold {threshold:.3f}")
+    else:
+        parts.append(f"best similarity {best:.3f} >= threshold {threshold:.3f}")
+    if low:
+        reasons.append(FallbackReason.LOW_SIMILARITY)
+    if ambiguous:
+        reasons.append(FallbackReason.AMBIGUOUS)
+        parts.append(
+            f"margin {margin:.3f} over {scores[1].label!r} < {router.min_margin:.3f} (ambiguous)"
+        )
+    if few:
+        reasons.append(FallbackReason.FEW_AGREEING)
+        parts.append(
+            f"{agreeing} of {top.label!r}'s neighbours reach the threshold "
+            f"< {router.min_agreeing} needed"
+        )
+    elif not reasons:
+        parts.append(f"{agreeing} of the {len(hits)} nearest {top.label!r} examples reach it")
+    return Vote(
+        tuple(groups), scores, tuple(reasons), thresholds, "; ".join(parts), head=head is not None
+    )
+
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class VoteArrays:
+    """Per query, at one k: the facts the decision rule needs, as numpy arrays."""
+
+    winner: IntArray  # label id, -1 without neighbours
+    best: FloatArray  # best similarity of the winner (-inf: none among the k labels)
+    margin: FloatArray  # first minus second label score (inf with one label)
+    sims: FloatArray  # the winner's group similarities, padded with -inf
+    zs_label: IntArray  # best zero-shot label id among the candidates, -1 if none
+    zs_score: FloatArray
+
+
+def vote_arrays(
+    groups: Sequence[Sequence[Group]],
+    heads: Sequence[Sequence[LabelScore] | None],
+    zero_shot: Sequence[Mapping[str, float]],
+    k: int,
+    router: RouterSettings,
+    zs: ZeroShotSettings,
+    ids: dict[str, int],
+) -> VoteArrays:
+    """The vote's facts for every query at ``k``, for ``replay``. ``ids`` numbers the
+    labels; a zero-shot label it lacks is added."""
+    n = len(groups)
+    out = VoteArrays(
+        np.full(n, -1),
+        np.full(n, -np.inf),
+        np.full(n, np.inf),
+        np.full((n, router.group_size), -np.inf),
+        np.full(n, -1),
+        np.full(n, -np.inf),
+    )
+    for q, query_groups in enumerate(groups):
+        head = heads[q] if heads else None
+        scores = list(head) if head else label_scores(query_groups[:k], router.label_score)
+        if not scores:
+            continue
+        top = scores[0].label
+        out.winner[q] = ids[top]
+        winner = next((g for g in query_groups[:k] if g.label == top), None)
+        similarities = [h.similarity for h in winner.hits] if winner is not None else []
+        out.best[q] = similarities[0] if similarities else -np.inf
+        out.sims[q, : len(similarities)] = similarities
+        if len(scores) > 1:
+            out.margin[q] = scores[0].score - scores[1].score
+        candidates = (
+            [s.label for s in scores[: zs.top_n]] if zs.candidates == "vote" else list(zero_shot[q])
+        )
+        scored = [(zero_shot[q][c], c) for c in candidates if c in zero_shot[q]]
+        if scored:
+            score, label = max(scored)
+            out.zs_label[q], out.zs_score[q] = ids.setdefault(label, len(ids)), score
+    return out
+
+
+def replay(
+    a: VoteArrays,
+    thresholds: FloatArray,
+    margin: float,
+    min_agreeing: int,
+    zs_threshold: float,
+    single: bool,
+    method: str,
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """The decision for every query at once, ``thresholds`` per query: (predicted label
+    id or -1 for NO_MATCH, whether the zero-shot scorer answered)."""
+    agreeing = (a.sims >= thresholds[:, None]).sum(axis=1)
+    low, ambiguous, few = leave_reasons(
+        a.best, a.margin, agreeing, thresholds, margin, min_agreeing
+    )
+    leave = low | ambiguous | few
+    if not method:
+        zs_answer = np.full_like(a.winner, -1)
+    else:
+        zs_answer = np.where(zero_shot_accepts(a.zs_score, zs_threshold, single), a.zs_label, -1)
+    return np.where(leave, zs_answer, a.winner), leave & bool(method)
