@@ -10,7 +10,8 @@ directory (embedded Qdrant Edge, one process at a time per version) or an
 Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
 ``server.index_poll_s``/``config_poll_s``. Restart-only: ``retrieval.mode``, ``encoder.*``,
 ``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``, ``server.bind`` and
-``server.metrics_port``; a reload that changes them keeps the running values and says so.
+``server.metrics_port``/``metrics_host``; a reload that changes them keeps the running values
+and says so (``Settings.reloaded`` is the one place that decides).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_FILE = "qroute.yaml"
+# Restart-only: the sections and fields a hot reload keeps at their running values.
 RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
+RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host")
 
 
 class _Section(BaseModel):
@@ -336,20 +339,25 @@ class Settings(BaseSettings):
         digest = hashlib.sha256(self.model_dump_json().encode("utf-8")).hexdigest()
         return digest[:12]
 
-    def restart_only_changes(self, new: Settings) -> list[str]:
-        """The restart-only fields that differ in ``new`` (they cannot be hot-reloaded)."""
-        changed = []
-        for section in RESTART_ONLY:
-            if getattr(self, section) != getattr(new, section):
-                changed.append(section)
+    def reloaded(self, new: Settings) -> tuple[Settings, list[str]]:
+        """What a hot reload to ``new`` runs: ``new`` with every restart-only value kept
+        from these running settings, and the names of those that ``new`` would have
+        changed (they take effect at the next restart)."""
+        kept = [
+            section for section in RESTART_ONLY if getattr(self, section) != getattr(new, section)
+        ]
+        update: dict[str, Any] = {section: getattr(self, section) for section in RESTART_ONLY}
         if self.retrieval.mode != new.retrieval.mode:
-            changed.append("retrieval.mode")
-        if (
-            self.server.bind != new.server.bind
-            or self.server.metrics_port != new.server.metrics_port
-        ):
-            changed.append("server.bind/metrics_port")
-        return changed
+            kept.append("retrieval.mode")
+        update["retrieval"] = new.retrieval.model_copy(update={"mode": self.retrieval.mode})
+        server_fields = {name: getattr(self.server, name) for name in RESTART_ONLY_SERVER}
+        kept += [
+            f"server.{name}"
+            for name, value in server_fields.items()
+            if getattr(new.server, name) != value
+        ]
+        update["server"] = new.server.model_copy(update=server_fields)
+        return new.model_copy(update=update), kept
 
     @classmethod
     def settings_customise_sources(

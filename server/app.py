@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from qroute.config import RESTART_ONLY, Settings
+from qroute.config import Settings
 from qroute.errors import NotReady, QrouteError
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
@@ -123,16 +123,9 @@ class RouterApp:
     async def apply_settings(self, new: Settings) -> None:
         """Hot-reload: swap in a classifier on ``new``, keeping restart-only sections."""
         assert self.classifier is not None
-        old = self.settings
-        changed = old.restart_only_changes(new)
-        if changed:
-            log.warning("config changes to %s need a restart; running values kept", changed)
-            update = {section: getattr(old, section) for section in RESTART_ONLY}
-            server = new.server.model_copy(
-                update={"bind": old.server.bind, "metrics_port": old.server.metrics_port}
-            )
-            retrieval = new.retrieval.model_copy(update={"mode": old.retrieval.mode})
-            new = new.model_copy(update={**update, "server": server, "retrieval": retrieval})
+        new, kept = self.settings.reloaded(new)
+        if kept:
+            log.warning("config changes to %s need a restart; running values kept", kept)
         nli = None
         if new.zero_shot.method == "nli" and self.classifier.nli is None:
             from qroute.routing.zeroshot import NLIZeroShot

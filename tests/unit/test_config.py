@@ -83,11 +83,23 @@ def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
 
 def test_retrieval_mode_and_ngrams_are_restart_only_but_fusion_reloads() -> None:
     old = Settings()
-    assert old.restart_only_changes(Settings(retrieval={"mode": "hybrid"})) == ["retrieval.mode"]
-    assert old.restart_only_changes(Settings(lexical={"ngram_max": 4})) == ["lexical"]
-    assert (
-        old.restart_only_changes(Settings(retrieval={"fusion": "rrf", "dense_weight": 0.3})) == []
+    assert old.reloaded(Settings(retrieval={"mode": "hybrid"}))[1] == ["retrieval.mode"]
+    assert old.reloaded(Settings(lexical={"ngram_max": 4}))[1] == ["lexical"]
+    assert old.reloaded(Settings(retrieval={"fusion": "rrf", "dense_weight": 0.3}))[1] == []
+
+
+def test_a_reload_runs_the_new_settings_with_restart_only_values_kept() -> None:
+    old = Settings()
+    new = Settings(
+        retrieval={"mode": "hybrid", "fusion": "rrf"},
+        server={"bind": "0.0.0.0:1", "index_poll_s": 9.0},
+        router={"k": 3},
     )
+    running, kept = old.reloaded(new)
+    assert kept == ["retrieval.mode", "server.bind"]
+    assert running.retrieval.mode == old.retrieval.mode and running.retrieval.fusion == "rrf"
+    assert running.server.bind == old.server.bind and running.server.index_poll_s == 9.0
+    assert running.router.k == 3
 
 
 def test_lexical_mode_turns_zero_shot_off_unless_a_method_is_chosen() -> None:
