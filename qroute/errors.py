@@ -5,6 +5,7 @@ QrouteError
  ├── ConfigError          the config file or an override is invalid (names the field)
  ├── TableError           a row of the labelled table is invalid (names file:row and field)
  ├── ModelLoadError       a model could not be found locally nor fetched from the hub
+ ├── MissingDependency    an optional package (an extra) the command needs is not installed
  ├── InvalidQuery         the request itself is unusable (empty or over-long text)
  ├── NotIndexed           no index version has been published yet
  │    ├── VersionMissing   the version being searched was dropped after a newer one was published
@@ -24,6 +25,7 @@ __all__ = [
     "EncoderMismatch",
     "IndexWriteError",
     "InvalidQuery",
+    "MissingDependency",
     "ModelLoadError",
     "NotIndexed",
     "NotReady",
@@ -54,6 +56,10 @@ class TableError(QrouteError):
 
 
 class ModelLoadError(QrouteError):
+    pass
+
+
+class MissingDependency(QrouteError):
     pass
 
 

@@ -1,12 +1,15 @@
-"""Find a model on disk or on the Hugging Face hub, failing fast with a usable message."""
+"""What qroute loads from outside itself: a model from disk or the Hugging Face hub, and an
+optional package from one of its extras; both fail fast with a usable message."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
-from qroute.errors import ModelLoadError
+from qroute.errors import MissingDependency, ModelLoadError
 
-__all__ = ["resolve_model"]
+__all__ = ["optional_import", "resolve_model"]
 
 
 def resolve_model(name_or_path: str, role: str, env_var: str) -> str:
@@ -38,4 +41,16 @@ def resolve_model(name_or_path: str, role: str, env_var: str) -> str:
             f"and point qroute at the copy: {env_var}=DIR, or the same key in qroute.yaml. "
             "To run with no model at all, use lexical retrieval: QROUTE_RETRIEVAL__MODE=lexical "
             "(retrieval.mode: lexical; see the README's quickstart without models)."
+        ) from exc
+
+
+def optional_import(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import ``module``, which only the ``extra`` installs; raises MissingDependency
+    naming what needs it and the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{purpose} needs {module.split('.')[0]}, which the router's install leaves out: "
+            f"pip install 'qroute[{extra}]'"
         ) from exc

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.embedding.lexical import Lexicon
+from qroute.hub import optional_import
 from qroute.types import LabelScore, SparseVector
 
 __all__ = ["HeadData", "LinearHead"]
@@ -151,8 +152,10 @@ class HeadData:
     def fit(self, lexicon: Lexicon | None, c: float) -> LinearHead:
         """Multinomial logistic regression (scikit-learn, L2 penalty ``1/c``)."""
         from scipy.sparse import csr_matrix, hstack
-        from sklearn.linear_model import LogisticRegression
 
+        linear_model = optional_import(
+            "sklearn.linear_model", "index", "index.head (the linear head)"
+        )
         if len(set(self._labels)) < 2:
             raise ValueError("a head needs at least two labels")
         blocks: list[Any] = []
@@ -165,7 +168,7 @@ class HeadData:
         if self._sparse and lexicon is not None:
             blocks.append(_lexical_features(self._sparse, lexicon, terms, grow=True))
         features = hstack(blocks).tocsr()
-        model = LogisticRegression(C=c, max_iter=3000).fit(features, self._labels)
+        model = linear_model.LogisticRegression(C=c, max_iter=3000).fit(features, self._labels)
         classes = tuple(str(label) for label in model.classes_)
         weights = model.coef_.astype(np.float32)
         bias = model.intercept_.astype(np.float32)
