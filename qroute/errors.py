@@ -9,7 +9,8 @@ QrouteError
  ├── InvalidQuery         the request itself is unusable (empty or over-long text)
  ├── NotIndexed           no index version has been published yet
  │    ├── VersionMissing   the version being searched was dropped after a newer one was published
- │    └── EncoderMismatch  the published version was built with another encoder
+ │    ├── EncoderMismatch  the published version was built with another encoder
+ │    └── IndexFormatError a version's metadata is not in the format the indexer writes
  ├── StoreUnavailable     the vector store cannot be reached
  ├── NotReady             the router is still loading its models
  ├── Overloaded           too many requests are queued; retry later
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "EncoderMismatch",
+    "IndexFormatError",
     "IndexWriteError",
     "InvalidQuery",
     "MissingDependency",
@@ -96,4 +98,8 @@ class DeadlineExceeded(QrouteError):
 
 
 class EncoderMismatch(NotIndexed):
+    pass
+
+
+class IndexFormatError(NotIndexed):
     pass
