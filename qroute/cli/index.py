@@ -1,0 +1,93 @@
+"""``qroute index``: validate a table, index and publish it; list, roll back versions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from qroute.cli.common import Command, settings_of, with_config
+from qroute.config import Settings
+from qroute.errors import ConfigError
+
+__all__ = ["COMMANDS"]
+
+
+def _arguments(index: argparse.ArgumentParser) -> None:
+    with_config(index)
+    index.add_argument(
+        "table", nargs="?", help="CSV, TSV, JSONL or Parquet file with text and label columns"
+    )
+    index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    index.add_argument(
+        "--check", action="store_true", help="print the validation report, write nothing"
+    )
+    index.add_argument("--encoding", help="force the table's text encoding (e.g. cp949)")
+    index.add_argument(
+        "--full", action="store_true", help="re-embed every row even if the encoder is unchanged"
+    )
+    index.add_argument(
+        "--holdout", help="labelled file whose accuracy must not drop (index.holdout_tolerance)"
+    )
+    index.add_argument(
+        "--rollback", action="store_true", help="publish the previous kept version again"
+    )
+    index.add_argument("--list", action="store_true", help="list the index versions")
+
+
+def _list(settings: Settings) -> int:
+    from qroute_indexer import list_versions
+
+    rows = asyncio.run(list_versions(settings))
+    header = ("version", "state", "points", "labels", "head", "created", "encoder")
+    line = "{:<24} {:<10} {:>8} {:>6} {:>4}  {:<25} {}"
+    print(line.format(*header))
+    for row in rows:
+        state = "published*" if row.current else ("kept" if row.published else "draft")
+        points = "?" if row.points is None else str(row.points)
+        head = "yes" if row.head else "no"
+        values = (row.name, state, points, row.labels, head, row.created_at, row.encoder)
+        print(line.format(*values))
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from qroute_indexer import rollback, run_index
+
+    from qroute.table import scan_table
+
+    settings = settings_of(args)
+    if args.encoding:
+        table = settings.table.model_copy(update={"encoding": args.encoding})
+        settings = settings.model_copy(update={"table": table})
+    if args.list:
+        return _list(settings)
+    if args.rollback:
+        was, now = asyncio.run(rollback(settings))
+        print(f"rolled back: {now} is published again (was {was})")
+        return 0
+    if not args.table:
+        raise ConfigError("qroute index needs a TABLE (or --list / --rollback)")
+    if args.check:
+        scanned = scan_table(args.table, settings.table)
+        print(scanned.render(limit=1000))
+        return 1 if scanned.errors else 0
+    report = asyncio.run(
+        run_index(
+            settings,
+            args.table,
+            progress=not args.no_progress,
+            full=args.full,
+            holdout=args.holdout,
+        )
+    )
+    replaced = f", replacing {report.previous}" if report.previous else ""
+    print(
+        f"published {report.version}: {report.rows} rows, {len(report.labels)} labels{replaced} "
+        f"({report.mode}: {report.embedded} embedded, {report.reused} reused)"
+    )
+    if report.dropped:
+        print(f"dropped old versions: {', '.join(report.dropped)}")
+    return 0
+
+
+COMMANDS = (Command("index", "index a labelled table and publish it", _arguments, _index),)
