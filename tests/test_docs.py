@@ -1,0 +1,83 @@
+"""The documentation names what the code has: every setting has a row in
+docs/configuration.md, and no row names a setting that does not exist."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from qroute.config import RESTART_ONLY, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+# A row of the key table: "| `section.key` | default | meaning | reload |".
+ROW = re.compile(r"^\|\s*`([a-z_]+(?:\.[a-z_]+)+)`\s*\|(.*)\|\s*$")
+
+
+def _models(annotation: object) -> list[type[BaseModel]]:
+    """The pydantic models inside a field's annotation (``X``, ``X | None``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+    return []
+
+
+def setting_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every leaf field of ``model`` as a dotted key, recursing into nested sections."""
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        nested = _models(field.annotation)
+        if nested:
+            for sub in nested:
+                keys |= setting_keys(sub, f"{dotted}.")
+        else:
+            keys.add(dotted)
+    return keys
+
+
+def documented_rows() -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    for line in CONFIGURATION.read_text(encoding="utf-8").splitlines():
+        match = ROW.match(line)
+        if match:
+            key, rest = match.groups()
+            assert key not in rows, f"docs/configuration.md: `{key}` has two rows"
+            rows[key] = [cell.strip() for cell in rest.split("|")]
+    return rows
+
+
+def test_walk_finds_nested_and_optional_sections() -> None:
+    keys = setting_keys(Settings)
+    assert {"router.k", "store.api_key", "lexical.dimensions", "tuned.figures"} <= keys
+    assert "router" not in keys and "tuned" not in keys
+
+
+def test_every_setting_has_a_row() -> None:
+    missing = sorted(setting_keys(Settings) - documented_rows().keys())
+    assert not missing, (
+        "docs/configuration.md lacks a row for "
+        + ", ".join(missing)
+        + ": add '| `section.key` | default | meaning | reload |' to its key table"
+    )
+
+
+def test_no_row_names_a_missing_setting() -> None:
+    unknown = sorted(documented_rows().keys() - setting_keys(Settings))
+    assert not unknown, f"docs/configuration.md documents settings that do not exist: {unknown}"
+
+
+def test_restart_only_sections_say_so() -> None:
+    rows = documented_rows()
+    wrong = sorted(
+        key
+        for key, cells in rows.items()
+        if (key.split(".")[0] in RESTART_ONLY or key == "retrieval.mode") and cells[-1] != "restart"
+    )
+    assert not wrong, f"docs/configuration.md: these need a restart (qroute/config.py): {wrong}"
