@@ -3,6 +3,7 @@ docs/configuration.md, and no row names a setting that does not exist."""
 
 from __future__ import annotations
 
+import html
 import re
 import types
 import typing
@@ -119,3 +120,24 @@ def test_links_between_pages_resolve() -> None:
             elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_figures_are_rendered_from_their_sources() -> None:
+    """Every text line of a figure's Graphviz source is in its SVG: an edited .dot that
+    was not re-rendered (`make docs-figures`) fails here, without Graphviz installed."""
+    sources = sorted((ROOT / "docs" / "figures").glob("*.dot"))
+    assert sources, "docs/figures holds no Graphviz source"
+    for source in sources:
+        svg = source.with_suffix(".svg")
+        assert svg.exists(), f"{svg.relative_to(ROOT)} is missing: run `make docs-figures`"
+        rendered = {
+            re.sub(r"\s+", " ", html.unescape(text)).strip()
+            for text in re.findall(r"<text[^>]*>(.*?)</text>", svg.read_text(encoding="utf-8"))
+        }
+        for label in re.findall(r'label="((?:[^"\\]|\\.)*)"', source.read_text(encoding="utf-8")):
+            for line in label.split("\\n"):
+                line = re.sub(r"\s+", " ", line).strip()
+                assert line in rendered, (
+                    f"{svg.relative_to(ROOT)} lacks {line!r} from {source.name}: "
+                    "run `make docs-figures` and commit the SVG"
+                )
