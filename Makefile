@@ -4,7 +4,7 @@ VENV ?= .venv
 # The CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo demo-lexical test stubs
+.PHONY: install demo demo-lexical test stubs docs-figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,8 @@ test: install
 
 stubs: install
 	$(VENV)/bin/python proto/generate.py
+
+# The figures in docs/ are rendered from their Graphviz sources (needs `dot`:
+# Debian's graphviz package). Edit the .dot file, then run this and commit both.
+docs-figures:
+	for f in docs/figures/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg"; done

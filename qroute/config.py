@@ -105,8 +105,8 @@ class RetrievalSettings(_Section):
     # and the vote use the hybrid similarity, never a fused rank score.
     fusion: Literal["blend", "rrf"] = "blend"
     # hybrid similarity = dense_weight * dense cosine + (1 - dense_weight) * lexical cosine.
-    # 0.8: chosen by 5-fold cross-validation on ParaKQC with multilingual-e5-small (see
-    # bench/bench_retrieval.py); a lexical cosine spreads wider than a dense one.
+    # 0.8: chosen by cross-validation on ParaKQC, never on the evaluation rows (see
+    # bench/RESULTS.md, retrieval modes); a lexical cosine spreads wider than a dense one.
     dense_weight: float = Field(0.8, ge=0.0, le=1.0)
     # hybrid: examples fetched from each side before fusing.
     candidates: int = Field(32, ge=1, le=4096)
@@ -118,7 +118,7 @@ class NLISettings(_Section):
     model: str = "Huffon/klue-roberta-base-nli"
     device: str = "cpu"
     max_length: int = Field(128, ge=8, le=4096)
-    # int8: dynamic int8 quantisation of the linear layers on CPU, about 3x faster
+    # int8: dynamic int8 quantisation of the linear layers on CPU, for faster (bench/RESULTS.md)
     # zero-shot scoring; check its accuracy on your data (`qroute eval`) before use.
     quantize: Literal["none", "int8"] = "none"
 

@@ -231,8 +231,8 @@ def sweep(
         names = {i: label for label, i in ids.items()}
         current = np.full(len(truth), t)
         # A per-label threshold must be earned: it needs enough queries that label wins,
-        # and must gain at least two of them, or it fits noise (measured: 42 overrides
-        # that reached 0.90 OOS recall on 100 training rows gave 0.63 on CLINC150 dev).
+        # and must gain at least two of them, or it fits noise (bench/RESULTS.md,
+        # evaluate and tune: CLINC150's per-label overrides without this rule).
         min_gain = 2.0 / len(truth)
         for label_id in sorted(set(a.winner.tolist()) - {-1}):
             rows = a.winner == label_id

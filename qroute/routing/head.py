@@ -2,8 +2,8 @@
 
 The kNN vote weighs every dimension and every character n-gram alike; a multinomial
 logistic regression over the same features learns which of them tell the labels apart
-("커튼" for shopping, "습도" for weather). On StyleKQC that is +3 points over the hybrid
-vote (see the README's results). The head only picks the label: the neighbours still
+("커튼" for shopping, "습도" for weather). What that gains on real data is in
+bench/RESULTS.md. The head only picks the label: the neighbours still
 gate the answer (thresholds, fallback) and explain it.
 
 Features are what the retriever embeds: the unit dense vector, and in lexical and hybrid

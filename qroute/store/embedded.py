@@ -1,7 +1,7 @@
 """EmbeddedStore: Qdrant Edge (the Qdrant engine in-process), no server needed.
 
-Chosen over qdrant-client's local mode by measurement (bench/bench_store.py): the
-same search at 10k x 384 is several times faster, and each version is its own
+Chosen over qdrant-client's local mode by measurement (bench/RESULTS.md): the
+same search is faster, and each version is its own
 directory, so an indexer process can write a new version while a router process
 serves the published one.
 
@@ -57,7 +57,7 @@ _CURRENT = "CURRENT"
 _PUBLISHED = ".published"
 # A writing shard keeps what it was sent in memory until it is closed; closing and
 # reopening it this often keeps a million-row index under a few hundred MB of RSS
-# (measured: +61 MB for 200k x 384 instead of +366 MB) at no measurable cost.
+# (see bench/RESULTS.md, indexer) at no measurable cost.
 _REOPEN_EVERY = 50_000
 
 

@@ -118,7 +118,7 @@ class TrainingOptions:
     # 118M) and a short fine-tune sees few of its rows: freezing it roughly halves the
     # optimiser's work per step at no measurable cost in accuracy.
     freeze_embeddings: bool = True
-    # Mixed precision (bf16 autocast, fp32 master weights): about 2x faster training on
+    # Mixed precision (bf16 autocast, fp32 master weights): faster training on
     # CPUs with AVX512-BF16 or AMX and on recent GPUs; slower where neither exists.
     bf16: bool = False
     seed: int = 0
