@@ -10,6 +10,7 @@ QrouteError
  │    ├── VersionMissing   the version being searched was dropped after a newer one was published
  │    └── EncoderMismatch  the published version was built with another encoder
  ├── StoreUnavailable     the vector store cannot be reached
+ │    └── IndexRejected    the published version cannot be served (unreadable, corrupt, unpublished)
  ├── NotReady             the router is still loading its models
  ├── Overloaded           too many requests are queued; retry later
  ├── DeadlineExceeded     the caller's deadline passed before the work started
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "EncoderMismatch",
+    "IndexRejected",
     "IndexWriteError",
     "InvalidQuery",
     "ModelLoadError",
@@ -67,6 +69,16 @@ class NotIndexed(QrouteError):
 
 class StoreUnavailable(QrouteError):
     pass
+
+
+class IndexRejected(StoreUnavailable):
+    """The published index version cannot be served: its pointer or metadata cannot be
+    read, it fails to open or to answer a probe search, or the pointer is gone. The
+    previous version, if any, keeps serving. ``reason`` is a short metric label."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IndexWriteError(QrouteError):

@@ -1,0 +1,297 @@
+"""The router following the published index through faults: unreadable or corrupt
+versions, a vanished pointer, slow shard loads, a read-only store. The router keeps
+serving the last good version, says why once, and picks up the next good publish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import qdrant_edge
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from indexer import run_index
+from qroute.classifier import Classifier
+from qroute.config import Settings
+from qroute.store.embedded import EmbeddedStore
+from qroute.v1 import router_pb2 as pb
+from qroute.v1 import router_pb2_grpc
+from server.app import RouterApp
+from tests.conftest import EXAMPLE_TABLE
+from tests.integration.conftest import ServeRouter
+from tests.integration.test_decisions import KNN, ROWS
+from tests.integration.test_serving import GatedEncoder
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+ROOT = Path(__file__).resolve().parents[2]
+QUERY = "코스닥 지수 알려줘"
+
+
+def _lexical(tmp_path: Path, **server: Any) -> Settings:
+    """Lexical mode, zero-shot off: no model at all."""
+    return Settings(
+        retrieval={"mode": "lexical"},
+        router={"similarity_threshold": 0.3, "min_margin": 0.0},
+        zero_shot={"method": "off"},
+        store={"location": str(tmp_path / "store"), "collection": "test"},
+        server={"bind": "127.0.0.1:0", "index_poll_s": 0.1, "metrics_port": None, **server},
+    )
+
+
+class Router:
+    def __init__(self, app: RouterApp, channel: grpc.aio.Channel, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.root = Path(settings.store.location) / settings.store.collection
+        self.stub = router_pb2_grpc.RouterServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+
+    async def classify(self, text: str = QUERY) -> pb.ClassifyResponse:
+        return await self.stub.Classify(pb.ClassifyRequest(text=text), timeout=30)
+
+    async def status(self) -> int:
+        response = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(response.status)
+
+    def failures(self, reason: str) -> float:
+        value = self.app.metrics.registry.get_sample_value(
+            "qroute_index_refresh_failures_total", {"reason": reason}
+        )
+        return value or 0.0
+
+    def publish(self, version: str) -> None:
+        """Point CURRENT at ``version`` the way the indexer does (atomic replace)."""
+        tmp = self.root / ".CURRENT.test.tmp"
+        tmp.write_text(version + "\n", encoding="utf-8")
+        os.replace(tmp, self.root / "CURRENT")
+
+    async def serving(self, version: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (await self.status()) != SERVING or (await self.classify()).index_version != version:
+            assert time.monotonic() < deadline, f"never switched to {version}"
+            await asyncio.sleep(0.05)
+
+    async def polls(self, n: int = 5) -> None:
+        await asyncio.sleep(self.settings.server.index_poll_s * n)
+
+
+def _copy_version(root: Path, source: str, target: str) -> Path:
+    shutil.copytree(root / source, root / target)
+    return root / target
+
+
+def _truncate_payloads(version_dir: Path) -> None:
+    """Damage the version the way a truncated copy does: its payload pages end early.
+    The shard still opens; every search that returns a payload fails."""
+    (page,) = version_dir.glob("segments/*/payload_storage/page_0.dat")
+    with page.open("r+b") as handle:
+        handle.truncate(10)
+
+
+@pytest.fixture
+async def router(tmp_path: Path) -> AsyncIterator[Router]:
+    """A router serving test_v1 (examples/queries.csv, lexical)."""
+    settings = _lexical(tmp_path)
+    await run_index(settings, EXAMPLE_TABLE, progress=False)
+    app = RouterApp(settings)
+    port = await app.start()
+    await app.load(lambda: Classifier.from_settings(settings))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Router(app, channel, settings)
+        await app.stop(grace=0)
+
+
+async def test_unreadable_metadata_is_logged_once_retried_and_the_next_publish_is_served(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    v2 = _copy_version(router.root, "test_v1", "test_v2")
+    good = (v2 / "qroute.json").read_text(encoding="utf-8")
+    (v2 / "qroute.json").write_text("{broken", encoding="utf-8")  # a JSONDecodeError
+    with caplog.at_level(logging.INFO, logger="server.app"):
+        router.publish("test_v2")
+        await router.polls()
+
+        assert (await router.classify()).index_version == "test_v1"
+        assert await router.status() == SERVING
+        assert router.failures("read") >= 3  # counted on every poll...
+        said = [r for r in caplog.records if "cannot refresh the index" in r.getMessage()]
+        assert len(said) == 1  # ...said once
+        assert "still serving test_v1" in said[0].getMessage()
+        assert "JSONDecodeError" in said[0].getMessage()
+
+        (v2 / "qroute.json").write_text(good, encoding="utf-8")
+        await router.serving("test_v2")
+    assert any("index refresh recovered" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_permission_error_does_not_stop_the_follower(
+    router: Router, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _copy_version(router.root, "test_v1", "test_v2")
+    original = EmbeddedStore.metadata
+
+    async def refused(self: EmbeddedStore, version: str) -> dict[str, Any]:
+        if version == "test_v2":
+            raise PermissionError(13, "Permission denied", f"{version}/qroute.json")
+        return await original(self, version)
+
+    monkeypatch.setattr(EmbeddedStore, "metadata", refused)
+    with caplog.at_level(logging.WARNING, logger="server.app"):
+        router.publish("test_v2")
+        await router.polls()
+    assert (await router.classify()).index_version == "test_v1"
+    assert router.failures("read") >= 3
+    assert "Permission denied" in caplog.text
+
+    monkeypatch.setattr(EmbeddedStore, "metadata", original)
+    await router.serving("test_v2")
+
+
+async def test_a_corrupt_version_is_refused_and_the_previous_one_keeps_serving(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    _truncate_payloads(_copy_version(router.root, "test_v1", "test_v2"))
+    with caplog.at_level(logging.WARNING, logger="server.app"):
+        router.publish("test_v2")
+        await router.polls()
+    response = await router.classify()  # not INTERNAL
+    assert response.index_version == "test_v1" and response.label == "금융"
+    assert await router.status() == SERVING
+    assert router.failures("load") >= 1
+    assert "index version test_v2 cannot be served" in caplog.text
+
+    _copy_version(router.root, "test_v1", "test_v3")
+    router.publish("test_v3")
+    await router.serving("test_v3")
+
+
+async def test_with_nothing_servable_health_is_not_serving_and_classify_says_why(
+    tmp_path: Path,
+) -> None:
+    settings = _lexical(tmp_path)
+    await run_index(settings, EXAMPLE_TABLE, progress=False)
+    root = tmp_path / "store" / "test"
+    _truncate_payloads(_copy_version(root, "test_v1", "test_v2"))
+    (root / "CURRENT").write_text("test_v2\n", encoding="utf-8")
+    app = RouterApp(settings)
+    port = await app.start()
+    try:
+        await app.load(lambda: Classifier.from_settings(settings))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            router = Router(app, channel, settings)
+            assert await router.status() == NOT_SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await router.classify()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "index version test_v2 cannot be served" in (info.value.details() or "")
+
+            router.publish("test_v1")  # a rollback to a good version
+            await router.serving("test_v1")
+            assert await router.status() == SERVING
+    finally:
+        await app.stop(grace=0)
+
+
+async def test_deleting_current_is_logged_and_the_old_version_kept(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="server.app"):
+        (router.root / "CURRENT").unlink()
+        await router.polls()
+    assert "no published index version any more" in caplog.text
+    assert "still serving test_v1" in caplog.text
+    assert router.failures("unpublished") >= 1
+    assert (await router.classify()).index_version == "test_v1"
+    assert await router.status() == SERVING
+
+
+# -- the event loop stays free while versions switch ------------------------------
+
+
+_EdgeShard = qdrant_edge.EdgeShard
+
+
+class _SlowShard:
+    """Stands in for qdrant_edge.EdgeShard: loading and closing a shard take 0.5 s, as
+    they do for a large version."""
+
+    delay = 0.5
+
+    @staticmethod
+    def load(path: str, config: Any = None) -> Any:
+        time.sleep(_SlowShard.delay)
+        return _SlowClose(_EdgeShard.load(path, config))
+
+    create = _EdgeShard.create
+
+
+class _SlowClose:
+    def __init__(self, shard: Any) -> None:
+        self._shard = shard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+    def close(self) -> None:
+        time.sleep(_SlowShard.delay)
+        self._shard.close()
+
+
+async def _loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.01)
+        lags.append(loop.time() - before - 0.01)
+
+
+async def test_switching_versions_never_blocks_the_event_loop(
+    serve_router: ServeRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = GatedEncoder()
+    running = await serve_router(ROWS, encoder=encoder, nli=False, router=KNN)
+    before = (await running.classify("kospi index today")).index_version
+    monkeypatch.setattr(qdrant_edge, "EdgeShard", _SlowShard)
+
+    # A request holding the old version while the router switches to a new one: its
+    # search reopens the old version after the switch, the next request the new one.
+    encoder.gate.clear()
+    encoder.entered.clear()
+    held = asyncio.create_task(running.classify("kospi index today"))
+    await asyncio.to_thread(encoder.entered.wait, 10)
+
+    stop, lags = asyncio.Event(), []
+    probe = asyncio.create_task(_loop_lag(stop, lags))
+    # The indexer is another process in production: here a thread with its own loop.
+    table = running.config.parent / "table.csv"
+    index = run_index(
+        running.app.settings, table, encoder=GatedEncoder(), progress=False, full=True
+    )
+    report = await asyncio.to_thread(asyncio.run, index)
+    classifier = running.app.classifier
+    assert classifier is not None
+    await running.wait_for(
+        lambda: _async(classifier.index is not None and classifier.index.version == report.version)
+    )
+    statuses = [await running.status() for _ in range(3)]
+    encoder.gate.set()
+    assert (await held).index_version == before
+    assert (await running.classify("kospi index today")).index_version == report.version
+    stop.set()
+    await probe
+
+    assert statuses == [SERVING] * 3
+    assert max(lags) < 0.2, f"the event loop was blocked for {max(lags):.2f} s"
+
+
+async def _async(value: bool) -> bool:
+    return value
