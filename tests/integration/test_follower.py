@@ -5,6 +5,7 @@ serving the last good version, says why once, and picks up the next good publish
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from indexer import run_index
 from qroute.classifier import Classifier
 from qroute.config import Settings
 from qroute.store.embedded import EmbeddedStore
+from qroute.types import Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
 from server.app import RouterApp
@@ -295,3 +297,59 @@ async def test_switching_versions_never_blocks_the_event_loop(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+# -- a read-only store ------------------------------------------------------------
+
+
+def _refuse_writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make every write-open under ``root`` fail as on a read-only mount. The tests run
+    as root, where chmod does not stop writes, so the refusal is simulated where qroute
+    opens files (Qdrant Edge's own file access is not affected)."""
+    real_open = Path.open
+
+    def guarded(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(flag in mode for flag in "wax+") and self.is_relative_to(root):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+
+
+@pytest.mark.parametrize("lock_file", [True, False], ids=["with-readers-file", "legacy-version"])
+async def test_a_reader_needs_no_write_access_to_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock_file: bool
+) -> None:
+    settings = _lexical(tmp_path)
+    await run_index(settings, EXAMPLE_TABLE, progress=False)
+    version = tmp_path / "store" / "test" / "test_v1"
+    if not lock_file:  # written before writers created it
+        (version / ".readers").unlink(missing_ok=True)
+    _refuse_writes(monkeypatch, tmp_path / "store")
+
+    classifier = Classifier.from_settings(settings)
+    try:
+        index = await classifier.refresh_index()
+        (prediction,) = await classifier.classify([Query(QUERY)])
+    finally:
+        await classifier.close()
+    assert index is not None and index.version == "test_v1"
+    assert prediction.label == "금융"
+
+
+async def test_a_writer_waits_for_a_read_only_reader_to_let_go(tmp_path: Path) -> None:
+    """The reader's lock taken through a read-only descriptor still tells the indexer
+    that a superseded version is in use."""
+    settings = _lexical(tmp_path)
+    await run_index(settings, EXAMPLE_TABLE, progress=False)
+    await run_index(settings, EXAMPLE_TABLE, progress=False, full=True)
+    root = tmp_path / "store" / "test"
+    reader = EmbeddedStore(tmp_path / "store", "test")
+    writer = EmbeddedStore(tmp_path / "store", "test")
+    await reader.open("test_v1")
+    try:
+        assert not writer._try_remove(root / "test_v1")
+    finally:
+        await reader.close()
+    assert writer._try_remove(root / "test_v1")
+    assert not (root / "test_v1").exists()
