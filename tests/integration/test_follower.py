@@ -8,7 +8,10 @@ import asyncio
 import errno
 import logging
 import os
-import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 import qdrant_edge
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from indexer import run_index
@@ -87,7 +91,8 @@ class Router:
 
 
 def _copy_version(root: Path, source: str, target: str) -> Path:
-    shutil.copytree(root / source, root / target)
+    # Keep the holes: a shard's files are mostly unwritten preallocated pages.
+    subprocess.run(["cp", "-a", "--sparse=always", root / source, root / target], check=True)
     return root / target
 
 
@@ -353,3 +358,82 @@ async def test_a_writer_waits_for_a_read_only_reader_to_let_go(tmp_path: Path) -
         await reader.close()
     assert writer._try_remove(root / "test_v1")
     assert not (root / "test_v1").exists()
+
+
+# -- a real router process ---------------------------------------------------------
+
+
+class _Process:
+    """``qroute serve`` in a child process; its log lines collected as they come."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def wait_for_line(self, needle: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            assert self.process.poll() is None, "".join(self.lines)
+            assert time.monotonic() < deadline, f"no {needle!r} in:\n{''.join(self.lines)}"
+            time.sleep(0.05)
+
+
+def test_a_router_process_survives_a_garbled_pointer_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "qroute.yaml"
+    settings = _lexical(tmp_path, index_poll_s=0.2)
+    config.write_text(
+        yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QROUTE_")}
+    qroute = [sys.executable, "-m", "qroute"]
+    index = [*qroute, "index", "--no-progress", "--config", str(config), "--full"]
+    subprocess.run([*index, str(EXAMPLE_TABLE)], env=env, check=True, capture_output=True)
+    router = _Process([*qroute, "serve", "--config", str(config)], env)
+    try:
+        line = router.wait_for_line("router listening on")
+        port = int(line.split("(port ")[1].split(")")[0])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+
+            def version() -> str:
+                request = pb.ClassifyRequest(text=QUERY)
+                return str(stub.Classify(request, timeout=10).index_version)
+
+            router.wait_for_line("serving index version test_v1")
+            root = tmp_path / "store" / "test"
+            (root / "CURRENT").write_bytes(b"\xfftest_v1\n")  # not UTF-8
+            router.wait_for_line("cannot refresh the index (still serving test_v1)")
+            assert version() == "test_v1"
+
+            (root / "CURRENT").write_text("test_v1\n", encoding="utf-8")
+            subprocess.run([*index, str(EXAMPLE_TABLE)], env=env, check=True, capture_output=True)
+            router.wait_for_line("serving index version test_v2")
+            router.wait_for_line("index refresh recovered")
+            assert version() == "test_v2"
+        router.process.send_signal(signal.SIGTERM)
+        assert router.process.wait(timeout=30) == 0
+    finally:
+        router.close()
+    assert "Traceback" not in "".join(router.lines)
