@@ -240,8 +240,10 @@ class EmbeddedStore:
         return (self._root / version / _PUBLISHED).exists()
 
     async def metadata(self, version: str) -> dict[str, Any]:
+        path = self._root / version / _META
         try:
-            data = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
+            # Off the loop: a large version's lexicon and head make this file megabytes.
+            data = await asyncio.to_thread(lambda: json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError as exc:
             raise VersionMissing(f"index version {version} does not exist in {self._root}") from exc
         return dict(data)
