@@ -332,7 +332,8 @@ class EmbeddedStore:
     async def _acquire(self, version: str) -> _Reader:
         """The open reader of ``version`` (counted active until ``_release``), opening it
         off the event loop when it is not open: a shard load takes long for a large
-        version."""
+        version. (Qdrant Edge holds the GIL while it loads, so the loop still pauses for
+        the load itself; it no longer waits for anything else, such as a close.)"""
         writer = self._writers.get(version)
         if writer is not None:
             # The indexer checks its own unpublished version through its writer.

@@ -229,7 +229,9 @@ _EdgeShard = qdrant_edge.EdgeShard
 
 class _SlowShard:
     """Stands in for qdrant_edge.EdgeShard: loading and closing a shard take 0.5 s, as
-    they do for a large version."""
+    they do for a large version. The delay sleeps, so it shows whether the load runs on
+    the loop or on a worker thread; a real load (qdrant-edge-py 0.9) also holds the GIL
+    while it runs, which no thread can hide."""
 
     delay = 0.5
 
