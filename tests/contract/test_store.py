@@ -14,8 +14,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from qroute.config import LexicalSettings
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import IndexWriteError, VersionMissing
-from qroute.lexical import LexicalEncoder, Lexicon
 from qroute.store import Point, VectorStore
 from qroute.store.embedded import EmbeddedStore
 from qroute.store.server import ServerStore
@@ -338,7 +338,7 @@ async def test_the_load_probe_finds_a_neighbour_in_every_mode(
     """The router refuses a version whose probe search finds nothing: the probe must
     find an example in any healthy non-empty version, on every store."""
     from qroute.config import RetrievalSettings
-    from qroute.retrieval import Retriever
+    from qroute.routing.retrieval import Retriever
     from qroute.testing import BagOfWordsEncoder
 
     lexicon, lexical, points = _lexical_points(dense=mode != "lexical")

@@ -22,15 +22,15 @@ import pytest
 import qdrant_edge
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qroute_indexer import run_index
+from qroute_server.app import RouterApp
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.config import Settings
+from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
 from qroute.types import Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.app import RouterApp
 from tests.conftest import EXAMPLE_TABLE
 from tests.integration.conftest import ServeRouter
 from tests.integration.test_decisions import KNN, ROWS
@@ -123,7 +123,7 @@ async def test_unreadable_metadata_is_logged_once_retried_and_the_next_publish_i
     v2 = _copy_version(router.root, "test_v1", "test_v2")
     good = (v2 / "qroute.json").read_text(encoding="utf-8")
     (v2 / "qroute.json").write_text("{broken", encoding="utf-8")  # a JSONDecodeError
-    with caplog.at_level(logging.INFO, logger="server.app"):
+    with caplog.at_level(logging.INFO, logger="qroute_server.app"):
         router.publish("test_v2")
         await router.polls()
 
@@ -152,7 +152,7 @@ async def test_a_permission_error_does_not_stop_the_follower(
         return await original(self, version)
 
     monkeypatch.setattr(EmbeddedStore, "metadata", refused)
-    with caplog.at_level(logging.WARNING, logger="server.app"):
+    with caplog.at_level(logging.WARNING, logger="qroute_server.app"):
         router.publish("test_v2")
         await router.polls()
     assert (await router.classify()).index_version == "test_v1"
@@ -167,7 +167,7 @@ async def test_a_corrupt_version_is_refused_and_the_previous_one_keeps_serving(
     router: Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     _truncate_payloads(_copy_version(router.root, "test_v1", "test_v2"))
-    with caplog.at_level(logging.WARNING, logger="server.app"):
+    with caplog.at_level(logging.WARNING, logger="qroute_server.app"):
         router.publish("test_v2")
         await router.polls()
     response = await router.classify()  # not INTERNAL
@@ -211,7 +211,7 @@ async def test_with_nothing_servable_health_is_not_serving_and_classify_says_why
 async def test_deleting_current_is_logged_and_the_old_version_kept(
     router: Router, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="server.app"):
+    with caplog.at_level(logging.WARNING, logger="qroute_server.app"):
         (router.root / "CURRENT").unlink()
         await router.polls()
     assert "no published index version any more" in caplog.text
