@@ -12,6 +12,7 @@ QrouteError
  │    ├── EncoderMismatch  the published version was built with another encoder
  │    └── IndexFormatError a version's metadata is not in the format the indexer writes
  ├── StoreUnavailable     the vector store cannot be reached
+ │    └── IndexRejected    the published version cannot be served (unreadable, corrupt, unpublished)
  ├── NotReady             the router is still loading its models
  ├── Overloaded           too many requests are queued; retry later
  ├── DeadlineExceeded     the caller's deadline passed before the work started
@@ -25,6 +26,7 @@ __all__ = [
     "DeadlineExceeded",
     "EncoderMismatch",
     "IndexFormatError",
+    "IndexRejected",
     "IndexWriteError",
     "InvalidQuery",
     "MissingDependency",
@@ -75,6 +77,16 @@ class NotIndexed(QrouteError):
 
 class StoreUnavailable(QrouteError):
     pass
+
+
+class IndexRejected(StoreUnavailable):
+    """The published index version cannot be served: its pointer or metadata cannot be
+    read, it fails to open or to answer a probe search, or the pointer is gone. The
+    previous version, if any, keeps serving. ``reason`` is a short metric label."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IndexWriteError(QrouteError):

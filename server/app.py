@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from qroute.config import Settings
-from qroute.errors import NotReady, QrouteError
+from qroute.errors import IndexRejected, NotReady, QrouteError
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
 from qroute.types import Prediction, Query
@@ -57,6 +57,8 @@ class RouterApp:
             on_batch=self.metrics.batch_size.observe,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # The last index refresh failure logged ("Type: message"), None once it works.
+        self._refresh_failure: str | None = None
 
     async def _classify_batch(self, queries: list[Query]) -> list[Prediction]:
         # Whatever classifier is current when the batch runs: a reload never
@@ -138,16 +140,39 @@ class RouterApp:
         log.info("config reloaded: version %s", new.version)
 
     async def follow_index_once(self) -> None:
-        """Pick up a newly published index version and report health accordingly."""
-        assert self.classifier is not None
+        """Pick up a newly published index version and report health accordingly.
+        Never raises: a failure is logged (once per distinct cause), counted, and
+        retried on the next poll while the version in use keeps serving."""
+        classifier = self.classifier
+        assert classifier is not None
         try:
-            index = await self.classifier.refresh_index()
-        except QrouteError as exc:
-            log.warning("cannot refresh the index: %s", exc)
-            index = self.classifier.index
+            index = await classifier.refresh_index()
+        except Exception as exc:
+            index = classifier.index
+            self._refresh_failed(exc, index.version if index is not None else None)
+        else:
+            if self._refresh_failure is not None:
+                log.info(
+                    "index refresh recovered: serving %s",
+                    index.version if index is not None else "no index yet",
+                )
+                self._refresh_failure = None
         if index is not None:
             self.metrics.index.info({"version": index.version})
         await self._set_health(serving=index is not None)
+
+    def _refresh_failed(self, exc: Exception, serving: str | None) -> None:
+        reason = exc.reason if isinstance(exc, IndexRejected) else type(exc).__name__
+        self.metrics.index_refresh_failures.labels(reason).inc()
+        cause = f"{type(exc).__name__}: {exc}"
+        if cause == self._refresh_failure:
+            return  # said already; the poll repeats every few seconds
+        self._refresh_failure = cause
+        kept = f"still serving {serving}" if serving else "nothing to serve: health NOT_SERVING"
+        if isinstance(exc, QrouteError):
+            log.warning("cannot refresh the index (%s): %s", kept, exc)
+        else:
+            log.error("cannot refresh the index (%s)", kept, exc_info=exc)
 
     async def _follow_index(self) -> None:
         while True:

@@ -53,6 +53,13 @@ class Metrics:
             "qroute_config_reloads", "Config reloads by result", ["result"], registry=self.registry
         )
         self.index = Info("qroute_index", "The index version being served", registry=self.registry)
+        self.index_refresh_failures = Counter(
+            "qroute_index_refresh_failures",
+            "Failed looks for a newly published index version, by reason (the version in "
+            "use keeps serving)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.config = Info(
             "qroute_config", "The config version being served", registry=self.registry
         )

@@ -18,11 +18,12 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from qroute.config import Settings
 from qroute.embedding.dense import Encoder
 from qroute.embedding.lexical import LexicalEncoder, Lexicon
-from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
+from qroute.errors import IndexRejected, InvalidQuery, NotIndexed, QrouteError, VersionMissing
 from qroute.routing.head import LinearHead
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
@@ -61,6 +62,7 @@ class Classifier:
         store: VectorStore,
         *,
         index: IndexState | None = None,
+        failure: QrouteError | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.settings = settings
@@ -73,6 +75,9 @@ class Classifier:
         self.embedding = EmbeddingZeroShot(self.encoder) if self.encoder is not None else None
         self.store = store
         self._index = index
+        # Why the published version could not be loaded last time, while none serves:
+        # requests get this error instead of each retrying the load.
+        self._failure = failure
         # One thread runs every model call: torch keeps one warm intra-op thread team
         # instead of one per worker thread, and model calls never overlap.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
@@ -107,6 +112,7 @@ class Classifier:
             nli or self.nli,
             self.store,
             index=self._index,
+            failure=self._failure,
             executor=self._executor,
         )
         clone.embedding = self.embedding
@@ -129,29 +135,81 @@ class Classifier:
         return self.embedding if method == "embedding" else None
 
     async def refresh_index(self) -> IndexState | None:
-        """Follow the store's published version; returns the state now in use."""
+        """Follow the store's published version; returns the state now in use.
+
+        A new version is opened and answers a probe search before it replaces the one
+        in use. When it cannot be served this raises (EncoderMismatch, StoreUnavailable,
+        IndexRejected for anything else, such as a corrupt segment or an unreadable
+        pointer) and the version in use, if any, keeps serving; so it does when the
+        published pointer disappears (IndexRejected)."""
+        try:
+            state = await self._follow()
+        except QrouteError as exc:
+            self._failure = exc
+            raise
+        except Exception as exc:
+            # Unreadable bytes or files (a PermissionError, non-UTF-8 pointer, broken
+            # JSON metadata) are the store's state, not a bug of this process.
+            self._failure = IndexRejected(
+                f"cannot read the published index: {type(exc).__name__}: {exc}", "read"
+            )
+            raise self._failure from exc
+        self._failure = None
+        return state
+
+    async def _follow(self) -> IndexState | None:
         version = await self.store.current_version()
-        if version is None or (self._index is not None and self._index.version == version):
+        if version is None:
+            if self._index is not None:
+                raise IndexRejected(
+                    f"the store has no published index version any more (was its pointer "
+                    f"removed?); still serving {self._index.version}",
+                    "unpublished",
+                )
+            return None
+        if self._index is not None and self._index.version == version:
             return self._index
         metadata = await self.store.metadata(version)
-        # Raises EncoderMismatch for vectors this router cannot compare with its own;
-        # the previous version, if any, keeps being served.
+        # Raises EncoderMismatch for vectors this router cannot compare with its own.
+        # Parsing a large version's lexicon and head takes a while: off the loop.
+        state = await asyncio.to_thread(self._state, version, metadata)
+        try:
+            await self.store.open(version)
+            found = await self.retriever.search_groups(
+                self.store,
+                version,
+                self.retriever.probe(state.lexicon),
+                self.settings.retrieval,
+                groups=1,
+                group_size=1,
+                labels=[None],
+            )
+        except Exception as exc:
+            raise IndexRejected(f"index version {version} cannot be served: {exc}", "load") from exc
+        if int(metadata.get("rows", 0)) > 0 and not any(group.hits for group in found[0]):
+            raise IndexRejected(
+                f"index version {version} cannot be served: a probe search found none of "
+                f"its {metadata['rows']} examples (damaged files?)",
+                "probe",
+            )
+        self._index = state
+        log.info(
+            "serving index version %s (%d labels%s)",
+            version,
+            len(state.labels),
+            ", with a linear head" if state.head is not None else "",
+        )
+        return state
+
+    def _state(self, version: str, metadata: dict[str, Any]) -> IndexState:
         lexicon = self.retriever.check(version, metadata)
-        await self.store.open(version)
         head = LinearHead.from_metadata(metadata["head"]) if "head" in metadata else None
-        self._index = IndexState(
+        return IndexState(
             version=version,
             labels=tuple(metadata.get("labels", ())),
             lexicon=lexicon,
             head=head,
         )
-        log.info(
-            "serving index version %s (%d labels%s)",
-            version,
-            len(self._index.labels),
-            ", with a linear head" if head is not None else "",
-        )
-        return self._index
 
     def validate(self, query: Query) -> None:
         """Raise InvalidQuery for a request no classification can answer."""
@@ -181,7 +239,13 @@ class Classifier:
         """Embed ``texts`` (on the model thread) and find their label groups in the
         published version, following it if the indexer replaced it meanwhile."""
         loop = asyncio.get_running_loop()
-        index = self._index or await self.refresh_index()
+        index = self._index
+        if index is None:
+            failure = self._failure
+            if failure is not None:
+                # The follower retries; until then every request says why.
+                raise failure.with_traceback(None)
+            index = await self.refresh_index()
         for attempt in range(2):
             if index is None:
                 raise NotIndexed("no index has been published yet: run `qroute index TABLE`")

@@ -124,6 +124,24 @@ class Retriever:
 
     # -- queries ------------------------------------------------------------
 
+    def probe(self, lexicon: Lexicon | None) -> Embedded:
+        """One query that finds a neighbour in any non-empty version this retriever can
+        search, without a model call: a one-hot dense vector (a cosine search has no
+        cut-off) and the lexicon's most frequent term (some example holds it)."""
+        dense = None
+        if self.encoder is not None:
+            dense = np.zeros((1, self.encoder.dimension), dtype=np.float32)
+            dense[0, 0] = 1.0
+        sparse = None
+        if self.lexical is not None:
+            assert lexicon is not None
+            counts = lexicon.frequencies
+            common = max(counts, key=counts.__getitem__) if counts else None
+            sparse = [
+                SparseVector((common,), (1.0,)) if common is not None else SparseVector((), ())
+            ]
+        return Embedded(dense, sparse)
+
     def embed(self, texts: Sequence[str], lexicon: Lexicon | None) -> Embedded:
         """Blocking (a model call): run it on the model thread."""
         dense = self.encoder.encode(texts) if self.encoder is not None else None

@@ -13,6 +13,8 @@ Layout under ``<location>/<collection>/``::
         .readers            a router holds a shared flock here while it has the version open
 
 A version directory belongs to one writer; a reader opens only published versions.
+A reader needs only read access: the store may be a read-only mount (it then takes no
+reader lock, and nothing can remove the version under it either).
 """
 
 from __future__ import annotations
@@ -64,16 +66,38 @@ _REOPEN_EVERY = 50_000
 @dataclass
 class _Reader:
     shard: Any
-    lock_file: TextIO | None  # None: the shard is this store's own writer, borrowed
+    # The shared flock on the version's .readers file; None where the store is
+    # read-only (no lock can be taken there, and no writer can remove the version).
+    lock_file: TextIO | None
     labels: tuple[str, ...]
+    owned: bool = True  # False: the shard is this store's own writer, borrowed
     active: int = 0
     retired: bool = False
     guard: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
-        if self.lock_file is not None:
+        if self.owned:
             self.shard.close()
-            self.lock_file.close()  # releases the shared flock
+            if self.lock_file is not None:
+                self.lock_file.close()  # releases the shared flock
+
+
+def _reader_lock(path: Path) -> TextIO | None:
+    """A shared flock on ``path``/.readers, which tells a writer's ``_try_remove`` that
+    the version is in use. Opened read-only (flock needs no write access), so a router
+    can serve from a read-only store; None where the file is missing and cannot be
+    created there, since then no writer can remove the version either."""
+    for mode in ("r", "a"):  # "a": a version written before writers created the file
+        try:
+            handle = (path / _READERS).open(mode, encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # read-only mount, no permission
+            log.info("reading %s without a reader lock: %s", path, exc)
+            return None
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return handle
+    return None
 
 
 class EmbeddedStore:
@@ -88,6 +112,7 @@ class EmbeddedStore:
         self._unflushed: dict[str, int] = {}
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
 
     # -- pointer and listing -------------------------------------------------
 
@@ -142,6 +167,8 @@ class EmbeddedStore:
         path = self._root / name
         path.mkdir()
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
+        # Created by the writer so that a reader on a read-only mount can still lock it.
+        (path / _READERS).touch()
         # No write-ahead log: a version is written once, flushed before it is published,
         # and read-only after; an unflushed one is a draft the next run removes. Without
         # a WAL (and its lock) a router and an indexer can both open a published version.
@@ -192,18 +219,18 @@ class EmbeddedStore:
         if label is not None:
             query_filter = Filter(must=[FieldCondition(key=LABEL_FIELD, match=MatchValue(label))])
         request = CountRequest(exact=True, filter=query_filter)
-        reader = self._acquire(version)
+        reader = await self._acquire(version)
         try:
             return int(await asyncio.to_thread(reader.shard.count, request))
         finally:
-            self._release(version, reader)
+            await self._release(version, reader)
 
     async def vectors(self, version: str, ids: Sequence[str]) -> dict[str, list[float]]:
-        reader = self._acquire(version)
+        reader = await self._acquire(version)
         try:
             records = await asyncio.to_thread(reader.shard.retrieve, list(ids), False, True)
         finally:
-            self._release(version, reader)
+            await self._release(version, reader)
         return {
             str(r.id): list(r.vector.get("", ()) if isinstance(r.vector, dict) else r.vector)
             for r in records
@@ -213,8 +240,10 @@ class EmbeddedStore:
         return (self._root / version / _PUBLISHED).exists()
 
     async def metadata(self, version: str) -> dict[str, Any]:
+        path = self._root / version / _META
         try:
-            data = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
+            # Off the loop: a large version's lexicon and head make this file megabytes.
+            data = await asyncio.to_thread(lambda: json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError as exc:
             raise VersionMissing(f"index version {version} does not exist in {self._root}") from exc
         return dict(data)
@@ -300,45 +329,71 @@ class EmbeddedStore:
 
     # -- reading -------------------------------------------------------------
 
-    def _acquire(self, version: str) -> _Reader:
-        from qdrant_edge import EdgeShard
-
+    async def _acquire(self, version: str) -> _Reader:
+        """The open reader of ``version`` (counted active until ``_release``), opening it
+        off the event loop when it is not open: a shard load takes long for a large
+        version. (Qdrant Edge holds the GIL while it loads, so the loop still pauses for
+        the load itself; it no longer waits for anything else, such as a close.)"""
         writer = self._writers.get(version)
         if writer is not None:
             # The indexer checks its own unpublished version through its writer.
             meta = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
-            return _Reader(writer, None, tuple(meta.get("labels", ())))
+            return _Reader(writer, None, tuple(meta.get("labels", ())), owned=False)
         with self._lock:
             reader = self._readers.get(version)
-            if reader is None:
-                path = self._root / version
-                if not (path / _META).is_file():
-                    raise VersionMissing(f"index version {version} does not exist in {self._root}")
-                lock_file = (path / _READERS).open("a")
-                fcntl.flock(lock_file, fcntl.LOCK_SH)
-                try:
-                    shard = EdgeShard.load(str(path))
-                    meta = json.loads((path / _META).read_text(encoding="utf-8"))
-                except Exception as exc:
+            if reader is not None:
+                with reader.guard:
+                    reader.active += 1
+                return reader
+        return await asyncio.to_thread(self._load, version)
+
+    def _load(self, version: str) -> _Reader:
+        from qdrant_edge import EdgeShard
+
+        # One load at a time; the event loop only ever takes the short ``_lock``, which
+        # is never held across a load or a close.
+        with self._loading:
+            with self._lock:
+                reader = self._readers.get(version)
+                if reader is not None:
+                    with reader.guard:
+                        reader.active += 1
+                    return reader
+            path = self._root / version
+            if not (path / _META).is_file():
+                raise VersionMissing(f"index version {version} does not exist in {self._root}")
+            lock_file = _reader_lock(path)
+            try:
+                shard = EdgeShard.load(str(path))
+                meta = json.loads((path / _META).read_text(encoding="utf-8"))
+            except Exception as exc:
+                if lock_file is not None:
                     lock_file.close()
-                    raise StoreUnavailable(f"cannot open index version {path}: {exc}") from exc
-                reader = _Reader(shard, lock_file, tuple(meta.get("labels", ())))
+                hint = ""
+                if not os.access(path, os.W_OK):
+                    hint = (
+                        " (Qdrant Edge opens its segment files for writing: give the router "
+                        "write access to the store, or serve it from a Qdrant server)"
+                    )
+                raise StoreUnavailable(f"cannot open index version {path}: {exc}{hint}") from exc
+            reader = _Reader(shard, lock_file, tuple(meta.get("labels", ())), active=1)
+            idle = []
+            with self._lock:
                 # A router only ever needs the newest version it was asked for:
                 # older readers close once their in-flight searches finish.
                 for name, old in list(self._readers.items()):
                     with old.guard:
                         old.retired = True
-                        idle = old.active == 0
-                    if idle:
-                        del self._readers[name]
-                        old.close()
+                        if old.active == 0:
+                            idle.append(old)
+                            del self._readers[name]
                 self._readers[version] = reader
-            with reader.guard:
-                reader.active += 1
+            for old in idle:
+                old.close()
             return reader
 
-    def _release(self, version: str, reader: _Reader) -> None:
-        if reader.lock_file is None:
+    async def _release(self, version: str, reader: _Reader) -> None:
+        if not reader.owned:
             return
         with reader.guard:
             reader.active -= 1
@@ -347,11 +402,11 @@ class EmbeddedStore:
             with self._lock:
                 if self._readers.get(version) is reader:
                     del self._readers[version]
-            reader.close()
+            await asyncio.to_thread(reader.close)
 
     async def open(self, version: str) -> None:
-        reader = await asyncio.to_thread(self._acquire, version)
-        self._release(version, reader)
+        reader = await self._acquire(version)
+        await self._release(version, reader)
 
     async def search(
         self, version: str, vectors: Sequence[SearchVector], k: int
@@ -359,11 +414,11 @@ class EmbeddedStore:
         from qdrant_edge import QueryBatchRequest, QueryRequest
 
         requests = [QueryRequest(limit=k, query=_query(v), with_payload=True) for v in vectors]
-        reader = self._acquire(version)
+        reader = await self._acquire(version)
         try:
             results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
         finally:
-            self._release(version, reader)
+            await self._release(version, reader)
         return [[hit_from_payload(p.id, p.score, p.payload) for p in points] for points in results]
 
     async def search_fused(
@@ -375,11 +430,11 @@ class EmbeddedStore:
         limit: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Candidate]]:
-        reader = self._acquire(version)
+        reader = await self._acquire(version)
         try:
             return await asyncio.to_thread(self._fused, reader.shard, dense, sparse, limit, labels)
         finally:
-            self._release(version, reader)
+            await self._release(version, reader)
 
     @staticmethod
     def _fused(
@@ -449,7 +504,7 @@ class EmbeddedStore:
 
         fetch = min(groups * group_size * 2, 4096)
         found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
-        reader = self._acquire(version)
+        reader = await self._acquire(version)
         try:
             pending = list(range(len(vectors)))
             # Labels whose every example has been seen: first seen in a round that
@@ -494,7 +549,7 @@ class EmbeddedStore:
                         hit_from_payload(p.id, p.score, p.payload) for p in points
                     ]
         finally:
-            self._release(version, reader)
+            await self._release(version, reader)
         answer = []
         for by_label in found:
             ranked = sorted(by_label.items(), key=lambda item: item[1][0].similarity, reverse=True)
@@ -534,7 +589,7 @@ class EmbeddedStore:
             readers, self._readers = self._readers, {}
             writers, self._writers = self._writers, {}
         for reader in readers.values():
-            reader.close()
+            await asyncio.to_thread(reader.close)
         for shard in writers.values():
             shard.close()
 

@@ -329,3 +329,35 @@ async def test_fused_search_scores_both_similarities(store: VectorStore) -> None
         version, [query_dense.tolist()], [query_sparse], limit=3, labels=[["l2"]]
     )
     assert {c.hit.label for c in only_l2} == {"l2"}
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+async def test_the_load_probe_finds_a_neighbour_in_every_mode(
+    store: VectorStore, mode: str
+) -> None:
+    """The router refuses a version whose probe search finds nothing: the probe must
+    find an example in any healthy non-empty version, on every store."""
+    from qroute.config import RetrievalSettings
+    from qroute.routing.retrieval import Retriever
+    from qroute.testing import BagOfWordsEncoder
+
+    lexicon, lexical, points = _lexical_points(dense=mode != "lexical")
+    dimension = None if mode == "lexical" else DIM
+    version = await store.create_version(dimension, {"labels": []}, sparse=mode != "dense")
+    if mode == "dense":
+        points = [Point(p.id, p.vector, p.payload) for p in points]
+    await store.upsert(version, points)
+    await store.publish(version)
+    await store.open(version)
+    encoder = BagOfWordsEncoder(dimension=DIM) if mode != "lexical" else None
+    retriever = Retriever(mode, encoder, lexical if mode != "dense" else None)
+    [groups] = await retriever.search_groups(
+        store,
+        version,
+        retriever.probe(lexicon if mode != "dense" else None),
+        RetrievalSettings(),
+        groups=1,
+        group_size=1,
+        labels=[None],
+    )
+    assert groups and groups[0].hits
