@@ -321,15 +321,20 @@ async def rollback(settings: Settings, store: VectorStore | None = None) -> tupl
     own_store = store is None
     store = store or open_store(settings.store)
     try:
-        current = await store.current_version()
-        if current is None:
-            raise IndexWriteError("nothing is published: there is nothing to roll back")
-        versions = await store.versions()
-        older = [v for v in versions[: versions.index(current)] if await store.published(v)]
-        if not older:
-            raise IndexWriteError(f"{current} is the oldest kept version: nothing to roll back to")
-        await store.publish(older[-1])
-        return current, older[-1]
+        # The indexer's lock: a running indexer would otherwise publish over the
+        # rollback, or drop its target by retention.
+        async with store.exclusive():
+            current = await store.current_version()
+            if current is None:
+                raise IndexWriteError("nothing is published: there is nothing to roll back")
+            versions = await store.versions()
+            older = [v for v in versions[: versions.index(current)] if await store.published(v)]
+            if not older:
+                raise IndexWriteError(
+                    f"{current} is the oldest kept version: nothing to roll back to"
+                )
+            await store.publish(older[-1])
+            return current, older[-1]
     finally:
         if own_store:
             await store.close()
