@@ -33,7 +33,7 @@ from qroute.encoder import Encoder
 from qroute.errors import IndexWriteError
 from qroute.head import HeadData
 from qroute.lexical import Lexicon
-from qroute.retrieval import Embedded, Retriever
+from qroute.retrieval import Embedded, Retriever, built_mode
 from qroute.store import Point, VectorStore, open_store
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
@@ -191,9 +191,11 @@ async def run_index(
     progress: bool = True,
     full: bool = False,
     holdout: str | Path | None = None,
+    replace_mode: bool = False,
 ) -> IndexReport:
     """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
-    StoreUnavailable or IndexWriteError (a gate failed: nothing published)."""
+    StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
+    another retrieval mode and ``replace_mode`` is not set: nothing published)."""
     report = scan_table(table, settings.table)
     report.raise_for_errors()
     for problem in report.problems:
@@ -211,6 +213,8 @@ async def run_index(
             await remove_drafts(store)
             live = await store.current_version()
             live_meta = await store.metadata(live) if live else {}
+            if live is not None and not replace_mode:
+                _refuse_mode_change(live, live_meta, retriever.mode, settings)
             same_encoder = encoder is not None and live_meta.get("encoder") == encoder.fingerprint
             incremental = not full and live is not None and same_encoder
             if encoder is not None and live is not None and not incremental and not full:
@@ -303,6 +307,22 @@ async def run_index(
     finally:
         if own_store:
             await store.close()
+
+
+def _refuse_mode_change(
+    live: str, live_meta: dict[str, object], mode: str, settings: Settings
+) -> None:
+    """A run in another retrieval mode would replace the users' index with one their
+    routers (configured for the old mode) refuse: it takes an explicit request."""
+    built = built_mode(live_meta)
+    if built == mode:
+        return
+    raise IndexWriteError(
+        f"the published version {live} of collection {settings.store.collection!r} is a "
+        f"{built} index, and this run would replace it with a {mode} one: set "
+        f"retrieval.mode: {built} to update it, use another store.collection to keep both, "
+        "or pass --replace-mode to replace it (--full is not enough)"
+    )
 
 
 async def _retain(store: VectorStore, keep: int) -> list[str]:

@@ -278,6 +278,25 @@ async def test_rollback_takes_the_indexers_lock(settings: Settings, tmp_path: Pa
     await indexer.close()
 
 
+async def test_a_run_in_another_mode_does_not_replace_the_index(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    table = _table(tmp_path / "t.csv", ROWS)
+    dense = await _index(make_settings(), table, BagOfWordsEncoder())
+    lexical = make_settings(retrieval={"mode": "lexical"}, encoder={"model": "/nowhere"})
+    with pytest.raises(IndexWriteError) as info:
+        await run_index(lexical, table, progress=False, full=True)
+    message = str(info.value)
+    assert f"{dense.version} of collection 'test' is a dense index" in message
+    assert "with a lexical one" in message and "--replace-mode" in message
+    store = _store(lexical)
+    assert await store.versions() == [dense.version]
+    assert await store.current_version() == dense.version
+    report = await run_index(lexical, table, progress=False, replace_mode=True, store=store)
+    assert (await store.metadata(report.version))["retrieval"] == "lexical"
+    await store.close()
+
+
 async def test_one_indexer_at_a_time(settings: Settings, tmp_path: Path) -> None:
     holder = _store(settings)
     async with holder.exclusive():
