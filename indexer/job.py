@@ -3,7 +3,8 @@
 Order of work, so a failure never touches what is served: validate the whole table
 (stream 1; nothing is written when a row breaks an ``error`` policy) -> lexical and
 hybrid modes: count the character n-grams' document frequencies (stream 2, no model)
--> remove drafts left by crashed runs -> create an unpublished version -> stream 3:
+-> remove drafts left by crashed runs -> refuse a live version of another retrieval
+mode (unless ``replace_mode``) -> create an unpublished version -> stream 3:
 encode and write in
 batches, encoding the next batch while the current one is written, and reusing the live
 version's vectors for unchanged rows (incremental mode) -> with ``index.head``: fit the

@@ -81,7 +81,8 @@ class _Reader:
 
 class EmbeddedStore:
     """A VectorStore on local disk. ``drain_s``: how long ``drop`` waits for readers
-    of a superseded version to let go before leaving it for the next run to remove."""
+    of a superseded version to let go before leaving it for the retention of the next
+    successful run to remove."""
 
     def __init__(self, location: str | Path, collection: str, *, drain_s: float = 30.0) -> None:
         self._root = Path(location).expanduser() / collection
