@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from qroute_indexer import run_index
 
-from indexer import run_index
 from qroute.config import EncoderSettings, Settings
-from qroute.encoder import SentenceTransformerEncoder
+from qroute.embedding.dense import SentenceTransformerEncoder
 from qroute.errors import EncoderMismatch
-from qroute.retrieval import Retriever
+from qroute.routing.retrieval import Retriever
 from qroute.store.embedded import EmbeddedStore
 from qroute.testing import TinyModels
 from tests.conftest import example_rows
