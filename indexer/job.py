@@ -3,7 +3,8 @@
 Order of work, so a failure never touches what is served: validate the whole table
 (stream 1; nothing is written when a row breaks an ``error`` policy) -> lexical and
 hybrid modes: count the character n-grams' document frequencies (stream 2, no model)
--> remove drafts left by crashed runs -> create an unpublished version -> stream 3:
+-> remove drafts left by crashed runs -> refuse a live version of another retrieval
+mode (unless ``replace_mode``) -> create an unpublished version -> stream 3:
 encode and write in
 batches, encoding the next batch while the current one is written, and reusing the live
 version's vectors for unchanged rows (incremental mode) -> with ``index.head``: fit the
@@ -32,7 +33,7 @@ from qroute.embedding.dense import Encoder
 from qroute.embedding.lexical import Lexicon
 from qroute.errors import IndexWriteError
 from qroute.routing.head import HeadData
-from qroute.routing.retrieval import Embedded, Retriever
+from qroute.routing.retrieval import Embedded, Retriever, built_mode
 from qroute.store import Point, VectorStore, open_store
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
@@ -192,9 +193,11 @@ async def run_index(
     progress: bool = True,
     full: bool = False,
     holdout: str | Path | None = None,
+    replace_mode: bool = False,
 ) -> IndexReport:
     """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
-    StoreUnavailable or IndexWriteError (a gate failed: nothing published)."""
+    StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
+    another retrieval mode and ``replace_mode`` is not set: nothing published)."""
     report = scan_table(table, settings.table)
     report.raise_for_errors()
     for problem in report.problems:
@@ -212,6 +215,8 @@ async def run_index(
             await remove_drafts(store)
             live = await store.current_version()
             live_meta = await store.metadata(live) if live else {}
+            if live is not None and not replace_mode:
+                _refuse_mode_change(live, live_meta, retriever.mode, settings)
             same_encoder = encoder is not None and live_meta.get("encoder") == encoder.fingerprint
             incremental = not full and live is not None and same_encoder
             if encoder is not None and live is not None and not incremental and not full:
@@ -306,6 +311,22 @@ async def run_index(
             await store.close()
 
 
+def _refuse_mode_change(
+    live: str, live_meta: dict[str, object], mode: str, settings: Settings
+) -> None:
+    """A run in another retrieval mode would replace the users' index with one their
+    routers (configured for the old mode) refuse: it takes an explicit request."""
+    built = built_mode(live_meta)
+    if built == mode:
+        return
+    raise IndexWriteError(
+        f"the published version {live} of collection {settings.store.collection!r} is a "
+        f"{built} index, and this run would replace it with a {mode} one: set "
+        f"retrieval.mode: {built} to update it, use another store.collection to keep both, "
+        "or pass --replace-mode to replace it (--full is not enough)"
+    )
+
+
 async def _retain(store: VectorStore, keep: int) -> list[str]:
     """Drop the oldest published versions beyond ``keep`` (the live one counts)."""
     current = await store.current_version()
@@ -322,15 +343,20 @@ async def rollback(settings: Settings, store: VectorStore | None = None) -> tupl
     own_store = store is None
     store = store or open_store(settings.store)
     try:
-        current = await store.current_version()
-        if current is None:
-            raise IndexWriteError("nothing is published: there is nothing to roll back")
-        versions = await store.versions()
-        older = [v for v in versions[: versions.index(current)] if await store.published(v)]
-        if not older:
-            raise IndexWriteError(f"{current} is the oldest kept version: nothing to roll back to")
-        await store.publish(older[-1])
-        return current, older[-1]
+        # The indexer's lock: a running indexer would otherwise publish over the
+        # rollback, or drop its target by retention.
+        async with store.exclusive():
+            current = await store.current_version()
+            if current is None:
+                raise IndexWriteError("nothing is published: there is nothing to roll back")
+            versions = await store.versions()
+            older = [v for v in versions[: versions.index(current)] if await store.published(v)]
+            if not older:
+                raise IndexWriteError(
+                    f"{current} is the oldest kept version: nothing to roll back to"
+                )
+            await store.publish(older[-1])
+            return current, older[-1]
     finally:
         if own_store:
             await store.close()

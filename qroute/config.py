@@ -20,6 +20,7 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -208,10 +209,22 @@ class StoreSettings(_Section):
     collection: str = Field("qroute", pattern=r"^[A-Za-z0-9_]+$")
     api_key: SecretStr | None = None
     timeout_s: float = Field(10.0, gt=0)
+    # Server store: talk gRPC (on grpc_port) rather than REST (on the URL's port,
+    # 6333 when the URL names none).
+    prefer_grpc: bool = True
+    grpc_port: int = Field(6334, ge=1, le=65535)
 
     @property
     def is_server(self) -> bool:
         return self.location.startswith(("http://", "https://"))
+
+    @property
+    def endpoint(self) -> str:
+        """host:port the server store dials, and over what (for error messages)."""
+        url = urlsplit(self.location)
+        if self.prefer_grpc:
+            return f"{url.hostname}:{self.grpc_port} (gRPC, store.grpc_port)"
+        return f"{url.hostname}:{url.port or 6333} (REST, the port of store.location)"
 
 
 Policy = Literal["error", "skip", "warn"]

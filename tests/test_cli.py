@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def test_eval_and_tune_commands_write_their_reports(
     text = config.read_text(encoding="utf-8")
     assert "# my router" in text and "# labels per query" in text
     written = yaml.safe_load(text)
-    assert written["tuned"]["encoder"].startswith("encoder|dim=32")
+    assert re.fullmatch(r"encoder@[0-9a-f]{16}\|dim=32\|.*", written["tuned"]["encoder"])
     assert written["tuned"]["index_version"] == "cli_v1"
     assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
     assert (tmp_path / "tu" / "tradeoff.png").exists()

@@ -26,6 +26,11 @@ def _arguments(index: argparse.ArgumentParser) -> None:
         "--full", action="store_true", help="re-embed every row even if the encoder is unchanged"
     )
     index.add_argument(
+        "--replace-mode",
+        action="store_true",
+        help="publish even though the live version was built in another retrieval mode",
+    )
+    index.add_argument(
         "--holdout", help="labelled file whose accuracy must not drop (index.holdout_tolerance)"
     )
     index.add_argument(
@@ -78,6 +83,7 @@ def _index(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             full=args.full,
             holdout=args.holdout,
+            replace_mode=args.replace_mode,
         )
     )
     replaced = f", replacing {report.previous}" if report.previous else ""

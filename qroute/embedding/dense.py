@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -13,7 +15,7 @@ import numpy.typing as npt
 from qroute.config import EncoderSettings
 from qroute.hub import resolve_model
 
-__all__ = ["Encoder", "SentenceTransformerEncoder"]
+__all__ = ["Encoder", "SentenceTransformerEncoder", "weights_digest"]
 
 # Written by ``qroute finetune-encoder`` into the model directory (see finetune_encoder).
 RUN_FILE = "finetune.json"
@@ -26,6 +28,45 @@ def _finetune_run(folder: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     return str(run)[:12]
+
+
+# Files that hold a model's weights, in any format sentence-transformers or transformers
+# saves or a hub snapshot carries.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+_DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def weights_digest(folder: Path) -> str:
+    """A short hash of the model's weights: every weight file's relative name, size and
+    content (all files when none has a weight suffix). Two models saved under the same
+    folder name differ here; a copy of the same weights anywhere gives the same value.
+
+    Hashing reads the weights once per process, about what loading them costs; the
+    result is kept in memory keyed by each file's (name, size, mtime), so a reload of
+    unchanged files does not read them again. Nothing is written beside the model (its
+    directory may be read-only) or under the home directory (may be too, in a container).
+    """
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
+    )
+    if not files:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = [(p.relative_to(folder).as_posix(), p.stat()) for p in files]
+    key = (str(folder.resolve()), tuple((n, st.st_size, st.st_mtime_ns) for n, st in stats))
+    with _DIGESTS_LOCK:
+        cached = _DIGESTS.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for (name, st), path in zip(stats, files, strict=True):
+        digest.update(f"{name}\0{st.st_size}\0".encode())
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    value = digest.hexdigest()[:16]
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = value
+    return value
 
 
 class Encoder(Protocol):
@@ -60,6 +101,8 @@ class SentenceTransformerEncoder:
             raise ValueError(f"encoder {settings.model!r} does not report an embedding dimension")
         self._dimension = int(dimension)
         self._run = _finetune_run(Path(path))
+        # A hub id resolves to its snapshot directory, so its files are hashed too.
+        self._weights = weights_digest(Path(path))
 
     @property
     def dimension(self) -> int:
@@ -70,11 +113,16 @@ class SentenceTransformerEncoder:
         # The model's name, not where it was loaded from: a hub id and a local copy of
         # the same model ("jhgan/ko-sroberta-multitask", "/models/ko-sroberta-multitask")
         # give comparable vectors.
+        # The name is for people; the weights' digest is what identifies the model: two
+        # models saved under the same folder name ("model") differ there.
         # A directory that qroute fine-tuned also names its run: fine-tuning again into
         # the same directory changes every vector without changing the name.
         name = Path(self._settings.model.rstrip("/")).name
         run = f"|run={self._run}" if self._run else ""
-        return f"{name}{run}|dim={self._dimension}|prompt={self._settings.prompt!r}|norm=l2"
+        return (
+            f"{name}@{self._weights}{run}|dim={self._dimension}"
+            f"|prompt={self._settings.prompt!r}|norm=l2"
+        )
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         vectors = self._model.encode(

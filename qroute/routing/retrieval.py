@@ -29,7 +29,7 @@ from qroute.store import VectorStore
 from qroute.store.base import Candidate, SearchVector
 from qroute.types import Group, Hit, SparseVector
 
-__all__ = ["Embedded", "Retriever", "fuse", "load_encoder"]
+__all__ = ["Embedded", "Retriever", "built_mode", "fuse", "load_encoder"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,17 @@ class Embedded:
         if self.dense is not None:
             return list(self.dense.tolist())
         return list(self.sparse or ())
+
+
+def built_mode(metadata: Mapping[str, Any]) -> str:
+    """The retrieval mode an index version was built for, from its metadata (versions
+    written before the mode was recorded: from the vectors they hold)."""
+    recorded = metadata.get("retrieval")
+    if recorded:
+        return str(recorded)
+    if "encoder" in metadata:
+        return "hybrid" if "lexical" in metadata else "dense"
+    return "lexical" if "lexical" in metadata else "dense"
 
 
 class Retriever:

@@ -18,10 +18,11 @@ def open_store(settings: StoreSettings) -> VectorStore:
         client = AsyncQdrantClient(
             url=settings.location,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            prefer_grpc=True,
+            prefer_grpc=settings.prefer_grpc,
+            grpc_port=settings.grpc_port,
             timeout=int(settings.timeout_s),
         )
-        return ServerStore(client, settings.collection)
+        return ServerStore(client, settings.collection, settings.endpoint)
     from qroute.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.location, settings.collection)

@@ -8,6 +8,8 @@ serves the published one.
 Layout under ``<location>/<collection>/``::
 
     CURRENT                 name of the published version (replaced atomically)
+    ISSUED                  the highest version number ever created (replaced atomically),
+                            so a dropped draft's name is never given to another version
     <collection>_v<N>/      one Qdrant Edge shard per version, plus
         qroute.json         the version's metadata
         .readers            a router holds a shared flock here while it has the version open
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 _META = "qroute.json"
 _READERS = ".readers"
 _CURRENT = "CURRENT"
+_ISSUED = "ISSUED"
 _PUBLISHED = ".published"
 # A writing shard keeps what it was sent in memory until it is closed; closing and
 # reopening it this often keeps a million-row index under a few hundred MB of RSS
@@ -102,7 +105,8 @@ def _reader_lock(path: Path) -> TextIO | None:
 
 class EmbeddedStore:
     """A VectorStore on local disk. ``drain_s``: how long ``drop`` waits for readers
-    of a superseded version to let go before leaving it for the next run to remove."""
+    of a superseded version to let go before leaving it for the retention of the next
+    successful run to remove."""
 
     def __init__(self, location: str | Path, collection: str, *, drain_s: float = 30.0) -> None:
         self._root = Path(location).expanduser() / collection
@@ -158,12 +162,7 @@ class EmbeddedStore:
             raise StoreUnavailable(
                 f"cannot create the store directory {self._root}: {exc}"
             ) from exc
-        await self._collect_garbage()
-        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
-        current = await self.current_version()
-        if current is not None:
-            existing.append(version_number(self._collection, current) or 0)
-        name = version_name(self._collection, max(existing, default=0) + 1)
+        name = version_name(self._collection, await self._issue())
         path = self._root / name
         path.mkdir()
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
@@ -187,6 +186,30 @@ class EmbeddedStore:
         await asyncio.to_thread(shard.update, index)
         self._writers[name] = shard
         return name
+
+    async def _issue(self) -> int:
+        """The next version number: above every version on disk, drafts included, and
+        above every number issued before (a dropped draft's number is never reused, so
+        a name always means one index)."""
+        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
+        current = await self.current_version()
+        if current is not None:
+            existing.append(version_number(self._collection, current) or 0)
+        issued = self._root / _ISSUED
+        try:
+            existing.append(int(issued.read_text(encoding="utf-8").strip() or 0))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailable(
+                f"cannot read {issued}: {exc}; it holds the highest version number issued "
+                "(remove it only if no version was ever dropped)"
+            ) from exc
+        number = max(existing, default=0) + 1
+        tmp = self._root / f".{_ISSUED}.{os.getpid()}.tmp"
+        tmp.write_text(f"{number}\n", encoding="utf-8")
+        os.replace(tmp, issued)
+        return number
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
         from qdrant_edge import Point as EdgePoint
@@ -290,7 +313,7 @@ class EmbeddedStore:
         while not self._try_remove(path):
             if time.monotonic() >= deadline:
                 log.warning(
-                    "version %s is still open by a reader; it will be removed by a later run",
+                    "version %s is still open by a reader; a later run's retention will remove it",
                     version,
                 )
                 return
@@ -313,19 +336,6 @@ class EmbeddedStore:
         finally:
             if handle is not None:
                 handle.close()
-
-    async def _collect_garbage(self) -> None:
-        """Remove superseded versions that an earlier run could not remove (a reader
-        still held them, or the run crashed before publishing)."""
-        current = await self.current_version()
-        current_number = version_number(self._collection, current) if current else None
-        if current_number is None:
-            return
-        for name in await self.versions():
-            number = version_number(self._collection, name)
-            superseded = number is not None and number < current_number
-            if superseded and name not in self._writers and self._try_remove(self._root / name):
-                log.info("removed superseded index version %s", name)
 
     # -- reading -------------------------------------------------------------
 
@@ -579,7 +589,7 @@ class EmbeddedStore:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise IndexWriteError(
-                    f"another indexer is writing {self._root}; wait for it to finish"
+                    f"another indexer is writing {self._root}; retry when it finishes"
                 ) from None
             # The kernel releases the lock when the process dies, even by kill -9.
             yield

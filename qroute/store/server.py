@@ -1,14 +1,19 @@
 """ServerStore: a Qdrant server or cluster through qdrant-client (gRPC preferred).
 
 Versions are collections ``<collection>_v<N>``; the published one is the alias
-``<collection>``, switched atomically. The same class runs over qdrant-client's
-``:memory:`` mode in the contract tests, where no server is available.
+``<collection>``, switched atomically. Two bookkeeping collections, never versions:
+``<collection>__qroute`` records the highest version number issued (metadata
+``issued``), so a dropped draft's number is never reused, and ``<collection>__lock``
+exists while an indexer or a rollback is writing. The same class runs over
+qdrant-client's ``:memory:`` mode in the contract tests, where no server is available.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -42,10 +47,21 @@ def _is_not_found(exc: Exception) -> bool:
     return "not found" in text or "doesn't exist" in text or "not_found" in text
 
 
+# A writer refreshes its lock this often; a lock not refreshed for _LEASE_S belongs to
+# a writer that died (Qdrant has no lock primitive, and no session to end with it).
+_HEARTBEAT_S = 10.0
+_LEASE_S = 60.0
+
+
 class ServerStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+    """``endpoint``: where the client dials, named in StoreUnavailable messages."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str, endpoint: str = "") -> None:
         self._client = client
         self._collection = collection
+        self._endpoint = endpoint
+        self._state = f"{collection}__qroute"
+        self._lock_name = f"{collection}__lock"
 
     async def _call(self, what: str, coro: Any, version: str | None = None) -> Any:
         """Await a client call, translating transport failures into StoreUnavailable
@@ -53,17 +69,21 @@ class ServerStore:
         try:
             return await coro
         except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
-            raise StoreUnavailable(f"Qdrant is unreachable ({what}): {exc}") from exc
+            raise StoreUnavailable(f"{self._unreachable()} ({what}): {exc}") from exc
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND and version is not None:
                 raise VersionMissing(f"index version {version} does not exist") from exc
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise StoreUnavailable(f"Qdrant is unreachable ({what}): {exc.details()}") from exc
+                raise StoreUnavailable(f"{self._unreachable()} ({what}): {exc.details()}") from exc
             raise
         except (UnexpectedResponse, ValueError, KeyError) as exc:
             if version is not None and _is_not_found(exc):
                 raise VersionMissing(f"index version {version} does not exist") from exc
             raise
+
+    def _unreachable(self) -> str:
+        where = f" at {self._endpoint}" if self._endpoint else ""
+        return f"Qdrant{where} is unreachable"
 
     async def current_version(self) -> str | None:
         response = await self._call("get aliases", self._client.get_aliases())
@@ -84,8 +104,7 @@ class ServerStore:
     async def create_version(
         self, dimension: int | None, metadata: Mapping[str, Any], *, sparse: bool = False
     ) -> str:
-        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
-        name = version_name(self._collection, max(existing, default=0) + 1)
+        name = version_name(self._collection, await self._issue())
         vectors: models.VectorParams | dict[str, models.VectorParams] = {}
         if dimension is not None:
             vectors = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
@@ -111,6 +130,32 @@ class ServerStore:
             name,
         )
         return name
+
+    async def _issue(self) -> int:
+        """The next version number: above every version, and above every number issued
+        before (recorded in the bookkeeping collection), so a dropped draft's number is
+        never given to another version."""
+        existing = [version_number(self._collection, v) or 0 for v in await self.versions()]
+        current = await self.current_version()
+        if current is not None:
+            existing.append(version_number(self._collection, current) or 0)
+        exists = await self._call(
+            "find the bookkeeping collection", self._client.collection_exists(self._state)
+        )
+        if exists:
+            state = await self.metadata(self._state)
+            existing.append(int(state.get("issued", 0)))
+        number = max(existing, default=0) + 1
+        if exists:
+            await self.add_metadata(self._state, {"issued": number})
+        else:
+            await self._call(
+                "create the bookkeeping collection",
+                self._client.create_collection(
+                    collection_name=self._state, vectors_config={}, metadata={"issued": number}
+                ),
+            )
+        return number
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
         structs = [
@@ -312,9 +357,55 @@ class ServerStore:
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        # Qdrant has no lock primitive: run one indexer per collection at a time (a
-        # second one's drafts would be removed as leftovers by the first).
-        yield
+        # Creating a collection that exists fails, so the lock is a collection; its
+        # heartbeat lets the next writer take over from one that was killed.
+        if not await self._take_lock():
+            raise IndexWriteError(
+                f"another indexer is writing {self._collection} (the lock collection "
+                f"{self._lock_name} exists); retry when it finishes (a killed writer's lock "
+                f"expires {_LEASE_S:.0f} s after its last heartbeat)"
+            )
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._call("release the lock", self._client.delete_collection(self._lock_name))
+
+    async def _take_lock(self) -> bool:
+        for _ in range(2):
+            try:
+                await self._call(
+                    "take the lock",
+                    self._client.create_collection(
+                        collection_name=self._lock_name,
+                        vectors_config={},
+                        metadata={"owner": uuid.uuid4().hex, "heartbeat": time.time()},
+                    ),
+                )
+                return True
+            except StoreUnavailable:
+                raise
+            except Exception:  # exists (each transport words it differently), or gone again
+                try:
+                    held = await self.metadata(self._lock_name)
+                except VersionMissing:
+                    continue  # released meanwhile
+                if time.time() - float(held.get("heartbeat", 0)) < _LEASE_S:
+                    return False
+                await self._call(
+                    "remove an expired lock", self._client.delete_collection(self._lock_name)
+                )
+        return False
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            # A missed beat is retried at the next one; the run itself reports outages.
+            with contextlib.suppress(StoreUnavailable):
+                await self.add_metadata(self._lock_name, {"heartbeat": time.time()})
 
     async def close(self) -> None:
         await self._client.close()

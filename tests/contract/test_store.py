@@ -361,3 +361,24 @@ async def test_the_load_probe_finds_a_neighbour_in_every_mode(
         labels=[None],
     )
     assert groups and groups[0].hits
+
+
+async def test_a_dropped_drafts_number_is_never_reused(store: VectorStore) -> None:
+    live = await store.create_version(DIM, {})
+    await store.upsert(live, _points(3))
+    await store.publish(live)
+    draft = await store.create_version(DIM, {"run": "killed"})
+    await store.drop(draft)
+    again = await store.create_version(DIM, {"run": "next"})
+    assert again not in (live, draft)
+    assert await store.versions() == [live, again]
+
+
+async def test_one_writer_at_a_time(store: VectorStore) -> None:
+    async with store.exclusive():
+        with pytest.raises(IndexWriteError, match=r"another indexer is writing .*retry when"):
+            async with store.exclusive():
+                pass
+    async with store.exclusive():  # released: the next writer gets it
+        pass
+    assert await store.versions() == []  # the lock is not a version

@@ -217,6 +217,86 @@ async def test_retention_and_rollback(settings: Settings, tmp_path: Path) -> Non
     await store.close()
 
 
+async def test_keep_versions_published_versions_are_kept(
+    settings: Settings, tmp_path: Path
+) -> None:
+    versions = []
+    for n in range(4):
+        table = _table(tmp_path / f"{n}.csv", ROWS[: 10 + n])
+        versions.append((await _index(settings, table, BagOfWordsEncoder())).version)
+    store = _store(settings)
+    assert await store.versions() == versions[1:]  # keep_versions: 3
+    await store.close()
+
+
+async def test_a_failed_run_keeps_the_rollback_target(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(
+        update={"index": settings.index.model_copy(update={"keep_versions": 2})}
+    )
+    table = _table(tmp_path / "t.csv", ROWS)
+    first = await _index(settings, table, BagOfWordsEncoder())
+    second = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    with pytest.raises(IndexWriteError, match="gate failed"):
+        lossy = LossyStore(settings, _drop_one)
+        await _index(settings, table, BagOfWordsEncoder(), full=True, store=lossy)
+    store = _store(settings)
+    assert await store.versions() == [first.version, second.version]
+    assert await rollback(settings, store) == (second.version, first.version)
+    await store.close()
+
+
+async def test_a_version_a_reader_held_is_removed_by_a_later_retention(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"index": settings.index.model_copy(update={"keep_versions": 1})}
+    )
+    table = _table(tmp_path / "t.csv", ROWS)
+    first = await _index(settings, table, BagOfWordsEncoder())
+    reader = _store(settings)
+    await reader.open(first.version)
+    second = await _index(settings, table, BagOfWordsEncoder(), full=True, store=_store(settings))
+    store = _store(settings)
+    assert await store.versions() == [first.version, second.version]  # held: left alone
+    await reader.close()
+    third = await _index(settings, table, BagOfWordsEncoder(), full=True, store=_store(settings))
+    assert third.dropped == (first.version, second.version)
+    assert await store.versions() == [third.version]
+    await store.close()
+
+
+async def test_rollback_takes_the_indexers_lock(settings: Settings, tmp_path: Path) -> None:
+    table = _table(tmp_path / "t.csv", ROWS)
+    first = await _index(settings, table, BagOfWordsEncoder())
+    second = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    indexer = _store(settings)
+    async with indexer.exclusive():
+        with pytest.raises(IndexWriteError, match=r"another indexer is writing .*retry when"):
+            await rollback(settings, _store(settings))
+        assert await indexer.current_version() == second.version
+    assert await rollback(settings, indexer) == (second.version, first.version)
+    await indexer.close()
+
+
+async def test_a_run_in_another_mode_does_not_replace_the_index(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    table = _table(tmp_path / "t.csv", ROWS)
+    dense = await _index(make_settings(), table, BagOfWordsEncoder())
+    lexical = make_settings(retrieval={"mode": "lexical"}, encoder={"model": "/nowhere"})
+    with pytest.raises(IndexWriteError) as info:
+        await run_index(lexical, table, progress=False, full=True)
+    message = str(info.value)
+    assert f"{dense.version} of collection 'test' is a dense index" in message
+    assert "with a lexical one" in message and "--replace-mode" in message
+    store = _store(lexical)
+    assert await store.versions() == [dense.version]
+    assert await store.current_version() == dense.version
+    report = await run_index(lexical, table, progress=False, replace_mode=True, store=store)
+    assert (await store.metadata(report.version))["retrieval"] == "lexical"
+    await store.close()
+
+
 async def test_one_indexer_at_a_time(settings: Settings, tmp_path: Path) -> None:
     holder = _store(settings)
     async with holder.exclusive():
@@ -286,12 +366,13 @@ def test_kill_9_mid_write_then_rerun(tmp_path: Path, tiny_models: TinyModels) ->
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "removed unpublished draft crash_v2" in rerun.stderr
-    assert f"published crash_v2: {len(big_rows)} rows" in rerun.stdout
-    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["crash_v1", "crash_v2"]
+    # A new number: "crash_v2" never names two different indexes (logs, metrics, replies).
+    assert f"published crash_v3: {len(big_rows)} rows" in rerun.stdout
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["crash_v1", "crash_v3"]
     listing = subprocess.run(
         [*command[:4], "--list"], env=env, capture_output=True, text=True, timeout=120, check=True
     ).stdout
-    assert f"crash_v2                 published* {len(big_rows):>8}" in listing
+    assert f"crash_v3                 published* {len(big_rows):>8}" in listing
     assert "crash_v1                 kept            313" in listing
 
 
