@@ -1,15 +1,16 @@
 # `make demo` and `make test` work on a fresh machine: they build .venv first.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
-TORCH ?= torch==2.13.0
+# The CPU build of torch (a bare `torch` requirement would pull a multi-GB CUDA build):
+# its pip arguments live in scripts/pip-torch-args, which the Dockerfile reads too.
+TORCH_ARGS := $(shell grep -v '^\#' scripts/pip-torch-args)
 
-.PHONY: install demo demo-lexical test stubs
+.PHONY: install demo demo-lexical test stubs print-torch-args
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/pip-torch-args
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(VENV)/bin/python -m pip install --quiet $(TORCH_ARGS)
 	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -29,3 +30,7 @@ test: install
 
 stubs: install
 	$(VENV)/bin/python proto/generate.py
+
+# What tests/test_install.py resolves: the arguments exactly as the install step uses them.
+print-torch-args:
+	@echo $(TORCH_ARGS)
