@@ -5,7 +5,7 @@ VENV ?= .venv
 # its pip arguments live in scripts/pip-torch-args, which the Dockerfile reads too.
 TORCH_ARGS := $(shell grep -v '^\#' scripts/pip-torch-args)
 
-.PHONY: install demo demo-lexical test stubs print-torch-args
+.PHONY: install demo demo-lexical test stubs print-torch-args faults
 
 $(VENV)/.installed: pyproject.toml scripts/pip-torch-args
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy qroute server indexer
 	$(VENV)/bin/python -m pytest
+
+# The fault harness (bench/faults.py): load, reloads, re-index, kill -9, SIGTERM, fuzz.
+# Not part of `make test`; FAULTS_ARGS=--quick for a short development run.
+faults: install
+	$(VENV)/bin/python bench/faults.py $(FAULTS_ARGS)
 
 stubs: install
 	$(VENV)/bin/python proto/generate.py
