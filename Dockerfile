@@ -17,8 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # CPU-only torch first, in its own layer: it is by far the largest dependency
 # and changes rarely, so source edits below do not invalidate it. Installing it
 # before the project keeps pip from pulling the (much larger) CUDA build from
-# PyPI when resolving the project's own torch requirement.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# PyPI when resolving the project's own torch requirement. The arguments are the
+# Makefile's (scripts/pip-torch-args, their one owner).
+COPY scripts/pip-torch-args /tmp/pip-torch-args
+RUN pip install $(grep -v '^#' /tmp/pip-torch-args) && rm /tmp/pip-torch-args
 
 # Unprivileged runtime user. Its Hugging Face cache directory is created here
 # (owned by the user) so that a named volume mounted on it, as docker-compose.yml

@@ -1,15 +1,16 @@
 # `make demo` and `make test` work on a fresh machine: they build .venv first.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
-TORCH ?= torch==2.13.0
+# The CPU build of torch (a bare `torch` requirement would pull a multi-GB CUDA build):
+# its pip arguments live in scripts/pip-torch-args, which the Dockerfile reads too.
+TORCH_ARGS := $(shell grep -v '^\#' scripts/pip-torch-args)
 
-.PHONY: install demo demo-lexical test stubs docs-figures
+.PHONY: install demo demo-lexical test stubs docs-figures print-torch-args faults
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/pip-torch-args
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(VENV)/bin/python -m pip install --quiet $(TORCH_ARGS)
 	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -27,6 +28,11 @@ test: install
 	$(VENV)/bin/mypy qroute server indexer
 	$(VENV)/bin/python -m pytest
 
+# The fault harness (bench/faults.py): load, reloads, re-index, kill -9, SIGTERM, fuzz.
+# Not part of `make test`; FAULTS_ARGS=--quick for a short development run.
+faults: install
+	$(VENV)/bin/python bench/faults.py $(FAULTS_ARGS)
+
 stubs: install
 	$(VENV)/bin/python proto/generate.py
 
@@ -34,3 +40,7 @@ stubs: install
 # Debian's graphviz package). Edit the .dot file, then run this and commit both.
 docs-figures:
 	for f in docs/figures/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg"; done
+
+# What tests/test_install.py resolves: the arguments exactly as the install step uses them.
+print-torch-args:
+	@echo $(TORCH_ARGS)

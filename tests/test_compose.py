@@ -284,9 +284,12 @@ def test_dockerfile_basics() -> None:
     cmd = [args for instr, args in instructions if instr == "CMD"]
     assert cmd and json.loads(cmd[-1]) == ["qroute", "serve"]
     runs = " ".join(args for instr, args in instructions if instr == "RUN")
-    torch = runs.find("download.pytorch.org/whl/cpu")
+    # The CPU torch arguments are the Makefile's (scripts/pip-torch-args, whose
+    # resolution tests/test_install.py checks).
+    torch = runs.find("pip install $(grep -v '^#' /tmp/pip-torch-args)")
     project = runs.find("pip install .")
     assert 0 <= torch < project, "CPU torch must be installed before the project"
+    assert ("COPY", "scripts/pip-torch-args /tmp/pip-torch-args") in instructions
 
 
 def test_dockerfile_copies_what_compose_references(services: dict[str, Any]) -> None:
