@@ -43,6 +43,7 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import EncoderSettings, Settings, TableSettings  # noqa: E402
 from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.knn import knn_accuracy  # noqa: E402
 from qroute.evaluation.run import evaluate  # noqa: E402
 from qroute.evaluation.tune import precompute, sweep  # noqa: E402
 from qroute.routing.classifier import Classifier  # noqa: E402
@@ -53,7 +54,6 @@ from qroute.training.encoder import (  # noqa: E402
     EncoderFinetuneReport,
     finetune_encoder,
     held_out_rows,
-    knn_accuracy,
 )
 from qroute.types import Example  # noqa: E402
 
