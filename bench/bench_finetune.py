@@ -39,8 +39,9 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import NLISettings, Settings, TableSettings, ZeroShotSettings  # noqa: E402
 from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.precompute import precompute  # noqa: E402
 from qroute.evaluation.run import evaluate, zero_shot_alone  # noqa: E402
-from qroute.evaluation.tune import precompute, sweep  # noqa: E402
+from qroute.evaluation.tune import sweep  # noqa: E402
 from qroute.routing.classifier import Classifier  # noqa: E402
 from qroute.routing.zeroshot import NLIZeroShot  # noqa: E402
 from qroute.table import read_table  # noqa: E402
