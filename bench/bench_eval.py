@@ -43,8 +43,10 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import EncoderSettings, Settings, TableSettings  # noqa: E402
 from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.knn import knn_accuracy  # noqa: E402
+from qroute.evaluation.precompute import precompute  # noqa: E402
 from qroute.evaluation.run import evaluate  # noqa: E402
-from qroute.evaluation.tune import precompute, sweep  # noqa: E402
+from qroute.evaluation.tune import sweep  # noqa: E402
 from qroute.routing.classifier import Classifier  # noqa: E402
 from qroute.table import read_table  # noqa: E402
 from qroute.training.encoder import (  # noqa: E402
@@ -53,7 +55,6 @@ from qroute.training.encoder import (  # noqa: E402
     EncoderFinetuneReport,
     finetune_encoder,
     held_out_rows,
-    knn_accuracy,
 )
 from qroute.types import Example  # noqa: E402
 

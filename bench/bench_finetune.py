@@ -39,19 +39,19 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import NLISettings, Settings, TableSettings, ZeroShotSettings  # noqa: E402
 from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.precompute import precompute  # noqa: E402
 from qroute.evaluation.run import evaluate, zero_shot_alone  # noqa: E402
-from qroute.evaluation.tune import precompute, sweep  # noqa: E402
+from qroute.evaluation.tune import sweep  # noqa: E402
 from qroute.routing.classifier import Classifier  # noqa: E402
 from qroute.routing.zeroshot import NLIZeroShot  # noqa: E402
 from qroute.table import read_table  # noqa: E402
-from qroute.training.nli import (  # noqa: E402
+from qroute.training.common import split_by_text  # noqa: E402
+from qroute.training.nli import finetune, load_base  # noqa: E402
+from qroute.training.nli_pairs import (  # noqa: E402
     FinetuneOptions,
-    finetune,
-    load_base,
     prepare_nli_pairs,
     prepare_table,
     read_nli_pairs,
-    split_by_text,
 )
 from qroute.types import Example  # noqa: E402
 

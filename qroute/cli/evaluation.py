@@ -37,8 +37,10 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.evaluation.run import evaluate, plot_confusion, plot_curve
-    from qroute.evaluation.tune import precompute, sweep
+    from qroute.evaluation.plots import plot_confusion, plot_curve
+    from qroute.evaluation.precompute import precompute
+    from qroute.evaluation.run import evaluate
+    from qroute.evaluation.tune import sweep
     from qroute.routing.classifier import Classifier
     from qroute.table import read_table
 
@@ -228,8 +230,9 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.evaluation.run import plot_curve
-    from qroute.evaluation.tune import precompute, sweep
+    from qroute.evaluation.plots import plot_curve
+    from qroute.evaluation.precompute import precompute
+    from qroute.evaluation.tune import sweep
     from qroute.routing.classifier import Classifier
 
     source, examples = _tune_rows(settings, args)

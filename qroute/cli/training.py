@@ -4,32 +4,64 @@ and the router's encoder on the labelled table (the [train] extra)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Any
+import typing
+from typing import Any, TypeVar
 
 from qroute.cli.common import Command, settings_of, with_config
 from qroute.config import Settings
+from qroute.training.common import TrainingOptions
+from qroute.training.encoder import EncoderFinetuneOptions
+from qroute.training.nli_pairs import FinetuneOptions
 
 __all__ = ["COMMANDS"]
 
+T = TypeVar("T", bound=TrainingOptions)
 
-def _with_training(p: argparse.ArgumentParser, batch_size: int) -> None:
-    """The options both fine-tunes take."""
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--learning-rate", type=float, default=5e-5)
-    p.add_argument("--dev-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=3, help="evaluations without gain")
-    p.add_argument(
-        "--bf16", action="store_true", help="mixed precision (CPUs with AVX512-BF16/AMX, GPUs)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
-    )
-    p.add_argument("--keep-checkpoints", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+
+# The options both fine-tunes take. Their defaults are the options dataclasses' own
+# (one owner); the CLI only adds the help text.
+_SHARED = {
+    "epochs": "passes over the training rows",
+    "max_steps": "> 0: stop after this many optimisation steps (overrides --epochs)",
+    "batch_size": "rows per batch",
+    "learning_rate": "peak learning rate (linear warm-up, then decay)",
+    "dev_fraction": "share of rows held out, by text, for the dev figures",
+    "patience": "evaluations without a better dev figure before stopping",
+    "bf16": "mixed precision (CPUs with AVX512-BF16/AMX, GPUs)",
+    "seed": "random seed of the split, the sampling and the model's new weights",
+    "resume": "continue an interrupted run from its checkpoint",
+    "keep_checkpoints": "keep the checkpoints once training has finished",
+}
+
+
+def _add_options(
+    parser: argparse.ArgumentParser, options: type[TrainingOptions], helps: dict[str, str]
+) -> None:
+    """A flag per option in ``helps``, its default taken from ``options``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    for name, text in helps.items():
+        flag, default = "--" + name.replace("_", "-"), defaults[name]
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=default, help=text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=text)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _options(options: type[T], args: argparse.Namespace, helps: dict[str, str], **fixed: Any) -> T:
+    """The options a command's flags chose (``helps`` names the flags)."""
+    chosen = {name: getattr(args, name) for name in {**_SHARED, **helps}}
+    return options(**chosen, progress=not args.no_progress, **fixed)
+
+
+_NLI = {
+    "negatives": "contradiction pairs per row",
+    "hard_share": "share of negatives among confusable labels",
+    "max_length": "tokens per premise+hypothesis pair",
+}
+_ENCODER = {"margin": "triplet margin, in cosine distance"}
 
 
 def _finetune_arguments(finetune: argparse.ArgumentParser) -> None:
@@ -46,19 +78,12 @@ def _finetune_arguments(finetune: argparse.ArgumentParser) -> None:
         action="store_true",
         help="TABLE is generic NLI JSONL (premise, hypothesis, label), not a labelled table",
     )
-    finetune.add_argument("--negatives", type=int, default=3, help="contradiction pairs per row")
-    finetune.add_argument(
-        "--hard-share", type=float, default=0.75, help="share of negatives among confusable labels"
-    )
     finetune.add_argument(
         "--no-hard-negatives",
         action="store_true",
         help="draw every negative at random (skips loading the encoder)",
     )
-    finetune.add_argument(
-        "--max-length", type=int, default=64, help="tokens per premise+hypothesis pair"
-    )
-    _with_training(finetune, batch_size=32)
+    _add_options(finetune, FinetuneOptions, {**_SHARED, **_NLI})
 
 
 def _encoder_arguments(encoder_ft: argparse.ArgumentParser) -> None:
@@ -70,58 +95,31 @@ def _encoder_arguments(encoder_ft: argparse.ArgumentParser) -> None:
     )
     encoder_ft.add_argument(
         "--loss",
-        choices=["auto", "mnrl", "triplet"],
-        default="auto",
+        choices=typing.get_args(typing.get_type_hints(EncoderFinetuneOptions)["loss"]),
+        default=EncoderFinetuneOptions.loss,
         help="auto: mnrl when the table has at least --batch-size labels, else triplet",
-    )
-    encoder_ft.add_argument(
-        "--margin", type=float, default=0.3, help="triplet margin, in cosine distance"
     )
     encoder_ft.add_argument(
         "--train-embeddings",
         action="store_true",
         help="also train the word-embedding matrix (frozen by default: faster, rarely worse)",
     )
-    _with_training(encoder_ft, batch_size=64)
-
-
-def _training_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options both fine-tunes take (see ``_with_training``)."""
-    return {
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "dev_fraction": args.dev_fraction,
-        "patience": args.patience,
-        "bf16": args.bf16,
-        "seed": args.seed,
-        "progress": not args.no_progress,
-        "resume": args.resume,
-        "keep_checkpoints": args.keep_checkpoints,
-    }
+    _add_options(encoder_ft, EncoderFinetuneOptions, {**_SHARED, **_ENCODER})
 
 
 def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qroute.table import read_table
-    from qroute.training.nli import (
-        DATA_DIR,
-        FinetuneOptions,
+    from qroute.training.nli import DATA_DIR, finetune
+    from qroute.training.nli_pairs import (
         PreparedData,
-        finetune,
         prepare_nli_pairs,
         prepare_table,
         read_nli_pairs,
     )
 
-    options = FinetuneOptions(
-        negatives=args.negatives,
-        hard_share=args.hard_share,
-        max_length=args.max_length,
-        **_training_options(args),
-    )
+    options = _options(FinetuneOptions, args, _NLI)
     base = args.base or settings.nli.model
     saved = Path(args.out) / DATA_DIR
     if args.resume and (saved / "meta.json").exists():
@@ -150,13 +148,14 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
 
 def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
     from qroute.table import read_table
-    from qroute.training.encoder import EncoderFinetuneOptions, finetune_encoder
+    from qroute.training.encoder import finetune_encoder
 
-    options = EncoderFinetuneOptions(
+    options = _options(
+        EncoderFinetuneOptions,
+        args,
+        _ENCODER,
         loss=args.loss,
-        margin=args.margin,
         freeze_embeddings=not args.train_embeddings,
-        **_training_options(args),
     )
     examples = read_table(args.table, settings.table)
     report = finetune_encoder(

@@ -1,117 +1,32 @@
 """Tune the decision thresholds from labelled data.
 
-One encoding and search pass (``precompute``) keeps, for each labelled query, its label
-groups at the largest k swept and the zero-shot score of every label in them. The sweep
-then replays the decision rule (``qroute.routing.vote``) over those numbers for
-every combination of similarity threshold, ambiguity margin, zero-shot threshold and k,
-vectorised with numpy, and picks the best under an objective. Per-label thresholds are
-then improved one label at a time. ``write_tuned`` puts the result into the config file,
-keeping its comments and every other key.
+One encoding and search pass (``qroute.evaluation.precompute``) keeps, for each labelled
+query, its label groups at the largest k swept and the zero-shot score of every label in
+them. The sweep then replays the decision rule (``qroute.routing.vote``)
+over those numbers for every combination of similarity threshold, ambiguity margin,
+zero-shot threshold and k, vectorised with numpy, and picks the best under an objective.
+Per-label thresholds are then improved one label at a time. ``write_tuned`` puts the
+result into the config file, keeping its comments and every other key.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from qroute.config import RouterSettings, ZeroShotSettings
-from qroute.errors import NotIndexed
-from qroute.routing.classifier import Classifier
-from qroute.routing.vote import replay, vote_arrays
-from qroute.routing.zeroshot import ZeroShotItem
-from qroute.types import Example, Group, LabelScore
+from qroute.evaluation.precompute import Precomputed
+from qroute.routing.vote import VoteArrays, replay, vote_arrays
 
-__all__ = ["Choice", "Precomputed", "Sweep", "precompute", "predict", "sweep", "write_tuned"]
+__all__ = ["Choice", "Sweep", "predict", "sweep", "write_tuned"]
 
 Objective = Literal["accuracy", "oos", "zero-shot-rate"]
-
-
-@dataclass
-class Precomputed:
-    truth: list[str]
-    groups: list[list[Group]]
-    zero_shot: list[dict[str, float]]  # per query: label -> zero-shot score (empty when off)
-    method: str  # the zero-shot method that produced them, "" when off
-    # Per query, the index's linear head's probabilities where the router uses one.
-    head: list[list[LabelScore] | None] = field(default_factory=list)
-
-    def extend(self, other: Precomputed) -> None:
-        """Append another pass's queries (e.g. out-of-scope rows searched without
-        leave-one-out) so one sweep sees both."""
-        self.truth += other.truth
-        self.groups += other.groups
-        self.zero_shot += other.zero_shot
-        self.head += other.head
-
-    def label_ids(self) -> dict[str, int]:
-        """Every label the sweep may meet, numbered in name order."""
-        labels = {g.label for gs in self.groups for g in gs} | set(self.truth)
-        labels |= {s.label for scores in self.head if scores for s in scores}
-        return {label: i for i, label in enumerate(sorted(labels))}
-
-
-async def precompute(
-    classifier: Classifier,
-    examples: Sequence[Example],
-    *,
-    k_max: int,
-    leave_one_out: bool = False,
-    batch: int = 64,
-    progress: bool = True,
-) -> Precomputed:
-    """Groups at ``k_max`` and zero-shot scores for every example. With
-    ``leave_one_out`` each example's own row is removed from its neighbours (tuning
-    on the indexed table itself)."""
-    index = classifier.index or await classifier.refresh_index()
-    if index is None:
-        raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
-    router = classifier.settings.router
-    extra = 1 if leave_one_out else 0
-    scorer = classifier.zero_shot
-    groups_all: list[list[Group]] = []
-    scores_all: list[dict[str, float]] = []
-    heads_all: list[list[LabelScore] | None] = []
-    with tqdm(total=len(examples), unit="row", desc="precomputing", disable=not progress) as bar:
-        for start in range(0, len(examples), batch):
-            chunk = examples[start : start + batch]
-            index, embedded, found = await classifier.neighbours(
-                [e.text for e in chunk],
-                [None] * len(chunk),
-                groups=k_max + extra,
-                group_size=router.group_size + extra,
-            )
-            heads_all.extend(await classifier.head_scores(index, embedded, [()] * len(chunk)))
-            dense = embedded.dense if embedded.dense is not None else [None] * len(chunk)
-            for example, groups in zip(chunk, found, strict=True):
-                kept = []
-                for group in groups:
-                    hits = tuple(
-                        h for h in group.hits if not (leave_one_out and h.row_id == example.row_id)
-                    )
-                    if hits:
-                        kept.append(Group(group.label, hits[: router.group_size]))
-                kept.sort(key=lambda g: g.hits[0].similarity, reverse=True)
-                groups_all.append(kept[:k_max])
-            if scorer is not None:
-                items = [
-                    ZeroShotItem(e.text, v, tuple(g.label for g in gs))
-                    for e, v, gs in zip(chunk, dense, groups_all[-len(chunk) :], strict=True)
-                ]
-                scored = await asyncio.to_thread(scorer.score, items, classifier.settings.zero_shot)
-                scores_all.extend({s.label: s.score for s in ranked} for ranked in scored)
-            else:
-                scores_all.extend({} for _ in chunk)
-            bar.update(len(chunk))
-    method = scorer.method(classifier.settings.zero_shot) if scorer is not None else ""
-    return Precomputed([e.label for e in examples], groups_all, scores_all, method, heads_all)
 
 
 @dataclass(frozen=True)
@@ -174,6 +89,34 @@ def _objective(figures: dict[str, float | None], objective: Objective, target: f
     )
 
 
+def _single(pre: Precomputed, zs: ZeroShotSettings) -> bool:
+    """Whether the zero-shot scorer answers with no threshold (NLI in single-label mode)."""
+    return zs.mode == "single" and pre.method.startswith("nli")
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """What every trial of a sweep shares: the truth, the decision rule's fixed inputs and
+    the objective; ``run`` scores one combination of thresholds, margin and zero-shot
+    threshold."""
+
+    truth: np.ndarray
+    oos: np.ndarray
+    min_agreeing: int
+    single: bool
+    method: str
+    objective: Objective
+    target: float
+
+    def run(
+        self, a: VoteArrays, thresholds: np.ndarray, margin: float, z: float
+    ) -> tuple[dict[str, float | None], float]:
+        """(figures, objective value) of the decisions with these parameters."""
+        pred, used = replay(a, thresholds, margin, self.min_agreeing, z, self.single, self.method)
+        figures = _score(pred, used, self.truth, self.oos)
+        return figures, _objective(figures, self.objective, self.target)
+
+
 def sweep(
     pre: Precomputed,
     router: RouterSettings,
@@ -193,77 +136,37 @@ def sweep(
     out-of-scope recall >= target; ``zero-shot-rate``: accuracy with zero-shot rate <=
     target)."""
     ids = pre.label_ids()
-    truth = np.array([ids[t] for t in pre.truth])
-    oos = np.array([t == oos_label for t in pre.truth])
+    trial = _Trial(
+        truth=np.array([ids[t] for t in pre.truth]),
+        oos=np.array([t == oos_label for t in pre.truth]),
+        min_agreeing=router.min_agreeing,
+        single=_single(pre, zs),
+        method=pre.method,
+        objective=objective,
+        target=target,
+    )
     k_max = max((len(g) for g in pre.groups), default=1)
     ks = sorted({min(k, k_max) for k in (ks or (1, 3, 5, 10, k_max))})
     thresholds = list(thresholds or np.round(np.arange(0.0, 1.0001, 0.01), 3))
-    single = zs.mode == "single" and pre.method.startswith("nli")
     zero_shot_thresholds = list(
         zero_shot_thresholds
         or (
             np.round(np.arange(0.0, 1.0001, 0.05), 3)
-            if pre.method and not single
+            if pre.method and not trial.single
             else [zs.threshold]
         )
     )
-    best_value, best = -np.inf, None
-    evaluated = 0
     arrays = {k: vote_arrays(pre.groups, pre.head, pre.zero_shot, k, router, zs, ids) for k in ks}
-    # Largest k first, so a tie keeps it: fewer labels fetched gained nothing, and a
-    # smaller k only removes labels the head (or a later table) may pick.
-    for k, margin, z in itertools.product(ks[::-1], margins, zero_shot_thresholds):
-        a = arrays[k]
-        for t in thresholds:
-            pred, used = replay(
-                a, np.full(len(truth), t), margin, router.min_agreeing, z, single, pre.method
-            )
-            figures = _score(pred, used, truth, oos)
-            value = _objective(figures, objective, target)
-            evaluated += 1
-            if value > best_value:
-                best_value, best = value, (k, t, margin, z, figures)
-    assert best is not None
-    k, t, margin, z, figures = best
+    grid = itertools.product(ks[::-1], margins, zero_shot_thresholds)
+    best_value, (k, t, margin, z, figures), evaluated = _best_shared(
+        trial, arrays, grid, thresholds
+    )
     a = arrays[k]
     label_thresholds: dict[str, float] = {}
     if per_label:
-        names = {i: label for label, i in ids.items()}
-        current = np.full(len(truth), t)
-        # A per-label threshold must be earned: it needs enough queries that label wins,
-        # and must gain at least two of them, or it fits noise (bench/RESULTS.md,
-        # evaluate and tune: CLINC150's per-label overrides without this rule).
-        min_gain = 2.0 / len(truth)
-        for label_id in sorted(set(a.winner.tolist()) - {-1}):
-            rows = a.winner == label_id
-            if rows.sum() < min_label_queries:
-                continue
-            for candidate in thresholds:
-                trial = np.where(rows, candidate, current)
-                pred, used = replay(a, trial, margin, router.min_agreeing, z, single, pre.method)
-                trial_figures = _score(pred, used, truth, oos)
-                value = _objective(trial_figures, objective, target)
-                if value > best_value + min_gain:
-                    best_value, figures, current = value, trial_figures, trial
-                    label_thresholds[names[label_id]] = float(candidate)
-    curve: dict[str, list[float]] = {
-        "threshold": [],
-        "accuracy": [],
-        "coverage": [],
-        "oos_recall": [],
-    }
-    for candidate in thresholds:
-        pred, used = replay(
-            a, np.full(len(truth), candidate), margin, router.min_agreeing, z, single, pre.method
+        label_thresholds, figures = _per_label_thresholds(
+            trial, a, ids, (t, margin, z), thresholds, best_value, figures, min_label_queries
         )
-        f = _score(pred, used, truth, oos)
-        curve["threshold"].append(float(candidate))
-        curve["accuracy"].append(float(f["accuracy"] or 0.0))
-        curve["coverage"].append(float(f["coverage"] or 0.0))
-        if f["oos_recall"] is not None:
-            curve["oos_recall"].append(float(f["oos_recall"]))
-    if not curve["oos_recall"]:
-        del curve["oos_recall"]
     choice = Choice(
         k=k,
         similarity_threshold=float(t),
@@ -276,7 +179,91 @@ def sweep(
         coverage=float(figures["coverage"] or 0.0),
         zero_shot_rate=float(figures["zero_shot_rate"] or 0.0),
     )
+    curve = _curve(trial, a, thresholds, margin, z)
     return Sweep(best=choice, evaluated=evaluated, curve=curve)
+
+
+_Best = tuple[int, float, float, float, dict[str, float | None]]  # k, t, margin, z, figures
+
+
+def _best_shared(
+    trial: _Trial,
+    arrays: dict[int, VoteArrays],
+    grid: Iterable[tuple[int, float, float]],
+    thresholds: Sequence[float],
+) -> tuple[float, _Best, int]:
+    """(objective value, best parameters with their figures, trials run) of one similarity
+    threshold for every label, over ``grid`` (k, margin, zero-shot threshold) and
+    ``thresholds``; the first best wins a tie."""
+    best_value, best = -np.inf, None
+    evaluated = 0
+    # Largest k first (the grid's order), so a tie keeps it: fewer labels fetched gained
+    # nothing, and a smaller k only removes labels the head (or a later table) may pick.
+    for k, margin, z in grid:
+        a = arrays[k]
+        for t in thresholds:
+            figures, value = trial.run(a, np.full(len(trial.truth), t), margin, z)
+            evaluated += 1
+            if value > best_value:
+                best_value, best = value, (k, t, margin, z, figures)
+    assert best is not None
+    return best_value, best, evaluated
+
+
+def _per_label_thresholds(
+    trial: _Trial,
+    a: VoteArrays,
+    ids: dict[str, int],
+    chosen: tuple[float, float, float],
+    thresholds: Sequence[float],
+    best_value: float,
+    figures: dict[str, float | None],
+    min_label_queries: int,
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """(label -> its own similarity threshold, the figures with them), improving on the
+    ``chosen`` (threshold, margin, zero-shot threshold) one label at a time."""
+    t, margin, z = chosen
+    label_thresholds: dict[str, float] = {}
+    names = {i: label for label, i in ids.items()}
+    current = np.full(len(trial.truth), t)
+    # A per-label threshold must be earned: it needs enough queries that label wins,
+    # and must gain at least two of them, or it fits noise (bench/RESULTS.md,
+    # evaluate and tune: CLINC150's per-label overrides without this rule).
+    min_gain = 2.0 / len(trial.truth)
+    for label_id in sorted(set(a.winner.tolist()) - {-1}):
+        rows = a.winner == label_id
+        if rows.sum() < min_label_queries:
+            continue
+        for candidate in thresholds:
+            thresholds_now = np.where(rows, candidate, current)
+            trial_figures, value = trial.run(a, thresholds_now, margin, z)
+            if value > best_value + min_gain:
+                best_value, figures, current = value, trial_figures, thresholds_now
+                label_thresholds[names[label_id]] = float(candidate)
+    return label_thresholds, figures
+
+
+def _curve(
+    trial: _Trial, a: VoteArrays, thresholds: Sequence[float], margin: float, z: float
+) -> dict[str, list[float]]:
+    """The trade-off curve over ``thresholds`` at the chosen k, margin and zero-shot
+    threshold (``oos_recall`` only with out-of-scope rows)."""
+    curve: dict[str, list[float]] = {
+        "threshold": [],
+        "accuracy": [],
+        "coverage": [],
+        "oos_recall": [],
+    }
+    for candidate in thresholds:
+        f, _ = trial.run(a, np.full(len(trial.truth), candidate), margin, z)
+        curve["threshold"].append(float(candidate))
+        curve["accuracy"].append(float(f["accuracy"] or 0.0))
+        curve["coverage"].append(float(f["coverage"] or 0.0))
+        if f["oos_recall"] is not None:
+            curve["oos_recall"].append(float(f["oos_recall"]))
+    if not curve["oos_recall"]:
+        del curve["oos_recall"]
+    return curve
 
 
 def predict(pre: Precomputed, router: RouterSettings, zs: ZeroShotSettings) -> list[str | None]:
@@ -290,7 +277,7 @@ def predict(pre: Precomputed, router: RouterSettings, zs: ZeroShotSettings) -> l
             for w in a.winner
         ]
     )
-    single = zs.mode == "single" and pre.method.startswith("nli")
+    single = _single(pre, zs)
     pred, _ = replay(
         a, thresholds, router.min_margin, router.min_agreeing, zs.threshold, single, pre.method
     )

@@ -35,13 +35,11 @@ need them (the ``train`` extra).
 from __future__ import annotations
 
 import json
-import logging
 import random
-import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,15 +48,22 @@ import numpy.typing as npt
 
 from qroute.config import EncoderSettings
 from qroute.embedding.dense import RUN_FILE
-from qroute.errors import TableError
+from qroute.evaluation.knn import DEFAULT_K, knn_accuracy
 from qroute.hub import resolve_model
-from qroute.training.nli import (
+from qroute.training.common import (
     CHECKPOINTS_DIR,
     TrainingOptions,
+    TrainingReport,
+    card_head,
     checkpointed_arguments,
-    latest_checkpoint,
+    clear_checkpoints,
+    discard_checkpoints,
+    freeze_word_embeddings,
     recorded_options,
+    resume_point,
     split_by_text,
+    split_table,
+    stopping_callbacks,
     train,
     training_line,
 )
@@ -70,10 +75,8 @@ __all__ = [
     "EncoderFinetuneReport",
     "finetune_encoder",
     "held_out_rows",
-    "knn_accuracy",
+    "model_card",
 ]
-
-log = logging.getLogger(__name__)
 
 LOSSES = {
     "mnrl": "sentence-transformers `MultipleNegativesRankingLoss` (each row against another "
@@ -81,8 +84,6 @@ LOSSES = {
     "triplet": "sentence-transformers `BatchAllTripletLoss`, cosine distance, batches grouped "
     "by label",
 }
-# The kNN vote the dev measure replays: the router's default neighbourhood.
-DEV_K = 5
 
 
 @dataclass(frozen=True)
@@ -107,56 +108,13 @@ class EncoderFinetuneOptions(TrainingOptions):
 
 
 @dataclass
-class EncoderFinetuneReport:
-    out: str
-    base: str
+class EncoderFinetuneReport(TrainingReport):
+    """``finetune.json`` (``RUN_FILE``): the fields both fine-tunes keep (``before``/
+    ``after``: dev knn_accuracy), then the encoder run's own."""
+
     prompt: str
-    source: str
     run_id: str
     loss: str
-    counts: dict[str, int]
-    options: dict[str, Any]
-    before: dict[str, float]  # dev knn_accuracy
-    after: dict[str, float]
-    train_seconds: float
-    train_cpu_seconds: float
-    steps: int
-    epochs_done: float
-    stopped_early: bool
-    resumed_from: str | None
-    date: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, indent=2)
-
-
-def knn_accuracy(
-    encode: Callable[[Sequence[str]], npt.NDArray[np.float32]],
-    reference: Sequence[Example],
-    queries: Sequence[Example],
-    k: int = DEV_K,
-) -> float:
-    """Share of ``queries`` whose ``k`` nearest ``reference`` rows (cosine, L2-normalised
-    vectors from ``encode``) vote for their label, each neighbour weighted by its
-    similarity: the router's kNN stage with no thresholds."""
-    if not queries:
-        return float("nan")
-    labels = sorted({e.label for e in reference})
-    ids = {label: i for i, label in enumerate(labels)}
-    reference_ids = np.array([ids[e.label] for e in reference])
-    matrix = encode([e.text for e in reference])
-    right = 0
-    for start in range(0, len(queries), 512):
-        chunk = queries[start : start + 512]
-        similarity = encode([e.text for e in chunk]) @ matrix.T
-        k_here = min(k, similarity.shape[1])
-        nearest = np.argpartition(-similarity, k_here - 1, axis=1)[:, :k_here]
-        votes = np.zeros((len(chunk), len(labels)))
-        rows = np.arange(len(chunk))[:, None]
-        np.add.at(votes, (rows, reference_ids[nearest]), similarity[rows, nearest])
-        predicted = votes.argmax(axis=1)
-        right += sum(int(ids.get(e.label, -1) == p) for e, p in zip(chunk, predicted, strict=True))
-    return right / len(queries)
 
 
 def _positive_pairs(rows: Sequence[Example], seed: int) -> dict[str, list[str]]:
@@ -229,70 +187,27 @@ def finetune_encoder(
     the run continues from the latest checkpoint in ``out``; the split is a function of
     the table, so the same table gives the same data. Raises TableError (too few rows or
     labels), ModelLoadError (base model), ConfigError (options)."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer import losses
-    from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers,
-        SentenceTransformerTrainingArguments,
-    )
-    from transformers import EarlyStoppingCallback
-
     base = base or encoder.model
     out = Path(out)
-    labels = sorted({e.label for e in examples})
-    if len(labels) < 2:
-        raise TableError([f"{source}: fine-tuning needs at least two labels, found {labels}"])
-    train_rows, dev_rows = split_by_text(examples, lambda e: e.text, options.dev_fraction)
-    if not train_rows or not dev_rows:
-        raise TableError(
-            [f"{source}: {len(examples)} rows are too few for a train/dev split by text"]
-        )
+    labels, train_rows, dev_rows = split_table(examples, options.dev_fraction, source)
     checkpoints = out / CHECKPOINTS_DIR
-    resume_from = latest_checkpoint(checkpoints) if options.resume else None
-    if options.resume and resume_from is None:
-        log.warning("no checkpoint in %s: starting from the beginning", checkpoints)
-    if resume_from is None and checkpoints.exists():
-        # Checkpoints of another run would be resumed by mistake later.
-        shutil.rmtree(checkpoints)
+    resume_from = resume_point(options, checkpoints)
+    if resume_from is None:
+        clear_checkpoints(checkpoints)
 
-    path = resolve_model(base, "encoder", "QROUTE_ENCODER__MODEL")
-    torch.manual_seed(options.seed)
-    model = SentenceTransformer(path, device=encoder.device)
-    if options.freeze_embeddings:
-        transformer: Any = model[0]
-        transformer.auto_model.get_input_embeddings().weight.requires_grad_(False)
+    model = _load_base(base, encoder, options)
     loss_name = options.loss
     if loss_name == "auto":
         loss_name = "mnrl" if len(labels) >= options.batch_size else "triplet"
-    if loss_name == "mnrl":
-        train_set = Dataset.from_dict(_positive_pairs(train_rows, options.seed))
-        loss: torch.nn.Module = losses.MultipleNegativesRankingLoss(model)
-        sampler = BatchSamplers.NO_DUPLICATES
-    else:
-        ids = {label: i for i, label in enumerate(labels)}
-        train_set = Dataset.from_dict(
-            {"text": [e.text for e in train_rows], "label": [ids[e.label] for e in train_rows]}
-        )
-        loss = losses.BatchAllTripletLoss(
-            model,
-            distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
-            margin=options.margin,
-        )
-        sampler = BatchSamplers.GROUP_BY_LABEL
-    args = SentenceTransformerTrainingArguments(
-        **checkpointed_arguments(options, checkpoints, len(train_set), "eval_dev_knn_accuracy"),
-        batch_sampler=sampler,
-        prompts=encoder.prompt or None,
-    )
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        loss=loss,
-        evaluator=_dev_evaluator(train_rows, dev_rows, encoder.prompt),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience), *callbacks],
+    trainer = _trainer(
+        model,
+        loss_name,
+        labels,
+        (train_rows, dev_rows),
+        encoder.prompt,
+        options,
+        checkpoints,
+        callbacks,
     )
 
     def dev_figures() -> dict[str, float]:
@@ -325,9 +240,83 @@ def finetune_encoder(
     )
     (out / RUN_FILE).write_text(report.to_json(), encoding="utf-8")
     (out / "README.md").write_text(model_card(report), encoding="utf-8")
-    if not options.keep_checkpoints:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    discard_checkpoints(options, checkpoints)
     return report
+
+
+def _load_base(base: str, encoder: EncoderSettings, options: EncoderFinetuneOptions) -> Any:
+    """The sentence-transformers model to train, on ``encoder.device``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model(base, "encoder", "QROUTE_ENCODER__MODEL")
+    torch.manual_seed(options.seed)
+    model = SentenceTransformer(path, device=encoder.device)
+    transformer: Any = model[0]
+    freeze_word_embeddings(transformer.auto_model, options)
+    return model
+
+
+def _objective(
+    model: Any,
+    loss_name: str,
+    labels: Sequence[str],
+    train_rows: Sequence[Example],
+    options: EncoderFinetuneOptions,
+) -> tuple[Any, Any, Any]:
+    """(training set, loss, batch sampler) for ``loss_name``: ``mnrl`` on pairs of rows of
+    a label, ``triplet`` on labelled rows in label-grouped batches."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    if loss_name == "mnrl":
+        train_set = Dataset.from_dict(_positive_pairs(train_rows, options.seed))
+        return train_set, losses.MultipleNegativesRankingLoss(model), BatchSamplers.NO_DUPLICATES
+    ids = {label: i for i, label in enumerate(labels)}
+    train_set = Dataset.from_dict(
+        {"text": [e.text for e in train_rows], "label": [ids[e.label] for e in train_rows]}
+    )
+    loss = losses.BatchAllTripletLoss(
+        model,
+        distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
+        margin=options.margin,
+    )
+    return train_set, loss, BatchSamplers.GROUP_BY_LABEL
+
+
+def _trainer(
+    model: Any,
+    loss_name: str,
+    labels: Sequence[str],
+    split: tuple[Sequence[Example], Sequence[Example]],
+    prompt: str,
+    options: EncoderFinetuneOptions,
+    checkpoints: Path,
+    callbacks: Sequence[Any],
+) -> Any:
+    """sentence-transformers' trainer on the ``split``'s train rows, checkpoints chosen by
+    dev kNN accuracy."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        SentenceTransformerTrainingArguments,
+    )
+
+    train_rows, dev_rows = split
+    train_set, loss, sampler = _objective(model, loss_name, labels, train_rows, options)
+    args = SentenceTransformerTrainingArguments(
+        **checkpointed_arguments(options, checkpoints, len(train_set), "eval_dev_knn_accuracy"),
+        batch_sampler=sampler,
+        prompts=prompt or None,
+    )
+    return SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        loss=loss,
+        evaluator=_dev_evaluator(train_rows, dev_rows, prompt),
+        callbacks=stopping_callbacks(options, callbacks),
+    )
 
 
 def held_out_rows(examples: Sequence[Example], model: str) -> list[Example] | None:
@@ -346,34 +335,26 @@ def held_out_rows(examples: Sequence[Example], model: str) -> list[Example] | No
 
 def model_card(report: EncoderFinetuneReport) -> str:
     """The output directory's README.md: what was trained from what, and how well."""
-    counts = "\n".join(f"| {k} | {v:,} |" for k, v in report.counts.items())
-    options = ", ".join(f"{k}={v}" for k, v in report.options.items())
-    training = training_line(report)
     prompt = f'\n  prompt: "{report.prompt}"' if report.prompt else ""
-    return f"""# Encoder fine-tuned by qroute
+    head = card_head(
+        "Encoder fine-tuned by qroute",
+        report,
+        [
+            ("Base model", f"`{report.base}`"),
+            ("Data", f"`{report.source}`; train/dev split by text"),
+            ("Loss", LOSSES[report.loss]),
+            ("Date", report.date),
+            ("Run", f"`{report.run_id}` (part of the router's encoder fingerprint)"),
+            ("Training", training_line(report)),
+        ],
+    )
+    measure = (
+        f"`knn_accuracy`: share of dev texts whose {DEFAULT_K} nearest train rows vote for "
+        "their own label\n(similarity-weighted), the router's kNN stage without thresholds."
+    )
+    return f"""{head}
 
-- **Base model:** `{report.base}`
-- **Data:** `{report.source}`; train/dev split by text
-- **Loss:** {LOSSES[report.loss]}
-- **Date:** {report.date}
-- **Run:** `{report.run_id}` (part of the router's encoder fingerprint)
-- **Training:** {training}
-- **Options:** {options}
-
-## Data
-
-| | count |
-|---|---|
-{counts}
-
-## Dev accuracy
-
-| measure | before | after |
-|---|---|---|
-| knn_accuracy | {report.before["knn_accuracy"]:.4f} | {report.after["knn_accuracy"]:.4f} |
-
-`knn_accuracy`: share of dev texts whose {DEV_K} nearest train rows vote for their own label
-(similarity-weighted), the router's kNN stage without thresholds.
+{measure}
 
 ## Use
 

@@ -26,15 +26,9 @@ from qroute.config import Settings, ZeroShotSettings
 from qroute.evaluation.run import zero_shot_alone
 from qroute.routing.classifier import Classifier
 from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
-from qroute.training.nli import (
-    FinetuneOptions,
-    build_pairs,
-    finetune,
-    load_base,
-    prepare_table,
-    read_nli_pairs,
-    split_by_text,
-)
+from qroute.training.common import split_by_text
+from qroute.training.nli import finetune, load_base
+from qroute.training.nli_pairs import FinetuneOptions, build_pairs, prepare_table, read_nli_pairs
 from qroute.types import Example
 from tests.conftest import (
     FILLERS,

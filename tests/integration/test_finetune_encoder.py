@@ -19,9 +19,10 @@ from qroute.cli import main
 from qroute.config import EncoderSettings, Settings
 from qroute.embedding.dense import SentenceTransformerEncoder
 from qroute.errors import EncoderMismatch
+from qroute.evaluation.knn import knn_accuracy
 from qroute.routing.classifier import Classifier
 from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
-from qroute.training.encoder import EncoderFinetuneOptions, finetune_encoder, knn_accuracy
+from qroute.training.encoder import EncoderFinetuneOptions, finetune_encoder
 from qroute.types import Example, Query
 from tests.conftest import FILLERS, TOPICS, InterruptAfterSave, Interrupted
 

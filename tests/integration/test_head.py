@@ -13,7 +13,8 @@ from qroute_indexer import list_versions, rollback, run_index
 
 from qroute.config import LexicalSettings, Settings
 from qroute.embedding.lexical import LexicalEncoder, Lexicon
-from qroute.evaluation.tune import precompute, predict
+from qroute.evaluation.precompute import precompute
+from qroute.evaluation.tune import predict
 from qroute.routing.classifier import Classifier
 from qroute.routing.head import HeadData, LinearHead
 from qroute.store.embedded import EmbeddedStore

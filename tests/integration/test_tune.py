@@ -9,7 +9,8 @@ import pytest
 from qroute_indexer import run_index
 
 from qroute.config import Settings, load_settings
-from qroute.evaluation.tune import precompute, predict, sweep, write_tuned
+from qroute.evaluation.precompute import precompute
+from qroute.evaluation.tune import predict, sweep, write_tuned
 from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import read_table

@@ -1,0 +1,135 @@
+"""Scores of a router's answers against labelled rows: pure functions of the labels, no
+model and no I/O, so each figure can be checked by hand."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["NONE", "EvalResult", "LabelMetrics", "metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMetrics:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class EvalResult:
+    n: int
+    accuracy: float  # out-of-scope rows count as right when answered NO_MATCH
+    in_scope_accuracy: float
+    macro_f1: float  # over the in-scope labels of the data
+    coverage: float  # share of rows answered with a label
+    oos_precision: float | None
+    oos_recall: float | None
+    per_label: dict[str, LabelMetrics]
+    per_path: dict[str, dict[str, float]]  # path -> share, accuracy
+    confusion_labels: list[str]
+    confusion: list[list[int]]  # rows: truth, columns: prediction ("(none)" last)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2)
+
+    def render(self) -> str:
+        lines = [
+            f"rows {self.n}   accuracy {self.accuracy:.4f}   in-scope accuracy "
+            f"{self.in_scope_accuracy:.4f}   macro-F1 {self.macro_f1:.4f}   "
+            f"coverage {self.coverage:.4f}",
+        ]
+        if self.oos_recall is not None:
+            precision = self.oos_precision or 0.0
+            lines.append(f"out-of-scope: precision {precision:.4f}   recall {self.oos_recall:.4f}")
+        for path, row in sorted(self.per_path.items()):
+            lines.append(f"  {path:<10} share {row['share']:.4f}   accuracy {row['accuracy']:.4f}")
+        if self.latency_ms:
+            lines.append(
+                "latency ms per text (batched): "
+                + "   ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items())
+            )
+        lines.append(f"{'label':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for label, m in sorted(self.per_label.items()):
+            lines.append(
+                f"{label:<24} {m.precision:>9.4f} {m.recall:>9.4f} {m.f1:>9.4f} {m.support:>8}"
+            )
+        return "\n".join(lines)
+
+
+NONE = "(none)"
+
+
+def metrics(
+    truth: Sequence[str],
+    predicted: Sequence[str | None],
+    paths: Sequence[str],
+    *,
+    oos_label: str | None = None,
+    latencies_s: Sequence[float] = (),
+) -> EvalResult:
+    """Scores of ``predicted`` against ``truth`` (None = NO_MATCH). Rows whose truth is
+    ``oos_label`` are out of scope: right when not answered."""
+    n = len(truth)
+    if n == 0:
+        raise ValueError("no rows to evaluate")
+
+    def right(t: str, p: str | None) -> bool:
+        return p is None if t == oos_label else p == t
+
+    correct = [right(t, p) for t, p in zip(truth, predicted, strict=True)]
+    in_scope = [i for i, t in enumerate(truth) if t != oos_label]
+    labels = sorted({truth[i] for i in in_scope})
+    per_label = {}
+    for label in labels:
+        tp = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p == label)
+        fp = sum(1 for t, p in zip(truth, predicted, strict=True) if t != label and p == label)
+        fn = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p != label)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = LabelMetrics(precision, recall, f1, tp + fn)
+    oos_precision = oos_recall = None
+    if oos_label is not None and any(t == oos_label for t in truth):
+        oos_rows = [i for i, t in enumerate(truth) if t == oos_label]
+        unanswered = [i for i, p in enumerate(predicted) if p is None]
+        oos_recall = sum(1 for i in oos_rows if predicted[i] is None) / len(oos_rows)
+        oos_precision = (
+            sum(1 for i in unanswered if truth[i] == oos_label) / len(unanswered)
+            if unanswered
+            else 0.0
+        )
+    per_path = {}
+    for path, count in Counter(paths).items():
+        rows = [i for i, p in enumerate(paths) if p == path]
+        per_path[path] = {"share": count / n, "accuracy": sum(correct[i] for i in rows) / count}
+    columns = [*labels, *(sorted({p for p in predicted if p is not None} - set(labels))), NONE]
+    index = {label: i for i, label in enumerate(columns)}
+    confusion = [[0] * len(columns) for _ in labels]
+    for t, p in zip(truth, predicted, strict=True):
+        if t != oos_label:
+            confusion[labels.index(t)][index[p if p is not None else NONE]] += 1
+    latency = {}
+    if latencies_s:
+        ordered = sorted(latencies_s)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            latency[name] = ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
+    return EvalResult(
+        n=n,
+        accuracy=sum(correct) / n,
+        in_scope_accuracy=sum(correct[i] for i in in_scope) / len(in_scope) if in_scope else 0.0,
+        macro_f1=statistics.fmean(m.f1 for m in per_label.values()) if per_label else 0.0,
+        coverage=sum(1 for p in predicted if p is not None) / n,
+        oos_precision=oos_precision,
+        oos_recall=oos_recall,
+        per_label=per_label,
+        per_path=per_path,
+        confusion_labels=columns,
+        confusion=confusion,
+        latency_ms=latency,
+    )

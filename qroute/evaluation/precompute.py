@@ -1,0 +1,102 @@
+"""The one encoding and search pass that threshold tuning replays (``qroute tune``).
+
+For each labelled query: its label groups at the largest k swept (optionally leaving its
+own row out), the zero-shot score of every label in them, and the index's linear head's
+probabilities where the router uses one. ``qroute.evaluation.tune`` sweeps the decision
+parameters over these numbers without searching again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from qroute.errors import NotIndexed
+from qroute.routing.classifier import Classifier
+from qroute.routing.zeroshot import ZeroShotItem
+from qroute.types import Example, Group, LabelScore
+
+__all__ = ["Precomputed", "precompute"]
+
+
+@dataclass
+class Precomputed:
+    truth: list[str]
+    groups: list[list[Group]]
+    zero_shot: list[dict[str, float]]  # per query: label -> zero-shot score (empty when off)
+    method: str  # the zero-shot method that produced them, "" when off
+    # Per query, the index's linear head's probabilities where the router uses one.
+    head: list[list[LabelScore] | None] = field(default_factory=list)
+
+    def extend(self, other: Precomputed) -> None:
+        """Append another pass's queries (e.g. out-of-scope rows searched without
+        leave-one-out) so one sweep sees both."""
+        self.truth += other.truth
+        self.groups += other.groups
+        self.zero_shot += other.zero_shot
+        self.head += other.head
+
+    def label_ids(self) -> dict[str, int]:
+        """Every label the sweep may meet, numbered in name order."""
+        labels = {g.label for gs in self.groups for g in gs} | set(self.truth)
+        labels |= {s.label for scores in self.head if scores for s in scores}
+        return {label: i for i, label in enumerate(sorted(labels))}
+
+
+async def precompute(
+    classifier: Classifier,
+    examples: Sequence[Example],
+    *,
+    k_max: int,
+    leave_one_out: bool = False,
+    batch: int = 64,
+    progress: bool = True,
+) -> Precomputed:
+    """Groups at ``k_max`` and zero-shot scores for every example. With
+    ``leave_one_out`` each example's own row is removed from its neighbours (tuning
+    on the indexed table itself)."""
+    index = classifier.index or await classifier.refresh_index()
+    if index is None:
+        raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
+    router = classifier.settings.router
+    extra = 1 if leave_one_out else 0
+    scorer = classifier.zero_shot
+    groups_all: list[list[Group]] = []
+    scores_all: list[dict[str, float]] = []
+    heads_all: list[list[LabelScore] | None] = []
+    with tqdm(total=len(examples), unit="row", desc="precomputing", disable=not progress) as bar:
+        for start in range(0, len(examples), batch):
+            chunk = examples[start : start + batch]
+            index, embedded, found = await classifier.neighbours(
+                [e.text for e in chunk],
+                [None] * len(chunk),
+                groups=k_max + extra,
+                group_size=router.group_size + extra,
+            )
+            heads_all.extend(await classifier.head_scores(index, embedded, [()] * len(chunk)))
+            dense = embedded.dense if embedded.dense is not None else [None] * len(chunk)
+            for example, groups in zip(chunk, found, strict=True):
+                kept = []
+                for group in groups:
+                    hits = tuple(
+                        h for h in group.hits if not (leave_one_out and h.row_id == example.row_id)
+                    )
+                    if hits:
+                        kept.append(Group(group.label, hits[: router.group_size]))
+                kept.sort(key=lambda g: g.hits[0].similarity, reverse=True)
+                groups_all.append(kept[:k_max])
+            if scorer is not None:
+                items = [
+                    ZeroShotItem(e.text, v, tuple(g.label for g in gs))
+                    for e, v, gs in zip(chunk, dense, groups_all[-len(chunk) :], strict=True)
+                ]
+                scored = await asyncio.to_thread(scorer.score, items, classifier.settings.zero_shot)
+                scores_all.extend({s.label: s.score for s in ranked} for ranked in scored)
+            else:
+                scores_all.extend({} for _ in chunk)
+            bar.update(len(chunk))
+    method = scorer.method(classifier.settings.zero_shot) if scorer is not None else ""
+    return Precomputed([e.label for e in examples], groups_all, scores_all, method, heads_all)
