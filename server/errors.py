@@ -43,6 +43,8 @@ _STATUS: tuple[tuple[type[QrouteError], grpc.StatusCode], ...] = (
 # Bad fields named in a message, and carried in the details.
 _IN_MESSAGE = 3
 _IN_DETAILS = 10
+# Core messages are bounded where they are written; this is the backstop.
+_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,9 @@ def status_for(exc: Exception, *, batch: bool = False) -> Status:
         return _invalid(exc, batch)
     for kind, code in _STATUS:
         if isinstance(exc, kind):
-            return Status(code, str(exc))
+            message = str(exc)
+            if len(message) > _MESSAGE_CHARS:
+                message = message[:_MESSAGE_CHARS] + "…"
+            return Status(code, message)
     log.error("internal error while classifying", exc_info=exc)
     return Status(grpc.StatusCode.INTERNAL, "internal error (see the router's log)")
