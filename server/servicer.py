@@ -21,9 +21,10 @@ from google.protobuf.message import DecodeError, Message
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.convert import from_pb_query, to_pb_prediction
-from server.errors import Status, status_for
-from server.metrics import Metrics
+
+from .convert import from_pb_query, to_pb_prediction
+from .errors import Status, status_for
+from .metrics import Metrics
 
 __all__ = ["Classify", "Malformed", "RouterServicer", "add_to_server"]
 

@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from qroute.batching import MicroBatcher
 from qroute.cli import main
-from qroute.lexical import Lexicon
-from qroute.retrieval import Embedded, Retriever
+from qroute.embedding.lexical import Lexicon
+from qroute.routing.batching import MicroBatcher
+from qroute.routing.retrieval import Embedded, Retriever
 
 DELAY = float(sys.argv[1])
 _embed = Retriever.embed

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from qroute_indexer import run_index
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.config import Settings, load_settings
+from qroute.evaluation.tune import precompute, predict, sweep, write_tuned
+from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import read_table
 from qroute.testing import BagOfWordsEncoder
-from qroute.tune import precompute, predict, sweep, write_tuned
 from qroute.types import Query
 from tests.integration.test_indexer import ROWS, _table
 
@@ -95,7 +95,7 @@ async def test_leave_one_out_ignores_each_rows_own_point(
 
 
 def test_writer_keeps_comments_and_unrelated_keys(tmp_path: Path) -> None:
-    from qroute.tune import Choice
+    from qroute.evaluation.tune import Choice
 
     path = tmp_path / "qroute.yaml"
     path.write_text(
