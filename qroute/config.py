@@ -8,10 +8,10 @@ directory (embedded Qdrant Edge, one process at a time per version) or an
 ``http(s)://`` URL of a Qdrant server or cluster.
 
 Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
-``server.index_poll_s``/``config_poll_s``. Restart-only: ``retrieval.mode``, ``encoder.*``,
-``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``, ``server.bind`` and
-``server.metrics_port``/``metrics_host``; a reload that changes them keeps the running values
-and says so (``Settings.reloaded`` is the one place that decides).
+``server.index_poll_s``/``config_poll_s``/``shutdown_grace_s``. Restart-only:
+``retrieval.mode``, ``encoder.*``, ``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``,
+``server.bind`` and ``server.metrics_port``/``metrics_host``; a reload that changes them
+keeps the running values and says so (``Settings.reloaded`` is the one place that decides).
 """
 
 from __future__ import annotations
@@ -181,6 +181,11 @@ class RouterSettings(_Section):
     # the neighbours still gate and explain the answer. False: the vote always picks.
     use_head: bool = True
     max_text_chars: int = Field(1000, ge=1)
+    # Texts one ClassifyBatch may carry; more is INVALID_ARGUMENT (never queued). The
+    # batcher's queue (batching.max_queue) caps it too: a larger batch could never fit.
+    max_batch_texts: int = Field(256, ge=1)
+    # Labels one request's allowed_labels may list; more is INVALID_ARGUMENT.
+    max_allowed_labels: int = Field(1000, ge=1)
 
     @field_validator("label_thresholds")
     @classmethod
@@ -288,6 +293,9 @@ class ServerSettings(_Section):
     # Prometheus metrics over HTTP on this port (0: any free port; null: off).
     metrics_port: int | None = Field(9100, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    # On SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused (UNAVAILABLE),
+    # and accepted ones get this long to finish before they are cancelled.
+    shutdown_grace_s: float = Field(5.0, ge=0)
 
 
 class BatchingSettings(_Section):

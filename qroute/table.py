@@ -21,7 +21,7 @@ from typing import Any
 
 from qroute.config import TableSettings
 from qroute.errors import TableError
-from qroute.types import Example
+from qroute.types import Example, is_blank
 
 __all__ = [
     "FORMATS",
@@ -224,7 +224,7 @@ def _fields(
         if column not in record:
             problems.append((kind, f"{column}: column is missing"))
             values[column] = None
-        elif value is None or (isinstance(value, str) and not value.strip()):
+        elif value is None or (isinstance(value, str) and is_blank(value)):
             problems.append((kind, f"{column}: empty"))
             values[column] = None
         elif not isinstance(value, str):

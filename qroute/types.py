@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -16,7 +17,15 @@ __all__ = [
     "Query",
     "SparseVector",
     "Thresholds",
+    "is_blank",
 ]
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing to classify or index: only whitespace and Unicode
+    category C (control, format, surrogate, private-use, unassigned) characters, such as
+    NUL or a zero-width space. The one emptiness rule of queries and table rows."""
+    return all(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,15 +19,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from qroute.config import Settings
-from qroute.errors import IndexRejected, NotReady, QrouteError
+from qroute.errors import BindError, IndexRejected, InvalidQuery, NotReady, QrouteError
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
 from qroute.types import Prediction, Query
-from qroute.v1 import router_pb2, router_pb2_grpc
+from qroute.v1 import router_pb2
 
 from .metrics import Metrics
 from .reload import ConfigWatcher
-from .servicer import RouterServicer
+from .servicer import RouterServicer, add_to_server
 
 __all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
@@ -47,7 +47,15 @@ class RouterApp:
         self.metrics = Metrics()
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
+        # gRPC sets SO_REUSEPORT by default: a second router on the same port would
+        # start without an error and take half of the connections.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._stopping = False
+        # Accepted calls not answered yet: a stop waits for them before it stops the
+        # gRPC server, which would cancel a call arriving meanwhile instead of refusing it.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.port = 0
         self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
             self._classify_batch,
@@ -67,30 +75,63 @@ class RouterApp:
         return await self.classifier.classify(queries)
 
     async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
+        """Validate the queries of one request, then queue them for the batcher.
+        Raises InvalidQuery (naming each bad query), NotReady, Overloaded."""
+        if self._stopping:
+            raise NotReady("the router is shutting down")
         classifier = self.classifier
         if classifier is None:
             raise NotReady("the router is still loading its models")
-        for query in queries:
-            classifier.validate(query)
-        return await self.batcher.submit(queries, deadline)
+        if not queries:
+            raise InvalidQuery("requests is empty", "requests")
+        limit, setting = min(
+            (classifier.settings.router.max_batch_texts, "router.max_batch_texts"),
+            (self.settings.batching.max_queue, "batching.max_queue"),
+        )
+        if len(queries) > limit:
+            raise InvalidQuery(
+                f"requests has {len(queries)} texts; the limit is {limit} ({setting}): "
+                "split the batch",
+                "requests",
+            )
+        classifier.validate_all(queries)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self.batcher.submit(queries, deadline)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def start(self, bind: str | None = None) -> int:
-        servicer = RouterServicer(self.classify, self.metrics)
-        router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, self.server)
+        add_to_server(RouterServicer(self.classify, self.metrics), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         address = bind or self.settings.server.bind
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": it says no more than that
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind the router to {address}")
+            raise BindError(
+                f"cannot listen on {address} (server.bind): the port is in use "
+                "(another router?) or the address is not local"
+            )
         await self._set_health(serving=False)
         await self.server.start()
-        if self.settings.server.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(
-                self.settings.server.metrics_host, self.settings.server.metrics_port
-            )
+        metrics = self.settings.server
+        if metrics.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(metrics.metrics_host, metrics.metrics_port)
+            except OSError as exc:
+                await self.server.stop(None)
+                raise BindError(
+                    f"cannot serve metrics on {metrics.metrics_host}:{metrics.metrics_port} "
+                    f"(server.metrics_port): {exc.strerror}"
+                ) from None
         self.metrics.config.info({"version": self.settings.version})
         log.info(
             "router listening on %s (port %d), metrics on port %s",
@@ -188,14 +229,25 @@ class RouterApp:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: health NOT_SERVING and new calls refused (UNAVAILABLE) at
+        once; accepted calls get ``grace`` seconds (default ``server.shutdown_grace_s``)
+        to finish, while the batcher, the classifier and the followers still run."""
+        if grace is None:
+            grace = self.settings.server.shutdown_grace_s
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        # What is left of the grace, and a moment for answers still being sent.
+        await self.server.stop(max(until - loop.time(), min(grace, 0.5)))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
         await self.batcher.stop()
         self.metrics.close()
         if self.classifier is not None:
@@ -208,8 +260,19 @@ async def serve(settings: Settings, config_path: Path | None = None) -> None:
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info(
+                "%s: refusing new calls, finishing accepted ones (up to %.1f s, "
+                "server.shutdown_grace_s)",
+                sig.name,
+                app.settings.server.shutdown_grace_s,
+            )
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await app.load()
         if app.classifier is not None and app.classifier.index is None:

@@ -1,63 +1,148 @@
-"""RouterServicer: protobuf in, the router's classify, protobuf out. Nothing else."""
+"""RouterServicer: protobuf in, the router's classify, protobuf out. Nothing else.
+
+Requests are parsed here, not by grpc: a request that does not parse (invalid UTF-8 in a
+string, truncated bytes) would otherwise surface as UNKNOWN with the parser's traceback
+in the log, uncounted. ``add_to_server`` registers the servicer with a parser that turns
+such bytes into ``Malformed``, which the servicer answers with INVALID_ARGUMENT.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
 
 from .convert import from_pb_query, to_pb_prediction
-from .errors import status_for
+from .errors import Status, status_for
 from .metrics import Metrics
 
-__all__ = ["Classify", "RouterServicer"]
+__all__ = ["Classify", "Malformed", "RouterServicer", "add_to_server"]
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # (queries, deadline in loop.time() seconds or None) -> predictions
 Classify = Callable[[Sequence[Query], float | None], Awaitable[list[Prediction]]]
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["RouterService"]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """The bytes of a request that did not parse as ``message``."""
+
+    message: str
+    reason: str
+
+
+class _RateLimited:
+    """At most one log line per ``every_s`` seconds, saying how many were held back."""
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
+        self._last = -float("inf")
+        self._held = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every_s:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        log.warning(message + " (%d more like it since the last such line)", *args, held)
+
+
+def _parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    name = message.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Malformed(name, str(exc) or "the bytes do not parse")
+
+    return parse
+
+
+def add_to_server(servicer: RouterServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` for every RPC of RouterService, parsing requests leniently."""
+    handlers = {}
+    for method in _SERVICE.methods:
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),)
+    )
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
     def __init__(self, classify: Classify, metrics: Metrics) -> None:
         self._classify = classify
         self._metrics = metrics
+        # A broken client sends malformed requests at its full rate.
+        self._malformed_log = _RateLimited(every_s=10.0)
 
-    async def _run(self, method: str, queries: list[Query], context: Context) -> list[Prediction]:
+    async def _run(
+        self,
+        method: str,
+        request: Message | Malformed,
+        to_queries: Callable[[Any], list[Query]],
+        context: Context,
+    ) -> list[Prediction]:
         started = time.perf_counter()
-        code = grpc.StatusCode.OK
+        status = Status(grpc.StatusCode.OK, "")
         try:
+            if isinstance(request, Malformed):
+                self._malformed_log.warning("malformed %s: %s", request.message, request.reason)
+                status = Status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request does not parse as {request.message}: {request.reason}",
+                )
+                await context.abort(status.code, status.message)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, "the deadline passed before the work started")
+                status = Status(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "the deadline passed before the work started",
+                )
+                await context.abort(status.code, status.message)
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             try:
-                predictions = await self._classify(queries, deadline)
+                predictions = await self._classify(to_queries(request), deadline)
             except Exception as exc:  # mapped to a status code in server/errors.py
-                code, message = status_for(exc)
-                await context.abort(code, message)
+                status = status_for(exc, batch=method == "ClassifyBatch")
+                await context.abort(status.code, status.message, status.trailing_metadata())
             self._metrics.observe(predictions)
             return predictions
         finally:
-            self._metrics.requests.labels(method, code.name).inc()
+            self._metrics.requests.labels(method, status.code.name).inc()
             self._metrics.latency.labels(method).observe(time.perf_counter() - started)
 
-    async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
-        [prediction] = await self._run("Classify", [from_pb_query(request)], context)
+    async def Classify(
+        self, request: pb.ClassifyRequest | Malformed, context: Context
+    ) -> pb.ClassifyResponse:
+        [prediction] = await self._run("Classify", request, lambda r: [from_pb_query(r)], context)
         return to_pb_prediction(prediction)
 
     async def ClassifyBatch(
-        self, request: pb.ClassifyBatchRequest, context: Context
+        self, request: pb.ClassifyBatchRequest | Malformed, context: Context
     ) -> pb.ClassifyBatchResponse:
-        if not request.requests:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requests is empty")
-        queries = [from_pb_query(r) for r in request.requests]
-        predictions = await self._run("ClassifyBatch", queries, context)
+        predictions = await self._run(
+            "ClassifyBatch", request, lambda r: [from_pb_query(q) for q in r.requests], context
+        )
         return pb.ClassifyBatchResponse(responses=[to_pb_prediction(p) for p in predictions])

@@ -74,7 +74,9 @@ class MicroBatcher(Generic[T, R]):
         self.start()
         if self._queue.maxsize - self._queue.qsize() < len(items):
             raise Overloaded(
-                f"{self._queue.qsize()} requests are already waiting (limit {self._queue.maxsize})"
+                f"the router is overloaded: {self._queue.qsize()} texts are already waiting "
+                f"and this request adds {len(items)}, over the queue's "
+                f"{self._queue.maxsize} (batching.max_queue); retry later"
             )
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future(), deadline) for item in items]

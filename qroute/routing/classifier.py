@@ -23,7 +23,14 @@ from typing import Any
 from qroute.config import Settings
 from qroute.embedding.dense import Encoder
 from qroute.embedding.lexical import LexicalEncoder, Lexicon
-from qroute.errors import IndexRejected, InvalidQuery, NotIndexed, QrouteError, VersionMissing
+from qroute.errors import (
+    IndexRejected,
+    InvalidQuery,
+    NotIndexed,
+    QrouteError,
+    VersionMissing,
+    preview,
+)
 from qroute.routing.head import LinearHead
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
@@ -35,6 +42,7 @@ from qroute.types import (
     LabelScore,
     Prediction,
     Query,
+    is_blank,
 )
 
 __all__ = ["Classifier", "IndexState"]
@@ -212,21 +220,53 @@ class Classifier:
         )
 
     def validate(self, query: Query) -> None:
-        """Raise InvalidQuery for a request no classification can answer."""
-        limit = self.settings.router.max_text_chars
-        if not query.text.strip():
-            raise InvalidQuery("text is empty")
-        if len(query.text) > limit:
-            raise InvalidQuery(f"text has {len(query.text)} characters; the limit is {limit}")
+        """Raise InvalidQuery, naming the field, for a request no classification can
+        answer. Echoed labels are bounded (see ``preview``)."""
+        router = self.settings.router
+        if is_blank(query.text):
+            raise InvalidQuery("text is empty", "text")
+        if len(query.text) > router.max_text_chars:
+            raise InvalidQuery(
+                f"text has {len(query.text)} characters; the limit is {router.max_text_chars}",
+                "text",
+            )
         if query.top_labels < 0:
-            raise InvalidQuery("top_labels must not be negative")
+            raise InvalidQuery("top_labels must not be negative", "top_labels")
+        if len(query.allowed_labels) > router.max_allowed_labels:
+            raise InvalidQuery(
+                f"allowed_labels lists {len(query.allowed_labels)} labels; the limit is "
+                f"{router.max_allowed_labels} (router.max_allowed_labels)",
+                "allowed_labels",
+            )
         if query.allowed_labels and self._index is not None:
-            unknown = sorted(set(query.allowed_labels) - set(self._index.labels))
+            known = set(self._index.labels)
+            unknown = sorted(label for label in set(query.allowed_labels) if label not in known)
             if unknown:
                 raise InvalidQuery(
-                    f"unknown allowed_labels {unknown}; index {self._index.version} knows "
-                    f"{len(self._index.labels)} labels"
+                    f"unknown allowed_labels {preview(unknown)}; index {self._index.version} "
+                    f"knows {len(self._index.labels)} labels",
+                    "allowed_labels",
                 )
+
+    def validate_all(self, queries: Sequence[Query]) -> None:
+        """``validate`` each query; raise one InvalidQuery whose violations carry the
+        position of every bad query."""
+        errors = []
+        for index, query in enumerate(queries):
+            try:
+                self.validate(query)
+            except InvalidQuery as exc:
+                errors.append(exc.at(index))
+        if len(errors) == 1 and len(queries) == 1:
+            raise errors[0]
+        if errors:
+            violations = [v for error in errors for v in error.violations]
+            shown = "; ".join(f"#{v.index}: {v.description}" for v in violations[:3])
+            more = f" and {len(violations) - 3} more" if len(violations) > 3 else ""
+            raise InvalidQuery(
+                f"{len(errors)} of {len(queries)} queries are invalid: {shown}{more}",
+                violations=violations,
+            )
 
     async def neighbours(
         self,
@@ -294,8 +334,7 @@ class Classifier:
     async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
         """Label each query: one encoder call, one search batch and at most one
         zero-shot pass for all of them. Raises InvalidQuery, NotIndexed, StoreUnavailable."""
-        for query in queries:
-            self.validate(query)
+        self.validate_all(queries)
         loop = asyncio.get_running_loop()
         router = self.settings.router
         index, embedded, found = await self.neighbours(

@@ -29,6 +29,13 @@ class RouterServiceStub:
     """RouterService labels a text with the domain of the labelled examples it is
     nearest to, falling back to NLI zero-shot scoring when the neighbours are
     not similar enough.
+
+    Status codes: INVALID_ARGUMENT for a request that can never succeed as sent (a
+    malformed message, an empty or over-long text, a limit below exceeded); its message
+    names the field, and the status details carry a google.rpc.BadRequest with one field
+    violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
+    is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
     """
 
     def __init__(self, channel):
@@ -53,6 +60,13 @@ class RouterServiceServicer:
     """RouterService labels a text with the domain of the labelled examples it is
     nearest to, falling back to NLI zero-shot scoring when the neighbours are
     not similar enough.
+
+    Status codes: INVALID_ARGUMENT for a request that can never succeed as sent (a
+    malformed message, an empty or over-long text, a limit below exceeded); its message
+    names the field, and the status details carry a google.rpc.BadRequest with one field
+    violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
+    is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
     """
 
     def Classify(self, request, context):
@@ -93,6 +107,13 @@ class RouterService:
     """RouterService labels a text with the domain of the labelled examples it is
     nearest to, falling back to NLI zero-shot scoring when the neighbours are
     not similar enough.
+
+    Status codes: INVALID_ARGUMENT for a request that can never succeed as sent (a
+    malformed message, an empty or over-long text, a limit below exceeded); its message
+    names the field, and the status details carry a google.rpc.BadRequest with one field
+    violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
+    is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
     """
 
     @staticmethod

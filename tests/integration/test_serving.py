@@ -135,7 +135,7 @@ async def test_a_full_queue_is_refused_not_queued(serve_router: ServeRouter) -> 
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(refused) == 4  # two fit in the queue
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
-    assert "already waiting" in (refused[0].details() or "")
+    assert "2 texts are already waiting and this request adds 1" in (refused[0].details() or "")
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ async def test_a_full_queue_refuses_instead_of_queueing() -> None:
     await asyncio.sleep(0.05)
     queued = asyncio.create_task(batcher.submit([2, 3]))
     await asyncio.sleep(0.05)
-    with pytest.raises(Overloaded, match="2 requests are already waiting"):
+    with pytest.raises(Overloaded, match="2 texts are already waiting and this request adds 1"):
         await batcher.submit([4])
     busy.cancel()
     queued.cancel()
