@@ -48,6 +48,9 @@ class TableError(QrouteError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(problems[0])  # one line, as the CLI prints errors
+            return
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{len(problems)} invalid row(s) in the table:\n{shown}{more}")
