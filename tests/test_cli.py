@@ -125,7 +125,7 @@ def test_bad_table_row_is_named_by_the_cli(tmp_path: Path, tiny_models: TinyMode
 def test_eval_and_tune_commands_write_their_reports(
     tmp_path: Path, tiny_models: TinyModels
 ) -> None:
-    import yaml
+    from ruamel.yaml import YAML
 
     config = tmp_path / "qroute.yaml"
     config.write_text(
@@ -168,7 +168,7 @@ def test_eval_and_tune_commands_write_their_reports(
     assert "wrote the tuned values into" in tuned.stdout
     text = config.read_text(encoding="utf-8")
     assert "# my router" in text and "# labels per query" in text
-    written = yaml.safe_load(text)
+    written = YAML(typ="safe", pure=True).load(text)
     assert written["tuned"]["encoder"].startswith("encoder|dim=32")
     assert written["tuned"]["index_version"] == "cli_v1"
     assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
