@@ -8,7 +8,8 @@ QrouteError
  ├── InvalidQuery         the request itself is unusable (empty or over-long text)
  ├── NotIndexed           no index version has been published yet
  │    ├── VersionMissing   the version being searched was dropped after a newer one was published
- │    └── EncoderMismatch  the published version was built with another encoder
+ │    ├── EncoderMismatch  the published version was built with another encoder
+ │    └── IndexCorrupt     the published version's files cannot be read
  ├── StoreUnavailable     the vector store cannot be reached
  ├── NotReady             the router is still loading its models
  ├── Overloaded           too many requests are queued; retry later
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "EncoderMismatch",
+    "IndexCorrupt",
     "IndexWriteError",
     "InvalidQuery",
     "ModelLoadError",
@@ -94,3 +96,7 @@ class DeadlineExceeded(QrouteError):
 
 class EncoderMismatch(NotIndexed):
     pass
+
+
+class IndexCorrupt(NotIndexed):
+    """A version's own files cannot be read (e.g. a damaged ``qroute.json``)."""

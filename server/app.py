@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from qroute.batching import MicroBatcher
 from qroute.classifier import Classifier
 from qroute.config import RESTART_ONLY, Settings
-from qroute.errors import NotReady, QrouteError
+from qroute.errors import ConfigError, IndexCorrupt, NotReady, QrouteError
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2, router_pb2_grpc
 from server.metrics import Metrics
@@ -79,15 +79,29 @@ class RouterApp:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         address = bind or self.settings.server.bind
-        self.port = self.server.add_insecure_port(address)
+        try:
+            # A port that is not a number is caught here, before grpc logs its own lines.
+            valid = address.startswith("unix:") or 0 <= int(address.rpartition(":")[2]) <= 65535
+            self.port = self.server.add_insecure_port(address) if valid else 0
+        except (ValueError, RuntimeError):  # RuntimeError: grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind the router to {address}")
+            raise ConfigError(
+                f"cannot bind the router to {address!r} (server.bind, QROUTE_SERVER__BIND): "
+                "use HOST:PORT with a port that is free"
+            )
         await self._set_health(serving=False)
         await self.server.start()
         if self.settings.server.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(
-                self.settings.server.metrics_host, self.settings.server.metrics_port
-            )
+            host, metrics = self.settings.server.metrics_host, self.settings.server.metrics_port
+            try:
+                self.metrics_port = self.metrics.serve(host, metrics)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {host}:{metrics} ({exc.strerror}): set "
+                    "server.metrics_port (QROUTE_SERVER__METRICS_PORT) to a free port, 0 for "
+                    "any, or null for no metrics"
+                ) from None
         self.metrics.config.info({"version": self.settings.version})
         log.info(
             "router listening on %s (port %d), metrics on port %s",
@@ -108,7 +122,7 @@ class RouterApp:
         if warning:
             log.warning("%s", warning)
         self.batcher.start()
-        await self.follow_index_once()
+        await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
         if self.config_path is not None:
             watcher = ConfigWatcher(
@@ -143,12 +157,16 @@ class RouterApp:
         self.metrics.reloads.labels("applied").inc()
         log.info("config reloaded: version %s", new.version)
 
-    async def follow_index_once(self) -> None:
-        """Pick up a newly published index version and report health accordingly."""
+    async def follow_index_once(self, *, at_start: bool = False) -> None:
+        """Pick up a newly published index version and report health accordingly.
+        ``at_start``: a published version that cannot be read ends the start (IndexCorrupt);
+        later it is logged and the version in use keeps serving."""
         assert self.classifier is not None
         try:
             index = await self.classifier.refresh_index()
         except QrouteError as exc:
+            if at_start and isinstance(exc, IndexCorrupt):
+                raise
             log.warning("cannot refresh the index: %s", exc)
             index = self.classifier.index
         if index is not None:
@@ -186,12 +204,13 @@ class RouterApp:
 async def serve(settings: Settings, config_path: Path | None = None) -> None:
     """Run the router until SIGINT/SIGTERM. Model load failures end the process."""
     app = RouterApp(settings, config_path)
-    await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Inside the try: a failed start (metrics port taken) still stops the gRPC server.
+        await app.start()
         await app.load()
         if app.classifier is not None and app.classifier.index is None:
             log.warning("no index published yet: health stays NOT_SERVING until `qroute index`")
