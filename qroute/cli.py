@@ -8,10 +8,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qroute.config import Settings, load_settings
 from qroute.errors import ConfigError, QrouteError
+
+if TYPE_CHECKING:
+    from qroute.table import TableReport
+    from qroute.types import Example
 
 __all__ = ["main"]
 
@@ -251,16 +255,27 @@ def _index(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_labelled(path: str, settings: Settings) -> tuple[list[Example], TableReport]:
+    """The accepted rows of a labelled file, saying on stderr how many were left out."""
+    from qroute.table import iter_examples, scan_table
+
+    report = scan_table(path, settings.table)
+    report.raise_for_errors()
+    note = report.dropped_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return [e for chunk in iter_examples(report, settings.table) for e in chunk], report
+
+
 async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from qroute.classifier import Classifier
     from qroute.evaluate import evaluate, plot_confusion, plot_curve
-    from qroute.table import read_table
     from qroute.tune import precompute, sweep
 
-    examples = read_table(args.data, settings.table)
+    examples, table = _read_labelled(args.data, settings)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
         warning = classifier.tuning_warning()
@@ -287,6 +302,7 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = json.loads(result.to_json())
+    report["table"] = {"rows": table.rows, "evaluated": len(examples), "left_out": table.dropped()}
     if fallback:
         report["fallback"] = fallback
     (out / "eval.json").write_text(
@@ -460,13 +476,12 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     from qroute.classifier import Classifier
     from qroute.config import config_file
     from qroute.evaluate import plot_curve
-    from qroute.table import read_table
     from qroute.tune import precompute, sweep, write_tuned
 
     source = args.table if args.cross_validate else args.data
     if not source:
         raise ConfigError("qroute tune needs DATA, or --cross-validate --table TABLE")
-    examples = read_table(source, settings.table)
+    examples, _ = _read_labelled(source, settings)
     if args.cross_validate:
         from qroute.finetune_encoder import held_out_rows
 

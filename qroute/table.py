@@ -82,6 +82,8 @@ class TableReport:
     labels: Counter[str] = field(default_factory=Counter)
     skipped_rows: set[int] = field(default_factory=set)
     skipped_labels: set[str] = field(default_factory=set)
+    # Rows of each skipped rare label.
+    rare_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -114,6 +116,26 @@ class TableReport:
         else:
             lines.append("no problems found")
         return "\n".join(lines)
+
+    def dropped(self) -> dict[str, int]:
+        """Rows read but left out, by the kind of problem whose policy (``skip``) did it."""
+        counts = Counter(
+            p.kind for p in self.problems if p.policy == "skip" and p.kind != "rare_label"
+        )
+        if self.rare_rows:
+            counts["rare_label"] = sum(self.rare_rows.values())
+        return dict(sorted(counts.items()))
+
+    def dropped_note(self) -> str | None:
+        """One line saying how many rows were left out and why, or None."""
+        dropped = self.dropped()
+        if not dropped:
+            return None
+        why = ", ".join(f"{n} {kind} (table.on_{kind}: skip)" for kind, n in dropped.items())
+        return (
+            f"{self.path}: {sum(dropped.values())} of {self.rows} rows left out: {why}; "
+            "set the policy to warn to keep them"
+        )
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -417,6 +439,7 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
             report.problems.append(Problem("rare_label", f"{path}", detail, settings.on_rare_label))
             if settings.on_rare_label == "skip":
                 report.skipped_labels.add(label)
+                report.rare_rows[label] = count
     for label in report.skipped_labels:
         del report.labels[label]
     if report.rows == 0 or not report.labels:

@@ -274,3 +274,16 @@ def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"not parquet at all" * 10)
     with pytest.raises(TableError, match=rf"{path}: cannot read the file as Parquet"):
         scan_table(path)
+
+
+def test_the_report_counts_the_rows_left_out_by_kind(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "t.csv", "text,label\n비 와?,날씨\n비 와?,날씨\n맑아?,날씨\n코스닥,금융\n,금융\n"
+    )
+    settings = TableSettings(on_empty_text="skip", min_examples=2, on_rare_label="skip")
+    report = scan_table(path, settings)
+    assert report.dropped() == {"duplicate": 1, "empty_text": 1, "rare_label": 1}
+    note = report.dropped_note()
+    assert note is not None and note.startswith(f"{path}: 3 of 5 rows left out: 1 duplicate")
+    clean = _write(tmp_path / "ok.csv", "text,label\n비 와?,날씨\n")
+    assert scan_table(clean).dropped_note() is None
