@@ -214,3 +214,26 @@ def test_typos_command_writes_a_labelled_typo_set(tmp_path: Path) -> None:
         "batchim_dropped",
     }
     assert all(r["text"] != r["original"] and r["label"] for r in rows)
+
+
+def test_eval_says_how_many_rows_it_left_out_and_why(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "qroute"]
+    config = str(ROOT / "examples" / "qroute-lexical.yaml")
+    run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True}
+    table = str(ROOT / "examples" / "queries.csv")
+    indexed = subprocess.run([*base, "index", table, "--config", config], **run)  # type: ignore[call-overload]
+    assert indexed.returncode == 0, indexed.stderr
+    held = (ROOT / "examples" / "queries_eval.csv").read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "eval.csv"
+    data.write_text("\n".join([*held, held[1], held[2], held[1]]) + "\n", encoding="utf-8")
+    evaluated = subprocess.run(  # type: ignore[call-overload]
+        [*base, "eval", str(data), "--config", config, "--out", "ev"], **run
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (
+        f"note: {data}: 3 of 83 rows left out: 3 duplicate (table.on_duplicate: skip)"
+        in evaluated.stderr
+    )
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text(encoding="utf-8"))
+    assert report["n"] == 80
+    assert report["table"] == {"rows": 83, "evaluated": 80, "left_out": {"duplicate": 3}}
