@@ -172,8 +172,10 @@ def load_encoder(settings: Settings) -> Encoder | None:
     if settings.retrieval.mode == "lexical":
         return None
     from qroute.encoder import SentenceTransformerEncoder
+    from qroute.models import encoder_alternative
 
-    return SentenceTransformerEncoder(settings.encoder)
+    without = encoder_alternative(settings.zero_shot.method)
+    return SentenceTransformerEncoder(settings.encoder, without=without)
 
 
 def fuse(

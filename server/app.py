@@ -148,9 +148,11 @@ class RouterApp:
             new = new.model_copy(update={**update, "server": server, "retrieval": retrieval})
         nli = None
         if new.zero_shot.method == "nli" and self.classifier.nli is None:
+            from qroute.models import nli_alternative
             from qroute.zeroshot import NLIZeroShot
 
-            nli = await asyncio.to_thread(NLIZeroShot, new.nli)
+            without = nli_alternative(new.retrieval.mode)
+            nli = await asyncio.to_thread(lambda: NLIZeroShot(new.nli, without=without))
         self.classifier = self.classifier.reconfigure(new, nli)
         self.settings = new
         self.metrics.config.info({"version": new.version})

@@ -123,3 +123,39 @@ def test_a_damaged_index_metadata_file_is_named_at_router_start(tmp_path: Path) 
     meta.write_text("{damaged", encoding="utf-8")
     result = _qroute(tmp_path, "serve", "--config", LEXICAL)
     _one_line_error(result, f"{meta} is damaged", "qroute index --rollback")
+
+
+EXAMPLE = str(ROOT / "examples" / "qroute.yaml")  # dense retrieval, zero_shot.method: nli
+
+
+@pytest.mark.parametrize("model", ["nobody/no-such-nli", "/nonexistent/nli"])
+def test_a_missing_nli_model_names_the_setting_that_turns_it_off(
+    tmp_path: Path, model: str
+) -> None:
+    """Lexical mode loads no encoder; the NLI model is then the one missing, and the way
+    out is the zero-shot setting, not lexical mode again."""
+    result = _qroute(
+        tmp_path,
+        *("serve", "--config", EXAMPLE),
+        QROUTE_RETRIEVAL__MODE="lexical",
+        QROUTE_NLI__MODEL=model,
+    )
+    line = _one_line_error(result, model, "QROUTE_NLI__MODEL", "QROUTE_ZERO_SHOT__METHOD=off")
+    assert "QROUTE_RETRIEVAL__MODE" not in line
+    assert "=embedding" not in line  # not possible in lexical mode
+
+
+def test_a_missing_encoder_under_embedding_zero_shot_names_both_settings(
+    tmp_path: Path,
+) -> None:
+    result = _qroute(
+        tmp_path,
+        *("index", TABLE, "--config", EXAMPLE),
+        QROUTE_ZERO_SHOT__METHOD="embedding",
+        QROUTE_ENCODER__MODEL="nobody/no-such-encoder",
+    )
+    _one_line_error(
+        result,
+        "QROUTE_ENCODER__MODEL",
+        "QROUTE_RETRIEVAL__MODE=lexical with QROUTE_ZERO_SHOT__METHOD=off",
+    )
