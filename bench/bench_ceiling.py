@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from bench_eval import OOS, _display_name, load_split  # noqa: E402
 
 from qroute.config import EncoderSettings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
-from qroute.finetune_encoder import knn_accuracy  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.training.encoder import knn_accuracy  # noqa: E402
 from qroute.types import Example  # noqa: E402
 
 

@@ -39,12 +39,15 @@ from _results import write_results, write_table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import run_index  # noqa: E402
-from qroute.classifier import Classifier  # noqa: E402
+from qroute_indexer import run_index  # noqa: E402
+
 from qroute.config import EncoderSettings, Settings, TableSettings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
-from qroute.evaluate import evaluate  # noqa: E402
-from qroute.finetune_encoder import (  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.run import evaluate  # noqa: E402
+from qroute.evaluation.tune import precompute, sweep  # noqa: E402
+from qroute.routing.classifier import Classifier  # noqa: E402
+from qroute.table import read_table  # noqa: E402
+from qroute.training.encoder import (  # noqa: E402
     RUN_FILE,
     EncoderFinetuneOptions,
     EncoderFinetuneReport,
@@ -52,8 +55,6 @@ from qroute.finetune_encoder import (  # noqa: E402
     held_out_rows,
     knn_accuracy,
 )
-from qroute.table import read_table  # noqa: E402
-from qroute.tune import precompute, sweep  # noqa: E402
 from qroute.types import Example  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"

@@ -13,7 +13,7 @@ on two cores).
 For both, on the dev split (test splits are never read): the zero-shot scorer alone on every
 in-scope row through the router's own path (its candidates, template and threshold), before
 and after fine-tuning; and the whole router with the fallback off and on. Thresholds are
-tuned (``qroute.tune``) by leave-one-out on train rows the NLI model never trained on:
+tuned (``qroute.evaluation.tune``) by leave-one-out on train rows the NLI model never trained on:
 once with the fallback off, once with it on.
 
     python bench/bench_finetune.py [--e5 DIR] [--only clinc150,stylekqc] [--models DIR]
@@ -35,12 +35,16 @@ from _results import write_results, write_table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import run_index  # noqa: E402
-from qroute.classifier import Classifier  # noqa: E402
+from qroute_indexer import run_index  # noqa: E402
+
 from qroute.config import NLISettings, Settings, TableSettings, ZeroShotSettings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
-from qroute.evaluate import evaluate, zero_shot_alone  # noqa: E402
-from qroute.finetune import (  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.run import evaluate, zero_shot_alone  # noqa: E402
+from qroute.evaluation.tune import precompute, sweep  # noqa: E402
+from qroute.routing.classifier import Classifier  # noqa: E402
+from qroute.routing.zeroshot import NLIZeroShot  # noqa: E402
+from qroute.table import read_table  # noqa: E402
+from qroute.training.nli import (  # noqa: E402
     FinetuneOptions,
     finetune,
     load_base,
@@ -49,10 +53,7 @@ from qroute.finetune import (  # noqa: E402
     read_nli_pairs,
     split_by_text,
 )
-from qroute.table import read_table  # noqa: E402
-from qroute.tune import precompute, sweep  # noqa: E402
 from qroute.types import Example  # noqa: E402
-from qroute.zeroshot import NLIZeroShot  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 OOS = "oos"

@@ -27,9 +27,10 @@ from _results import write_results
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import run_index  # noqa: E402
+from qroute_indexer import run_index  # noqa: E402
+
 from qroute.config import Settings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
 from qroute.table import read_table  # noqa: E402
 from qroute.testing import build_tiny_models  # noqa: E402
 

@@ -35,15 +35,16 @@ from _results import write_results, write_table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import run_index  # noqa: E402
-from qroute.classifier import Classifier  # noqa: E402
+from qroute_indexer import run_index  # noqa: E402
+
 from qroute.config import Settings, TableSettings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
-from qroute.retrieval import Embedded  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.evaluation.typos import typo_set  # noqa: E402
+from qroute.routing.classifier import Classifier  # noqa: E402
+from qroute.routing.retrieval import Embedded  # noqa: E402
 from qroute.store.embedded import EmbeddedStore  # noqa: E402
 from qroute.table import read_table  # noqa: E402
 from qroute.types import Example, Query  # noqa: E402
-from qroute.typos import typo_set  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 DEFAULT_WEIGHT = Settings().retrieval.dense_weight

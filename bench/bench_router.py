@@ -35,14 +35,15 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import run_index  # noqa: E402
+from qroute_indexer import run_index  # noqa: E402
+
 from qroute.config import NLISettings, Settings, ZeroShotSettings  # noqa: E402
-from qroute.encoder import SentenceTransformerEncoder  # noqa: E402
+from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
+from qroute.routing.zeroshot import NLIZeroShot, ZeroShotItem  # noqa: E402
 from qroute.store import open_store  # noqa: E402
 from qroute.table import read_table  # noqa: E402
 from qroute.v1 import router_pb2 as pb  # noqa: E402
 from qroute.v1 import router_pb2_grpc  # noqa: E402
-from qroute.zeroshot import NLIZeroShot, ZeroShotItem  # noqa: E402
 
 
 def _free_port() -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from qroute.config import Settings
+from qroute.embedding.lexical import Lexicon
 from qroute.errors import EncoderMismatch
-from qroute.lexical import Lexicon
-from qroute.retrieval import Embedded, Retriever
+from qroute.routing.retrieval import Embedded, Retriever
 from qroute.store import VectorStore
 from qroute.table import read_table
 from qroute.types import Example, SparseVector

@@ -27,16 +27,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.gates import Canaries, check_gates
 from qroute.config import Settings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
+from qroute.embedding.lexical import Lexicon
 from qroute.errors import IndexWriteError
-from qroute.head import HeadData
-from qroute.lexical import Lexicon
-from qroute.retrieval import Embedded, Retriever
+from qroute.routing.head import HeadData
+from qroute.routing.retrieval import Embedded, Retriever
 from qroute.store import Point, VectorStore, open_store
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
+
+from .gates import Canaries, check_gates
 
 __all__ = ["IndexReport", "run_index"]
 

@@ -1,7 +1,7 @@
 """qroute: label a query with the domain of its nearest labelled examples."""
 
-from qroute.classifier import Classifier
 from qroute.config import Settings, load_settings
+from qroute.routing.classifier import Classifier
 from qroute.types import Decision, Example, Hit, LabelScore, Prediction
 
 __all__ = [

@@ -18,15 +18,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from qroute.batching import MicroBatcher
-from qroute.classifier import Classifier
 from qroute.config import RESTART_ONLY, Settings
 from qroute.errors import ConfigError, IndexCorrupt, NotReady, QrouteError
+from qroute.routing.batching import MicroBatcher
+from qroute.routing.classifier import Classifier
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2, router_pb2_grpc
-from server.metrics import Metrics
-from server.reload import ConfigWatcher
-from server.servicer import RouterServicer
+
+from .metrics import Metrics
+from .reload import ConfigWatcher
+from .servicer import RouterServicer
 
 __all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
@@ -148,8 +149,8 @@ class RouterApp:
             new = new.model_copy(update={**update, "server": server, "retrieval": retrieval})
         nli = None
         if new.zero_shot.method == "nli" and self.classifier.nli is None:
-            from qroute.models import nli_alternative
-            from qroute.zeroshot import NLIZeroShot
+            from qroute.hub import nli_alternative
+            from qroute.routing.zeroshot import NLIZeroShot
 
             without = nli_alternative(new.retrieval.mode)
             nli = await asyncio.to_thread(lambda: NLIZeroShot(new.nli, without=without))

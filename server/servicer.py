@@ -12,9 +12,10 @@ import grpc
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.convert import from_pb_query, to_pb_prediction
-from server.errors import status_for
-from server.metrics import Metrics
+
+from .convert import from_pb_query, to_pb_prediction
+from .errors import status_for
+from .metrics import Metrics
 
 __all__ = ["Classify", "RouterServicer"]
 

@@ -14,8 +14,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from qroute.config import LexicalSettings
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import IndexWriteError, VersionMissing
-from qroute.lexical import LexicalEncoder, Lexicon
 from qroute.store import Point, VectorStore
 from qroute.store.embedded import EmbeddedStore
 from qroute.store.server import ServerStore

@@ -11,18 +11,18 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qroute_indexer import run_index
+from qroute_server.app import RouterApp
 from ruamel.yaml import YAML
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.config import NLISettings, Settings, load_settings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
+from qroute.routing.classifier import Classifier
+from qroute.routing.zeroshot import NLIZeroShot
 from qroute.store.embedded import EmbeddedStore
 from qroute.testing import TinyModels
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from qroute.zeroshot import NLIZeroShot
-from server.app import RouterApp
 
 
 class RunningRouter:

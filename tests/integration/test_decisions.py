@@ -9,10 +9,10 @@ import grpc
 import numpy as np
 import pytest
 
+from qroute.routing.vote import shares
 from qroute.testing import BagOfWordsEncoder
 from qroute.types import LabelScore
 from qroute.v1 import router_pb2 as pb
-from qroute.vote import shares
 from tests.integration.conftest import ServeRouter
 
 ROWS = [

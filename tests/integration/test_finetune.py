@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from qroute_indexer import run_index
 from ruamel.yaml import YAML
 from transformers import (
     AutoConfig,
@@ -20,12 +21,12 @@ from transformers import (
     BertModel,
 )
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.cli import main
 from qroute.config import Settings, ZeroShotSettings
-from qroute.evaluate import zero_shot_alone
-from qroute.finetune import (
+from qroute.evaluation.run import zero_shot_alone
+from qroute.routing.classifier import Classifier
+from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
+from qroute.training.nli import (
     FinetuneOptions,
     build_pairs,
     finetune,
@@ -34,7 +35,6 @@ from qroute.finetune import (
     read_nli_pairs,
     split_by_text,
 )
-from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
 from qroute.types import Example
 from tests.conftest import (
     FILLERS,

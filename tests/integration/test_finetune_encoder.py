@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 import torch
+from qroute_indexer import run_index
 from ruamel.yaml import YAML
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.cli import main
 from qroute.config import EncoderSettings, Settings
-from qroute.encoder import SentenceTransformerEncoder
+from qroute.embedding.dense import SentenceTransformerEncoder
 from qroute.errors import EncoderMismatch
-from qroute.finetune_encoder import EncoderFinetuneOptions, finetune_encoder, knn_accuracy
+from qroute.routing.classifier import Classifier
 from qroute.testing import BagOfWordsEncoder, TinyModels, build_tiny_models
+from qroute.training.encoder import EncoderFinetuneOptions, finetune_encoder, knn_accuracy
 from qroute.types import Example, Query
 from tests.conftest import FILLERS, TOPICS, InterruptAfterSave, Interrupted
 

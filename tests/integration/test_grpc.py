@@ -11,14 +11,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qroute_indexer import run_index
+from qroute_server.app import SERVICE_NAME, RouterApp
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.config import Settings
 from qroute.errors import TableError
+from qroute.routing.classifier import Classifier
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.app import SERVICE_NAME, RouterApp
 from tests.conftest import EXAMPLE_TABLE, example_rows
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -9,16 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from qroute_indexer import list_versions, rollback, run_index
 
-from indexer import list_versions, rollback, run_index
-from qroute.classifier import Classifier
 from qroute.config import LexicalSettings, Settings
-from qroute.head import HeadData, LinearHead
-from qroute.lexical import LexicalEncoder, Lexicon
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
+from qroute.evaluation.tune import precompute, predict
+from qroute.routing.classifier import Classifier
+from qroute.routing.head import HeadData, LinearHead
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import read_table
 from qroute.testing import BagOfWordsEncoder
-from qroute.tune import precompute, predict
 from qroute.types import Decision, Query
 from tests.integration.conftest import RunningRouter, ServeRouter
 from tests.integration.test_indexer import _table

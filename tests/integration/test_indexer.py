@@ -15,18 +15,18 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from qroute_indexer import rollback, run_index
+from qroute_server.app import RouterApp
 
-from indexer import rollback, run_index
-from qroute.classifier import Classifier
 from qroute.config import Settings
 from qroute.errors import IndexWriteError
+from qroute.routing.classifier import Classifier
 from qroute.store import Point
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import row_id
 from qroute.testing import BagOfWordsEncoder, TinyModels
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
-from server.app import RouterApp
 from tests.conftest import ROOT
 
 ROWS = [

@@ -84,7 +84,7 @@ async def test_a_router_refuses_an_index_without_the_vectors_its_mode_needs(
     settings = classifier.settings.model_copy(
         update={"retrieval": classifier.settings.retrieval.model_copy(update={"mode": "hybrid"})}
     )
-    from qroute.classifier import Classifier
+    from qroute.routing.classifier import Classifier
 
     hybrid = Classifier(settings, classifier.encoder, None, classifier.store)
     with pytest.raises(EncoderMismatch, match="no lexical vectors"):

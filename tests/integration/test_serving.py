@@ -14,11 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from qdrant_client import AsyncQdrantClient
+from qroute_server.app import RouterApp
 
-from qroute.classifier import Classifier, IndexState
+from qroute.routing.classifier import Classifier, IndexState
 from qroute.testing import BagOfWordsEncoder
 from qroute.v1 import router_pb2 as pb
-from server.app import RouterApp
 from tests.integration.conftest import RunningRouter, ServeRouter
 from tests.integration.test_decisions import KNN, ROWS
 

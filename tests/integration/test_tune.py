@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from qroute_indexer import run_index
 
-from indexer import run_index
-from qroute.classifier import Classifier
 from qroute.config import Settings, load_settings
+from qroute.evaluation.tune import precompute, predict, sweep, write_tuned
+from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import normalise, read_table
 from qroute.testing import BagOfWordsEncoder
-from qroute.tune import precompute, predict, sweep, write_tuned
 from qroute.types import Query
 from tests.integration.test_indexer import ROWS, _table
 
@@ -98,7 +98,7 @@ async def test_leave_one_out_ignores_each_rows_own_point(
 
 
 def test_writer_keeps_comments_and_unrelated_keys(tmp_path: Path) -> None:
-    from qroute.tune import Choice
+    from qroute.evaluation.tune import Choice
 
     path = tmp_path / "qroute.yaml"
     path.write_text(
@@ -155,7 +155,7 @@ def _dataset_labels(root: Path) -> set[str]:
 
 
 def _round_trip(path: Path, labels: set[str]) -> dict[str, float]:
-    from qroute.tune import Choice
+    from qroute.evaluation.tune import Choice
 
     path.write_text("# mine\nrouter:\n  k: 10\n", encoding="utf-8")
     thresholds = {label: round(0.5 + (i % 40) / 100, 2) for i, label in enumerate(sorted(labels))}

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from qroute.batching import MicroBatcher
 from qroute.errors import Overloaded
+from qroute.routing.batching import MicroBatcher
 
 
 async def test_concurrent_items_form_one_batch_and_results_keep_their_order() -> None:

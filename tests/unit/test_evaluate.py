@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from qroute.evaluate import metrics, plot_confusion, plot_curve
+from qroute.evaluation.run import metrics, plot_confusion, plot_curve
 
 
 def test_metrics_match_hand_computed_values() -> None:

@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 from qroute.config import LexicalSettings
-from qroute.lexical import LexicalEncoder, Lexicon
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
 
 
 def _grams(settings: LexicalSettings, text: str) -> set[str]:

@@ -7,8 +7,8 @@ import unicodedata
 
 import pytest
 
+from qroute.evaluation.typos import KINDS, perturb, typo_set
 from qroute.types import Example
-from qroute.typos import KINDS, perturb, typo_set
 
 
 def _jamo(text: str) -> list[str]:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from qroute.routing.vote import label_scores, shares
 from qroute.types import Group, Hit, LabelScore
-from qroute.vote import label_scores, shares
 
 
 def _group(label: str, *similarities: float) -> Group:

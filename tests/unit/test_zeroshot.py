@@ -5,8 +5,8 @@ import pytest
 
 from qroute.config import NLISettings, ZeroShotSettings
 from qroute.errors import ModelLoadError
+from qroute.routing.zeroshot import NLIZeroShot, ZeroShotItem, entailment_index
 from qroute.testing import TinyModels
-from qroute.zeroshot import NLIZeroShot, ZeroShotItem, entailment_index
 
 
 def test_entailment_index_comes_from_the_models_own_label2id() -> None:

@@ -41,12 +41,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from qroute.config import NLISettings, ZeroShotSettings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
 from qroute.errors import ConfigError, ModelLoadError, TableError
-from qroute.models import resolve_model
+from qroute.hub import resolve_model
+from qroute.routing.zeroshot import NLIZeroShot, ZeroShotItem, class_index
 from qroute.table import normalise
 from qroute.types import Example
-from qroute.zeroshot import NLIZeroShot, ZeroShotItem, class_index
 
 __all__ = [
     "NLI_LABELS",

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.config import EncoderSettings
-from qroute.models import resolve_model
+from qroute.hub import resolve_model
 
 __all__ = ["Encoder", "SentenceTransformerEncoder"]
 

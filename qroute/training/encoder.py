@@ -49,9 +49,10 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.config import EncoderSettings
-from qroute.encoder import RUN_FILE
+from qroute.embedding.dense import RUN_FILE
 from qroute.errors import TableError
-from qroute.finetune import (
+from qroute.hub import resolve_model
+from qroute.training.nli import (
     CHECKPOINTS_DIR,
     TrainingOptions,
     checkpointed_arguments,
@@ -61,7 +62,6 @@ from qroute.finetune import (
     train,
     training_line,
 )
-from qroute.models import resolve_model
 from qroute.types import Example
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from qroute.classifier import Classifier
+from qroute.routing.classifier import Classifier
 from qroute.types import Example, Prediction, Query
 
 __all__ = [

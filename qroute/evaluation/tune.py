@@ -2,7 +2,7 @@
 
 One encoding and search pass (``precompute``) keeps, for each labelled query, its label
 groups at the largest k swept and the zero-shot score of every label in them. The sweep
-then replays the classifier's decision rule (``qroute.classifier``) over those numbers for
+then replays the classifier's decision rule (``qroute.routing.classifier``) over those numbers for
 every combination of similarity threshold, ambiguity margin, zero-shot threshold and k,
 vectorised with numpy, and picks the best under an objective. Per-label thresholds are
 then improved one label at a time. ``write_tuned`` puts the result into the config file,
@@ -22,12 +22,12 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from qroute.classifier import Classifier
 from qroute.config import RouterSettings, ZeroShotSettings
 from qroute.errors import NotIndexed
+from qroute.routing.classifier import Classifier
+from qroute.routing.vote import label_scores
+from qroute.routing.zeroshot import ZeroShotItem
 from qroute.types import Example, Group, LabelScore
-from qroute.vote import label_scores
-from qroute.zeroshot import ZeroShotItem
 
 __all__ = ["Choice", "Precomputed", "Sweep", "precompute", "predict", "sweep", "write_tuned"]
 

@@ -1,7 +1,7 @@
 """Finding a query's neighbours: dense, lexical or hybrid, always with a real similarity.
 
 ``dense``: the sentence encoder's cosine. ``lexical``: the IDF cosine of character
-n-gram vectors (Qdrant's IDF modifier, see ``qroute.lexical``); no model at all.
+n-gram vectors (Qdrant's IDF modifier, see ``qroute.embedding.lexical``); no model at all.
 ``hybrid``: Qdrant fetches candidates by each vector and fuses them (reciprocal rank
 fusion), then scores both similarities of exactly those candidates. The hybrid
 similarity ``w * dense + (1 - w) * lexical`` is what thresholds and the vote use, since a
@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.config import RetrievalSettings, Settings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import EncoderMismatch
-from qroute.lexical import LexicalEncoder, Lexicon
 from qroute.store import VectorStore
 from qroute.store.base import Candidate, SearchVector
 from qroute.types import Group, Hit, SparseVector
@@ -171,8 +171,8 @@ def load_encoder(settings: Settings) -> Encoder | None:
     """The configured sentence encoder, or None in lexical mode (blocking: may download)."""
     if settings.retrieval.mode == "lexical":
         return None
-    from qroute.encoder import SentenceTransformerEncoder
-    from qroute.models import encoder_alternative
+    from qroute.embedding.dense import SentenceTransformerEncoder
+    from qroute.hub import encoder_alternative
 
     without = encoder_alternative(settings.zero_shot.method)
     return SentenceTransformerEncoder(settings.encoder, without=without)

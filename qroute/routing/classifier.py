@@ -20,11 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from qroute.config import Settings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
+from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import InvalidQuery, NotIndexed, VersionMissing
-from qroute.head import LinearHead
-from qroute.lexical import LexicalEncoder, Lexicon
-from qroute.retrieval import Embedded, Retriever, load_encoder
+from qroute.routing.head import LinearHead
+from qroute.routing.retrieval import Embedded, Retriever, load_encoder
+from qroute.routing.vote import label_scores, shares
+from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
 from qroute.types import (
     Decision,
@@ -35,8 +37,6 @@ from qroute.types import (
     Query,
     Thresholds,
 )
-from qroute.vote import label_scores, shares
-from qroute.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 
 __all__ = ["Classifier", "IndexState"]
 
@@ -94,9 +94,9 @@ class Classifier:
     def from_settings(cls, settings: Settings) -> Classifier:
         """Load the models and open the store (blocking: minutes for a hub download;
         lexical mode with zero-shot off loads no model at all)."""
-        from qroute.models import nli_alternative
+        from qroute.hub import nli_alternative
+        from qroute.routing.zeroshot import NLIZeroShot
         from qroute.store import open_store
-        from qroute.zeroshot import NLIZeroShot
 
         nli = None
         if settings.zero_shot.method == "nli":

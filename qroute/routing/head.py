@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qroute.lexical import Lexicon
+from qroute.embedding.lexical import Lexicon
 from qroute.types import LabelScore, SparseVector
 
 __all__ = ["HeadData", "LinearHead"]

@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.config import NLISettings, ZeroShotSettings
-from qroute.encoder import Encoder
+from qroute.embedding.dense import Encoder
 from qroute.errors import ModelLoadError
-from qroute.models import resolve_model
+from qroute.hub import resolve_model
 from qroute.types import LabelScore
 
 __all__ = [

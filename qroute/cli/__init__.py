@@ -208,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
-    from indexer import list_versions, rollback, run_index
+    from qroute_indexer import list_versions, rollback, run_index
+
     from qroute.table import scan_table
 
     if args.encoding:
@@ -271,9 +272,9 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.classifier import Classifier
-    from qroute.evaluate import evaluate, plot_confusion, plot_curve
-    from qroute.tune import precompute, sweep
+    from qroute.evaluation.run import evaluate, plot_confusion, plot_curve
+    from qroute.evaluation.tune import precompute, sweep
+    from qroute.routing.classifier import Classifier
 
     examples, table = _read_labelled(args.data, settings)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
@@ -355,7 +356,8 @@ def _training_options(args: argparse.Namespace) -> dict[str, Any]:
 def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from qroute.finetune import (
+    from qroute.table import read_table
+    from qroute.training.nli import (
         DATA_DIR,
         FinetuneOptions,
         PreparedData,
@@ -364,7 +366,6 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
         prepare_table,
         read_nli_pairs,
     )
-    from qroute.table import read_table
 
     options = FinetuneOptions(
         negatives=args.negatives,
@@ -380,7 +381,7 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     elif args.nli_pairs:
         data = prepare_nli_pairs(read_nli_pairs(args.table), options, source=args.table)
     else:
-        from qroute.encoder import SentenceTransformerEncoder
+        from qroute.embedding.dense import SentenceTransformerEncoder
 
         examples = read_table(args.table, settings.table)
         encoder = (
@@ -406,8 +407,8 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
-    from qroute.finetune_encoder import EncoderFinetuneOptions, finetune_encoder
     from qroute.table import read_table
+    from qroute.training.encoder import EncoderFinetuneOptions, finetune_encoder
 
     options = EncoderFinetuneOptions(
         loss=args.loss,
@@ -436,8 +437,8 @@ async def _fallback_figures(
     another one (e.g. the base before fine-tuning): the zero-shot path's accuracy inside
     the router and, with --zero-shot-alone, the scorer on every in-scope row."""
     from qroute.config import NLISettings
-    from qroute.evaluate import evaluate, zero_shot_alone
-    from qroute.zeroshot import NLIZeroShot
+    from qroute.evaluation.run import evaluate, zero_shot_alone
+    from qroute.routing.zeroshot import NLIZeroShot
 
     settings = classifier.settings
     if not (args.zero_shot_alone or args.compare_nli):
@@ -480,17 +481,17 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.classifier import Classifier
     from qroute.config import config_file
-    from qroute.evaluate import plot_curve
-    from qroute.tune import precompute, sweep, write_tuned
+    from qroute.evaluation.run import plot_curve
+    from qroute.evaluation.tune import precompute, sweep, write_tuned
+    from qroute.routing.classifier import Classifier
 
     source = args.table if args.cross_validate else args.data
     if not source:
         raise ConfigError("qroute tune needs DATA, or --cross-validate --table TABLE")
     examples, _ = _read_labelled(source, settings)
     if args.cross_validate:
-        from qroute.finetune_encoder import held_out_rows
+        from qroute.training.encoder import held_out_rows
 
         unseen = held_out_rows(examples, settings.encoder.model)
         if unseen == []:
@@ -576,8 +577,8 @@ def _typos(settings: Settings, args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
+    from qroute.evaluation.typos import typo_set
     from qroute.table import read_table
-    from qroute.typos import typo_set
 
     examples = read_table(args.data, settings.table)
     kinds: Counter[str] = Counter()
@@ -597,8 +598,9 @@ def _typos(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, config: str | None) -> int:
+    from qroute_server.app import serve
+
     from qroute.config import config_file
-    from server.app import serve
 
     asyncio.run(serve(settings, config_file(config)))
     return 0
@@ -606,8 +608,7 @@ def _serve(settings: Settings, config: str | None) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     import grpc
-
-    from server.client import classify, format_response
+    from qroute_server.client import classify, format_response
 
     try:
         allowed = [label for label in args.allowed_labels.split(",") if label]
@@ -622,8 +623,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     import grpc
-
-    from server.client import check_health
+    from qroute_server.client import check_health
 
     try:
         status = check_health(args.address, args.timeout)

@@ -1,0 +1,1 @@
+"""Measuring a router on labelled rows and tuning its thresholds (the [eval] extra)."""
