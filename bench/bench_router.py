@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import grpc
-import yaml
 from _results import write_results
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -121,7 +121,7 @@ async def main() -> None:
             server={"bind": f"127.0.0.1:{port}", "metrics_port": None},
         )
         config = Path(tmp) / "qroute.yaml"
-        config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True))
+        YAML(typ="safe", pure=True).dump(settings.model_dump(mode="json"), config)
         encoder = SentenceTransformerEncoder(settings.encoder)
         await run_index(settings, args.table, encoder=encoder, progress=False)
 

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import io
 import os
 import random
 import shutil
@@ -42,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from _results import write_results
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,6 +56,19 @@ from qroute.v1 import router_pb2_grpc  # noqa: E402
 
 CLASSIFY = "/qroute.v1.RouterService/Classify"
 HEALTH_P99_LIMIT_MS = 50.0
+
+
+_YAML = YAML(typ="safe", pure=True)
+
+
+def _load_yaml(text: str) -> Any:
+    return _YAML.load(text)
+
+
+def _dump_yaml(data: Any) -> str:
+    out = io.StringIO()
+    _YAML.dump(data, out)
+    return out.getvalue()
 
 
 def _free_port() -> int:
@@ -115,14 +129,14 @@ class World:
 
 
 def _setup(work: Path, poll_s: float) -> World:
-    settings = yaml.safe_load((ROOT / "examples" / "qroute-lexical.yaml").read_text())
+    settings = _load_yaml((ROOT / "examples" / "qroute-lexical.yaml").read_text())
     port = _free_port()
     settings["store"]["location"] = str(work / "qdrant")
     settings["server"].update(
         bind=f"127.0.0.1:{port}", metrics_port=0, index_poll_s=poll_s, config_poll_s=poll_s
     )
     config = work / "qroute.yaml"
-    config.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    config.write_text(_dump_yaml(settings), encoding="utf-8")
     table = work / "queries.csv"
     shutil.copy(ROOT / "examples" / "queries.csv", table)
     root = work / "qdrant" / settings["store"]["collection"]
@@ -349,9 +363,9 @@ async def _faults_under_load(
     out: dict[str, Any] = {}
     # Hot reload: valid (a threshold), then invalid (must keep the old config), then back.
     original = world.config.read_text(encoding="utf-8")
-    changed = yaml.safe_load(original)
+    changed = _load_yaml(original)
     changed["router"]["similarity_threshold"] = 0.31
-    world.config.write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
+    world.config.write_text(_dump_yaml(changed), encoding="utf-8")
     await asyncio.sleep(3 * world.poll_s)
     world.config.write_text("router: [this is: not valid\n", encoding="utf-8")
     await asyncio.sleep(3 * world.poll_s)
@@ -453,7 +467,7 @@ async def _main(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="qroute-faults-"))
     world = _setup(work, args.poll)
-    settings = yaml.safe_load(world.config.read_text())
+    settings = _load_yaml(world.config.read_text())
     max_chars = int(settings.get("router", {}).get("max_text_chars", 1000))
     texts = [row["text"] for row in csv.DictReader(world.table.open(encoding="utf-8"))]
     code, out = await _run(_index_cmd(world, world.table))

@@ -10,10 +10,10 @@ QrouteError
  │                        ``violations`` names each bad field
  ├── NotIndexed           no index version has been published yet
  │    ├── VersionMissing   the version being searched was dropped after a newer one was published
- │    ├── EncoderMismatch  the published version was built with another encoder
- │    └── IndexFormatError a version's metadata is not in the format the indexer writes
+ │    └── EncoderMismatch  the published version was built with another encoder
  ├── StoreUnavailable     the vector store cannot be reached
  │    └── IndexRejected    the published version cannot be served (unreadable, corrupt, unpublished)
+ │         └── IndexCorrupt its own files or metadata cannot be read
  ├── NotReady             the router is still loading its models, or shutting down
  ├── Overloaded           too many requests are queued; retry later
  ├── DeadlineExceeded     the caller's deadline passed before the work started
@@ -31,7 +31,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "EncoderMismatch",
-    "IndexFormatError",
+    "IndexCorrupt",
     "IndexRejected",
     "IndexWriteError",
     "InvalidQuery",
@@ -76,6 +76,9 @@ class TableError(QrouteError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(problems[0])  # one line, as the CLI prints errors
+            return
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{len(problems)} invalid row(s) in the table:\n{shown}{more}")
@@ -142,6 +145,14 @@ class IndexRejected(StoreUnavailable):
         self.reason = reason
 
 
+class IndexCorrupt(IndexRejected):
+    """A version's own files cannot be read: a damaged ``qroute.json``, or metadata not
+    in the format the indexer writes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "read")
+
+
 class NotReady(QrouteError):
     pass
 
@@ -155,10 +166,6 @@ class DeadlineExceeded(QrouteError):
 
 
 class EncoderMismatch(NotIndexed):
-    pass
-
-
-class IndexFormatError(NotIndexed):
     pass
 
 

@@ -9,22 +9,54 @@ from types import ModuleType
 
 from qroute.errors import MissingDependency, ModelLoadError
 
-__all__ = ["optional_import", "resolve_model"]
+__all__ = ["encoder_alternative", "nli_alternative", "optional_import", "resolve_model"]
 
 
-def resolve_model(name_or_path: str, role: str, env_var: str) -> str:
+def encoder_alternative(zero_shot_method: str) -> str:
+    """The settings under which the router needs no sentence encoder."""
+    advice = "To run without a sentence encoder: QROUTE_RETRIEVAL__MODE=lexical"
+    if zero_shot_method == "embedding":
+        advice += (
+            " with QROUTE_ZERO_SHOT__METHOD=off (zero_shot.method embedding scores with this "
+            "encoder too)"
+        )
+    elif zero_shot_method == "nli":
+        advice += (
+            " (zero_shot.method nli still loads the NLI model: add QROUTE_ZERO_SHOT__METHOD=off "
+            "for no model at all)"
+        )
+    return advice + "; see the README's quickstart without models."
+
+
+def nli_alternative(retrieval_mode: str) -> str:
+    """The settings under which the router needs no NLI model."""
+    embedding = (
+        ""
+        if retrieval_mode == "lexical"
+        else ", or QROUTE_ZERO_SHOT__METHOD=embedding (label descriptions scored with the "
+        "sentence encoder)"
+    )
+    return (
+        "To run without an NLI model: QROUTE_ZERO_SHOT__METHOD=off (no zero-shot fallback: "
+        f"below the thresholds the answer is NO_MATCH){embedding}."
+    )
+
+
+def resolve_model(name_or_path: str, role: str, env_var: str, without: str = "") -> str:
     """Return a local directory holding the model ``name_or_path``.
 
     A local directory is used as it is. Anything else is a hub id: it is taken from
     the local Hugging Face cache, or downloaded. Raises ModelLoadError naming the
-    model and the setting (``env_var``) that points at a local copy instead.
+    model, the setting (``env_var``) that points at a local copy instead and, where
+    given, ``without``: the settings under which the model is not needed at all.
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path)
+    tail = f" {without}" if without else ""
     if path.is_absolute() or name_or_path.startswith((".", "~")):
         raise ModelLoadError(
-            f"{role} model directory {name_or_path!r} does not exist (set {env_var})"
+            f"{role} model directory {name_or_path!r} does not exist (set {env_var}).{tail}"
         )
 
     from huggingface_hub import snapshot_download
@@ -38,9 +70,8 @@ def resolve_model(name_or_path: str, role: str, env_var: str) -> str:
             f"fetching it from the Hugging Face hub failed ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Download it on a machine that "
             f"reaches the hub (`hf download {name_or_path} --local-dir DIR`) "
-            f"and point qroute at the copy: {env_var}=DIR, or the same key in qroute.yaml. "
-            "To run with no model at all, use lexical retrieval: QROUTE_RETRIEVAL__MODE=lexical "
-            "(retrieval.mode: lexical; see the README's quickstart without models)."
+            f"and point qroute at the copy: {env_var}=DIR, or the same key in qroute.yaml."
+            f"{tail}"
         ) from exc
 
 

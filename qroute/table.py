@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import itertools
 import json
 import unicodedata
 import uuid
@@ -17,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from qroute.config import TableSettings
 from qroute.errors import TableError
@@ -80,6 +82,8 @@ class TableReport:
     labels: Counter[str] = field(default_factory=Counter)
     skipped_rows: set[int] = field(default_factory=set)
     skipped_labels: set[str] = field(default_factory=set)
+    # Rows of each skipped rare label.
+    rare_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -113,6 +117,26 @@ class TableReport:
             lines.append("no problems found")
         return "\n".join(lines)
 
+    def dropped(self) -> dict[str, int]:
+        """Rows read but left out, by the kind of problem whose policy (``skip``) did it."""
+        counts = Counter(
+            p.kind for p in self.problems if p.policy == "skip" and p.kind != "rare_label"
+        )
+        if self.rare_rows:
+            counts["rare_label"] = sum(self.rare_rows.values())
+        return dict(sorted(counts.items()))
+
+    def dropped_note(self) -> str | None:
+        """One line saying how many rows were left out and why, or None."""
+        dropped = self.dropped()
+        if not dropped:
+            return None
+        why = ", ".join(f"{n} {kind} (table.on_{kind}: skip)" for kind, n in dropped.items())
+        return (
+            f"{self.path}: {sum(dropped.values())} of {self.rows} rows left out: {why}; "
+            "set the policy to warn to keep them"
+        )
+
     def raise_for_errors(self) -> None:
         if self.errors:
             raise TableError([str(p) for p in self.errors])
@@ -142,43 +166,159 @@ def _bad_line(path: Path, encoding: str) -> int:
     return 0
 
 
-def _records(
-    path: Path, fmt: str, encoding: str | None
+class _Lines:
+    """The lines of a text file, for ``csv.reader``: counts them and notes whether the
+    file ran out while a record was being read (a quote left open runs to the end)."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+        self.exhausted = False
+        self.record: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._handle.readline()
+        if not line:
+            self.exhausted = True
+            raise StopIteration
+        self.record.append(line)
+        return line
+
+
+def _quote_left_open(text: str, delimiter: str) -> bool:
+    """Whether ``text`` (one CSV record) ends inside a quoted field."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _csv_records(
+    path: Path, handle: TextIO, delimiter: str, settings: TableSettings
 ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Yield (row number, record or None, problem) for each data row of the file."""
-    if fmt == "parquet":
+    # The csv module refuses fields over 131,072 characters; a text may be as long as
+    # table.max_text_chars (the limit is process-wide: only ever raised).
+    csv.field_size_limit(max(csv.field_size_limit(), settings.max_text_chars + 1024))
+    lines = _Lines(handle)
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise TableError([f"{path}:1: cannot read the header ({exc})"]) from None
+    repeated = sorted(name for name, n in Counter(header).items() if n > 1 and name)
+    if repeated:
+        raise TableError(
+            [
+                f"{path}:1: the header names column(s) {', '.join(map(repr, repeated))} "
+                "more than once: give each column its own name"
+            ]
+        )
+    while True:
+        start = reader.line_num + 1  # a record's number is the line it starts on
+        lines.record = []
         try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover - depends on the install
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            limit = csv.field_size_limit()
+            if "field larger than field limit" in str(exc):
+                yield (
+                    start,
+                    None,
+                    f"a field is longer than {limit} characters (table.max_text_chars is "
+                    f"{settings.max_text_chars}), or a quote opened here is never closed",
+                )
+            else:
+                yield start, None, f"not valid CSV ({exc})"
+            continue
+        if not row:
+            continue  # a blank line
+        end = reader.line_num
+        if lines.exhausted and _quote_left_open("".join(lines.record), delimiter):
+            yield (
+                start,
+                None,
+                f"a quoted field opens on this line and is never closed, so lines "
+                f"{start}-{end} were read as one field: close the quote, or double a "
+                'quote that is part of the text ("")',
+            )
+            continue
+        # As csv.DictReader: a missing trailing field is None, extra fields are dropped.
+        yield start, dict(itertools.zip_longest(header, row[: len(header)])), None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise TableError(
+            [f"{path}: reading Parquet needs pyarrow: pip install 'qroute[parquet]'"]
+        ) from exc
+    try:
+        table = pq.ParquetFile(path)
+        names = table.schema_arrow.names
+        repeated = sorted(name for name, n in Counter(names).items() if n > 1)
+        if repeated:
             raise TableError(
-                [f"{path}: reading Parquet needs pyarrow: pip install 'qroute[parquet]'"]
-            ) from exc
+                [
+                    f"{path}: the file names column(s) {', '.join(map(repr, repeated))} "
+                    "more than once: give each column its own name"
+                ]
+            )
         number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+        for batch in table.iter_batches(batch_size=8192):
             for record in batch.to_pylist():
                 number += 1
                 yield number, record, None
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(
+            [f"{path}: cannot read the file as Parquet ({exc}); check that it is one"]
+        ) from None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        repeated = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"the object has the key(s) {', '.join(map(repr, repeated))} twice")
+    return record
+
+
+def _records(
+    path: Path, fmt: str, encoding: str | None, settings: TableSettings
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield (row number, record or None, problem) for each data row of the file."""
+    if fmt == "parquet":
+        yield from _parquet_records(path)
         return
     assert encoding is not None
     with path.open(encoding=encoding, newline="" if fmt != "jsonl" else None) as handle:
-        if fmt == "jsonl":
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, None, f"not valid JSON ({exc.msg})"
-                    continue
-                if not isinstance(record, dict):
-                    yield number, None, "not a JSON object"
-                    continue
-                yield number, record, None
-        else:
-            reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t")
-            for record in reader:
-                # line_num is the line on which the record ended.
-                yield reader.line_num, dict(record), None
+        if fmt != "jsonl":
+            yield from _csv_records(path, handle, "," if fmt == "csv" else "\t", settings)
+            return
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=_json_object)
+            except json.JSONDecodeError as exc:
+                yield number, None, f"not valid JSON ({exc.msg})"
+                continue
+            except ValueError as exc:
+                yield number, None, str(exc)
+                continue
+            if not isinstance(record, dict):
+                yield number, None, "not a JSON object"
+                continue
+            yield number, record, None
 
 
 def _rows(
@@ -195,7 +335,7 @@ def _rows(
 
     def guarded() -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         try:
-            yield from _records(path, fmt, encoding)
+            yield from _records(path, fmt, encoding, settings)
         except UnicodeDecodeError as exc:
             line = _bad_line(path, encoding or "utf-8")
             raise TableError(
@@ -299,6 +439,7 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
             report.problems.append(Problem("rare_label", f"{path}", detail, settings.on_rare_label))
             if settings.on_rare_label == "skip":
                 report.skipped_labels.add(label)
+                report.rare_rows[label] = count
     for label in report.skipped_labels:
         del report.labels[label]
     if report.rows == 0 or not report.labels:

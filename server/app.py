@@ -19,7 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from qroute.config import Settings
-from qroute.errors import BindError, IndexRejected, InvalidQuery, NotReady, QrouteError
+from qroute.errors import (
+    BindError,
+    IndexCorrupt,
+    IndexRejected,
+    InvalidQuery,
+    NotReady,
+    QrouteError,
+)
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
 from qroute.types import Prediction, Query
@@ -112,13 +119,16 @@ class RouterApp:
         )
         address = bind or self.settings.server.bind
         try:
-            self.port = self.server.add_insecure_port(address)
-        except RuntimeError:  # grpc's "Failed to bind": it says no more than that
+            # A port that is not a number is caught here, before grpc logs its own lines.
+            valid = address.startswith("unix:") or 0 <= int(address.rpartition(":")[2]) <= 65535
+            self.port = self.server.add_insecure_port(address) if valid else 0
+        except (ValueError, RuntimeError):  # RuntimeError: grpc's "Failed to bind"
             self.port = 0
         if self.port == 0:
             raise BindError(
-                f"cannot listen on {address} (server.bind): the port is in use "
-                "(another router?) or the address is not local"
+                f"cannot bind the router to {address!r} (server.bind, QROUTE_SERVER__BIND): "
+                "use HOST:PORT with a local address and a free port (another router may "
+                "be listening on it)"
             )
         await self._set_health(serving=False)
         await self.server.start()
@@ -130,9 +140,9 @@ class RouterApp:
                 await self.server.stop(None)
                 raise BindError(
                     f"cannot serve metrics on {metrics.metrics_host}:{metrics.metrics_port} "
-                    f"(server.metrics_port): {exc.strerror}"
+                    f"({exc.strerror}): set server.metrics_port (QROUTE_SERVER__METRICS_PORT) "
+                    "to a free port, 0 for any, or null for no metrics"
                 ) from None
-        self.metrics.config.info({"version": self.settings.version})
         log.info(
             "router listening on %s (port %d), metrics on port %s",
             address,
@@ -152,7 +162,7 @@ class RouterApp:
         if warning:
             log.warning("%s", warning)
         self.batcher.start()
-        await self.follow_index_once()
+        await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
         if self.config_path is not None:
             watcher = ConfigWatcher(
@@ -171,24 +181,29 @@ class RouterApp:
             log.warning("config changes to %s need a restart; running values kept", kept)
         nli = None
         if new.zero_shot.method == "nli" and self.classifier.nli is None:
+            from qroute.hub import nli_alternative
             from qroute.routing.zeroshot import NLIZeroShot
 
-            nli = await asyncio.to_thread(NLIZeroShot, new.nli)
+            without = nli_alternative(new.retrieval.mode)
+            nli = await asyncio.to_thread(lambda: NLIZeroShot(new.nli, without=without))
         self.classifier = self.classifier.reconfigure(new, nli)
         self.settings = new
         self.metrics.config.info({"version": new.version})
         self.metrics.reloads.labels("applied").inc()
         log.info("config reloaded: version %s", new.version)
 
-    async def follow_index_once(self) -> None:
+    async def follow_index_once(self, *, at_start: bool = False) -> None:
         """Pick up a newly published index version and report health accordingly.
-        Never raises: a failure is logged (once per distinct cause), counted, and
-        retried on the next poll while the version in use keeps serving."""
+        A failure is logged (once per distinct cause), counted, and retried on the next
+        poll while the version in use keeps serving. ``at_start``: a published version
+        whose own files cannot be read (IndexCorrupt) ends the start instead."""
         classifier = self.classifier
         assert classifier is not None
         try:
             index = await classifier.refresh_index()
         except Exception as exc:
+            if at_start and isinstance(exc, IndexCorrupt):
+                raise
             index = classifier.index
             self._refresh_failed(exc, index.version if index is not None else None)
         else:
@@ -257,7 +272,6 @@ class RouterApp:
 async def serve(settings: Settings, config_path: Path | None = None) -> None:
     """Run the router until SIGINT/SIGTERM. Model load failures end the process."""
     app = RouterApp(settings, config_path)
-    await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -274,6 +288,8 @@ async def serve(settings: Settings, config_path: Path | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
+        # Inside the try: a failed start (metrics port taken) still stops the gRPC server.
+        await app.start()
         await app.load()
         if app.classifier is not None and app.classifier.index is None:
             log.warning("no index published yet: health stays NOT_SERVING until `qroute index`")

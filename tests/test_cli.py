@@ -57,14 +57,29 @@ def test_demo_runs_end_to_end_with_local_models(tmp_path: Path, tiny_models: Tin
 
 
 @pytest.mark.parametrize(
-    ("command", "model", "variable"),
+    ("command", "model", "variable", "without"),
     [
-        (["index", "examples/queries.csv"], "jhgan/ko-sroberta-multitask", "QROUTE_ENCODER__MODEL"),
-        (["serve"], "Huffon/klue-roberta-base-nli", "QROUTE_NLI__MODEL"),
+        (
+            ["index", "examples/queries.csv"],
+            "jhgan/ko-sroberta-multitask",
+            "QROUTE_ENCODER__MODEL",
+            "QROUTE_RETRIEVAL__MODE=lexical",
+        ),
+        (
+            ["serve"],
+            "Huffon/klue-roberta-base-nli",
+            "QROUTE_NLI__MODEL",
+            "QROUTE_ZERO_SHOT__METHOD=off",
+        ),
     ],
 )
 def test_unreachable_hub_model_fails_fast_and_says_how_to_fix_it(
-    tmp_path: Path, tiny_models: TinyModels, command: list[str], model: str, variable: str
+    tmp_path: Path,
+    tiny_models: TinyModels,
+    command: list[str],
+    model: str,
+    variable: str,
+    without: str,
 ) -> None:
     extra = {"QROUTE_SERVER__BIND": f"127.0.0.1:{_free_port()}"}
     if command == ["serve"]:
@@ -82,7 +97,7 @@ def test_unreachable_hub_model_fails_fast_and_says_how_to_fix_it(
     assert result.returncode == 2
     assert model in result.stderr
     assert variable in result.stderr
-    assert "QROUTE_RETRIEVAL__MODE=lexical" in result.stderr  # the way to run with no model
+    assert without in result.stderr  # the setting under which this model is not needed
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "store" / "examples" / "CURRENT").exists()
 
@@ -126,7 +141,7 @@ def test_bad_table_row_is_named_by_the_cli(tmp_path: Path, tiny_models: TinyMode
 def test_eval_and_tune_commands_write_their_reports(
     tmp_path: Path, tiny_models: TinyModels
 ) -> None:
-    import yaml
+    from ruamel.yaml import YAML
 
     config = tmp_path / "qroute.yaml"
     config.write_text(
@@ -169,7 +184,7 @@ def test_eval_and_tune_commands_write_their_reports(
     assert "wrote the tuned values into" in tuned.stdout
     text = config.read_text(encoding="utf-8")
     assert "# my router" in text and "# labels per query" in text
-    written = yaml.safe_load(text)
+    written = YAML(typ="safe", pure=True).load(text)
     assert re.fullmatch(r"encoder@[0-9a-f]{16}\|dim=32\|.*", written["tuned"]["encoder"])
     assert written["tuned"]["index_version"] == "cli_v1"
     assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
@@ -215,3 +230,26 @@ def test_typos_command_writes_a_labelled_typo_set(tmp_path: Path) -> None:
         "batchim_dropped",
     }
     assert all(r["text"] != r["original"] and r["label"] for r in rows)
+
+
+def test_eval_says_how_many_rows_it_left_out_and_why(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "qroute"]
+    config = str(ROOT / "examples" / "qroute-lexical.yaml")
+    run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True}
+    table = str(ROOT / "examples" / "queries.csv")
+    indexed = subprocess.run([*base, "index", table, "--config", config], **run)  # type: ignore[call-overload]
+    assert indexed.returncode == 0, indexed.stderr
+    held = (ROOT / "examples" / "queries_eval.csv").read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "eval.csv"
+    data.write_text("\n".join([*held, held[1], held[2], held[1]]) + "\n", encoding="utf-8")
+    evaluated = subprocess.run(  # type: ignore[call-overload]
+        [*base, "eval", str(data), "--config", config, "--out", "ev"], **run
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (
+        f"note: {data}: 3 of 83 rows left out: 3 duplicate (table.on_duplicate: skip)"
+        in evaluated.stderr
+    )
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text(encoding="utf-8"))
+    assert report["n"] == 80
+    assert report["table"] == {"rows": 83, "evaluated": 80, "left_out": {"duplicate": 3}}

@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -41,7 +41,7 @@ QROUTE_SUBCOMMAND_OPTIONS = {
 
 def _load_compose() -> dict[str, Any]:
     with COMPOSE_FILE.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+        data = YAML(typ="safe", pure=True).load(fh)
     assert isinstance(data, dict), "docker-compose.yml must be a YAML mapping"
     return data
 

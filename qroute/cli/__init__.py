@@ -52,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The environment refused something the error names (a file, a port): a message,
+        # not a traceback.
+        print(f"qroute: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

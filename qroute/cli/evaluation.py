@@ -6,13 +6,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qroute.cli.common import Command, settings_of, with_config
 from qroute.config import Settings
 from qroute.errors import ConfigError
 
+if TYPE_CHECKING:
+    from qroute.table import TableReport
+    from qroute.types import Example
+
 __all__ = ["COMMANDS"]
+
+
+def _read_labelled(path: str, settings: Settings) -> tuple[list[Example], TableReport]:
+    """The accepted rows of a labelled file, saying on stderr how many were left out."""
+    from qroute.table import iter_examples, scan_table
+
+    report = scan_table(path, settings.table)
+    report.raise_for_errors()
+    note = report.dropped_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return [e for chunk in iter_examples(report, settings.table) for e in chunk], report
 
 
 def _eval_arguments(evaluate: argparse.ArgumentParser) -> None:
@@ -42,9 +58,8 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from qroute.evaluation.run import evaluate
     from qroute.evaluation.tune import sweep
     from qroute.routing.classifier import Classifier
-    from qroute.table import read_table
 
-    examples = read_table(args.data, settings.table)
+    examples, table = _read_labelled(args.data, settings)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
         warning = classifier.tuning_warning()
@@ -71,6 +86,7 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = json.loads(result.to_json())
+    report["table"] = {"rows": table.rows, "evaluated": len(examples), "left_out": table.dropped()}
     if fallback:
         report["fallback"] = fallback
     (out / "eval.json").write_text(
@@ -176,12 +192,11 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
 def _tune_rows(settings: Settings, args: argparse.Namespace) -> tuple[str, list[Any]]:
     """The rows to tune on: DATA, or with --cross-validate the indexed table (only the
     rows a fine-tuned encoder held out, if it was fine-tuned on this table)."""
-    from qroute.table import read_table
 
     source = args.table if args.cross_validate else args.data
     if not source:
         raise ConfigError("qroute tune needs DATA, or --cross-validate --table TABLE")
-    examples = read_table(source, settings.table)
+    examples, _ = _read_labelled(source, settings)
     if args.cross_validate:
         from qroute.training.encoder import held_out_rows
 

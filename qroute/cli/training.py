@@ -131,7 +131,14 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
         from qroute.embedding.dense import SentenceTransformerEncoder
 
         examples = read_table(args.table, settings.table)
-        encoder = None if args.no_hard_negatives else SentenceTransformerEncoder(settings.encoder)
+        encoder = (
+            None
+            if args.no_hard_negatives
+            else SentenceTransformerEncoder(
+                settings.encoder,
+                without="To fine-tune without it: --no-hard-negatives (draws negatives at random).",
+            )
+        )
         data = prepare_table(examples, settings.zero_shot, encoder, options, source=args.table)
     print(
         "pairs: " + ", ".join(f"{k} {v}" for k, v in data.counts.items()),

@@ -87,11 +87,12 @@ class SentenceTransformerEncoder:
     """Any sentence-transformers model, by hub id or local directory. Blocking: callers
     on an event loop run ``encode`` in a worker thread."""
 
-    def __init__(self, settings: EncoderSettings) -> None:
+    def __init__(self, settings: EncoderSettings, *, without: str = "") -> None:
+        """``without``: what the error says removes the need for this model, if it fails."""
         from sentence_transformers import SentenceTransformer
 
         self._settings = settings
-        path = resolve_model(settings.model, "encoder", "QROUTE_ENCODER__MODEL")
+        path = resolve_model(settings.model, "encoder", "QROUTE_ENCODER__MODEL", without)
         self._model = SentenceTransformer(path, device=settings.device)
         # Renamed in sentence-transformers 6; the old name warns there.
         dimension_of = getattr(self._model, "get_embedding_dimension", None)

@@ -94,10 +94,13 @@ class Classifier:
     def from_settings(cls, settings: Settings) -> Classifier:
         """Load the models and open the store (blocking: minutes for a hub download;
         lexical mode with zero-shot off loads no model at all)."""
+        from qroute.hub import nli_alternative
         from qroute.routing.zeroshot import NLIZeroShot
         from qroute.store import open_store
 
-        nli = NLIZeroShot(settings.nli) if settings.zero_shot.method == "nli" else None
+        nli = None
+        if settings.zero_shot.method == "nli":
+            nli = NLIZeroShot(settings.nli, without=nli_alternative(settings.retrieval.mode))
         return cls(settings, load_encoder(settings), nli, open_store(settings.store))
 
     def tuning_warning(self) -> str | None:

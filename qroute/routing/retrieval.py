@@ -201,8 +201,10 @@ def load_encoder(settings: Settings) -> Encoder | None:
     if settings.retrieval.mode == "lexical":
         return None
     from qroute.embedding.dense import SentenceTransformerEncoder
+    from qroute.hub import encoder_alternative
 
-    return SentenceTransformerEncoder(settings.encoder)
+    without = encoder_alternative(settings.zero_shot.method)
+    return SentenceTransformerEncoder(settings.encoder, without=without)
 
 
 def fuse(

@@ -95,11 +95,12 @@ def _ranked(labels: Sequence[str], scores: Sequence[float]) -> list[LabelScore]:
 class NLIZeroShot:
     """Any NLI sequence classifier, by hub id or local directory."""
 
-    def __init__(self, settings: NLISettings) -> None:
+    def __init__(self, settings: NLISettings, *, without: str = "") -> None:
+        """``without``: what the error says removes the need for this model, if it fails."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = resolve_model(settings.model, "NLI", "QROUTE_NLI__MODEL")
+        path = resolve_model(settings.model, "NLI", "QROUTE_NLI__MODEL", without)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path)
         self._setup(settings, model, tokenizer, torch)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
+from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store.base import (
     LABEL_FIELD,
     LEXICAL,
@@ -109,6 +109,7 @@ class EmbeddedStore:
     successful run to remove."""
 
     def __init__(self, location: str | Path, collection: str, *, drain_s: float = 30.0) -> None:
+        self._location = location
         self._root = Path(location).expanduser() / collection
         self._collection = collection
         self._drain_s = drain_s
@@ -117,6 +118,28 @@ class EmbeddedStore:
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.Lock()
         self._loading = threading.Lock()
+        self._make_root()
+
+    def _make_root(self) -> None:
+        """Create the collection's directory; StoreUnavailable naming store.location when
+        it cannot be one (a file in the way, a read-only or virtual file system)."""
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next(
+                (p for p in (self._root, *self._root.parents) if p.exists() and not p.is_dir()),
+                None,
+            )
+            why = (
+                f"{blocker} is a file, not a directory"
+                if blocker is not None
+                else f"cannot create {self._root} ({exc.strerror})"
+            )
+            raise StoreUnavailable(
+                f"store.location {str(self._location)!r}: {why}; set store.location "
+                "(QROUTE_STORE__LOCATION) to a directory qroute may write, or to a Qdrant "
+                "server's http(s):// URL"
+            ) from None
 
     # -- pointer and listing -------------------------------------------------
 
@@ -156,12 +179,7 @@ class EmbeddedStore:
             UpdateOperation,
         )
 
-        try:
-            self._root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot create the store directory {self._root}: {exc}"
-            ) from exc
+        self._make_root()
         name = version_name(self._collection, await self._issue())
         path = self._root / name
         path.mkdir()
@@ -269,6 +287,13 @@ class EmbeddedStore:
             data = await asyncio.to_thread(lambda: json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError as exc:
             raise VersionMissing(f"index version {version} does not exist in {self._root}") from exc
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise IndexCorrupt(
+                f"{path} is damaged ({exc}): publish a new version (qroute index) or the "
+                "previous one (qroute index --rollback)"
+            ) from None
+        if not isinstance(data, dict):
+            raise IndexCorrupt(f"{path} does not hold a JSON object")
         return dict(data)
 
     async def add_metadata(self, version: str, data: Mapping[str, Any]) -> None:
@@ -583,7 +608,7 @@ class EmbeddedStore:
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        self._root.mkdir(parents=True, exist_ok=True)
+        self._make_root()
         with (self._root / ".indexer.lock").open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

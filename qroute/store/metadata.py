@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from qroute.errors import IndexFormatError
+from qroute.errors import IndexCorrupt
 from qroute.types import Example, Hit
 
 __all__ = [
@@ -106,21 +106,21 @@ class IndexMetadata:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], version: str) -> IndexMetadata:
-        """Decode a version's metadata; IndexFormatError names the version and the key
+        """Decode a version's metadata; IndexCorrupt names the version and the key
         that is missing or of the wrong type (a version written by another tool, or
         damaged)."""
 
         def get(key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
             if key not in data:
                 if default is ...:
-                    raise IndexFormatError(
+                    raise IndexCorrupt(
                         f"index version {version}'s metadata has no {key!r}: it was not "
                         "written by this qroute's indexer; re-index (`qroute index TABLE`)"
                     )
                 return default
             value = data[key]
             if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-                raise IndexFormatError(
+                raise IndexCorrupt(
                     f"index version {version}'s metadata field {key!r} is "
                     f"{type(value).__name__}, not what the indexer writes; re-index"
                 )
@@ -130,7 +130,7 @@ class IndexMetadata:
         retrieval = get("retrieval", str, "dense")
         build = get("mode", str, "full")
         if retrieval not in ("dense", "lexical", "hybrid") or build not in ("full", "incremental"):
-            raise IndexFormatError(
+            raise IndexCorrupt(
                 f"index version {version} records retrieval {retrieval!r}, build {build!r}: "
                 "not a format this qroute reads; re-index"
             )

@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qroute_indexer import run_index
 from qroute_server.app import RouterApp
+from ruamel.yaml import YAML
 
 from qroute.config import NLISettings, Settings, load_settings
 from qroute.embedding.dense import Encoder
@@ -41,10 +41,11 @@ class RunningRouter:
         return response.status
 
     def write_config(self, **sections: dict[str, Any]) -> None:
-        data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        yaml = YAML(typ="safe", pure=True)
+        data = yaml.load(self.config)
         for section, values in sections.items():
             data.setdefault(section, {}).update(values)
-        self.config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        yaml.dump(data, self.config)
 
     async def wait_for(
         self, predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0
@@ -81,9 +82,7 @@ async def serve_router(
             writer.writerows(rows)
         config = tmp_path / "qroute.yaml"
         settings = make_settings(**sections)
-        config.write_text(
-            yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8"
-        )
+        YAML(typ="safe", pure=True).dump(settings.model_dump(mode="json"), config)
         settings = load_settings(config)
         await run_index(settings, table, encoder=encoder, progress=False)
         app = RouterApp(settings, config)

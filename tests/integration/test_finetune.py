@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from qroute_indexer import run_index
+from ruamel.yaml import YAML
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -161,7 +161,7 @@ async def test_a_short_fine_tune_teaches_the_router_s_fallback_the_table(
         router={"similarity_threshold": 1.0, "min_margin": 2.0},
     )
     config = tmp_path / "qroute.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True))
+    YAML(typ="safe", pure=True).dump(settings.model_dump(mode="json"), config)
     table = Path(settings.store.location + ".csv")
     report_dir = tmp_path / "eval"
     args = ["eval", str(table), "--config", str(config), "--out", str(report_dir)]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from qroute_indexer import run_index
+from ruamel.yaml import YAML
 
 from qroute.cli import main
 from qroute.config import EncoderSettings, Settings
@@ -128,7 +128,7 @@ async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
 
     out = tmp_path / "encoder-ft"
     config = tmp_path / "qroute.yaml"
-    config.write_text(yaml.safe_dump(base_settings.model_dump(mode="json"), allow_unicode=True))
+    YAML(typ="safe", pure=True).dump(base_settings.model_dump(mode="json"), config)
     args = ["finetune-encoder", str(table), "--config", str(config), "--out", str(out)]
     args += [*training, "--learning-rate", "2e-3", "--no-progress"]
     # A tiny random model: its embeddings are most of what it has, and its dev accuracy
@@ -157,7 +157,7 @@ async def test_a_fine_tuned_encoder_separates_the_labels_for_the_router(
     assert after >= 0.9, after
 
     # Leave-one-out tuning on the table keeps to the rows the fine-tune held out.
-    config.write_text(yaml.safe_dump(tuned_settings.model_dump(mode="json"), allow_unicode=True))
+    YAML(typ="safe", pure=True).dump(tuned_settings.model_dump(mode="json"), config)
     tune = ["tune", "--cross-validate", "--table", str(table), "--config", str(config)]
     tune += ["--out", str(tmp_path / "tune"), "--no-progress"]
     assert await asyncio.to_thread(main, tune) == 0  # the CLI runs its own event loop

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import logging
 import os
 import signal
@@ -20,10 +21,10 @@ from typing import Any
 import grpc
 import pytest
 import qdrant_edge
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qroute_indexer import run_index
 from qroute_server.app import RouterApp
+from ruamel.yaml import YAML
 
 from qroute.config import Settings
 from qroute.routing.classifier import Classifier
@@ -133,7 +134,7 @@ async def test_unreadable_metadata_is_logged_once_retried_and_the_next_publish_i
         said = [r for r in caplog.records if "cannot refresh the index" in r.getMessage()]
         assert len(said) == 1  # ...said once
         assert "still serving test_v1" in said[0].getMessage()
-        assert "JSONDecodeError" in said[0].getMessage()
+        assert "qroute.json is damaged" in said[0].getMessage()
 
         (v2 / "qroute.json").write_text(good, encoding="utf-8")
         await router.serving("test_v2")
@@ -405,9 +406,7 @@ def test_a_router_process_survives_a_garbled_pointer_and_stops_cleanly(
 ) -> None:
     config = tmp_path / "qroute.yaml"
     settings = _lexical(tmp_path, index_poll_s=0.2)
-    config.write_text(
-        yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8"
-    )
+    config.write_text(_yaml_text(settings.model_dump(mode="json")), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("QROUTE_")}
     qroute = [sys.executable, "-m", "qroute"]
     index = [*qroute, "index", "--no-progress", "--config", str(config), "--full"]
@@ -439,3 +438,9 @@ def test_a_router_process_survives_a_garbled_pointer_and_stops_cleanly(
     finally:
         router.close()
     assert "Traceback" not in "".join(router.lines)
+
+
+def _yaml_text(data: Any) -> str:
+    out = io.StringIO()
+    YAML(typ="safe", pure=True).dump(data, out)
+    return out.getvalue()

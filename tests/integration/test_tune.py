@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from qroute_indexer import run_index
 
 from qroute.config import Settings, load_settings
@@ -13,7 +16,7 @@ from qroute.evaluation.precompute import precompute
 from qroute.evaluation.tune import predict, sweep, write_tuned
 from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
-from qroute.table import read_table
+from qroute.table import normalise, read_table
 from qroute.testing import BagOfWordsEncoder
 from qroute.types import Query
 from tests.integration.test_indexer import ROWS, _table
@@ -123,6 +126,70 @@ def test_writer_keeps_comments_and_unrelated_keys(tmp_path: Path) -> None:
     assert settings.zero_shot.threshold == 0.4
     assert settings.tuned is not None and settings.tuned.encoder == "enc|dim=3"
     assert settings.tuned.figures["oos_recall"] == 0.9
+
+
+# Strings a YAML 1.1 reader takes for booleans, null, numbers or dates, and strings that
+# YAML syntax claims: each must come back as the same label.
+HAZARDS = [
+    *("no", "No", "NO", "yes", "Yes", "off", "Off", "on", "ON", "y", "n", "true", "False"),
+    *("null", "Null", "~", "", "0", "12", "1.5", "1e3", "0x1F", "0o17", "012", ".inf", ".NaN"),
+    *("2024-01-01", "12:30", "1_000", "-", "?", ":", "a: b", "#tag", "x #y", "!", "&a", "*a"),
+    *("[a]", "{a}", "|", ">", "%", "@", "`", "'", '"', "<<", "=", " lead", "trail ", "금융"),
+]
+# The labels of the shared datasets (outside the repository: CI gets a copy beside it).
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+def _dataset_labels(root: Path) -> set[str]:
+    import json
+
+    labels: set[str] = set()
+    for path in sorted(root.glob("*/*.jsonl")):
+        if path.stem not in ("train", "dev"):
+            continue
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                label = json.loads(line).get("label")
+                if isinstance(label, str):
+                    labels.add(label)
+    return labels
+
+
+def _round_trip(path: Path, labels: set[str]) -> dict[str, float]:
+    from qroute.evaluation.tune import Choice
+
+    path.write_text("# mine\nrouter:\n  k: 10\n", encoding="utf-8")
+    thresholds = {label: round(0.5 + (i % 40) / 100, 2) for i, label in enumerate(sorted(labels))}
+    choice = Choice(5, 0.7, 0.0, 0.4, thresholds, 0.9, 0.9, None, 1.0, 0.0)
+    write_tuned(path, choice, encoder="enc", index_version="v1", objective="accuracy", data="d")
+    assert load_settings(path).router.label_thresholds == thresholds
+    return thresholds
+
+
+def test_every_label_survives_tune_write_then_load(tmp_path: Path) -> None:
+    labels = set(HAZARDS)
+    if DATASETS.is_dir():
+        labels |= _dataset_labels(DATASETS)
+    _round_trip(tmp_path / "qroute.yaml", labels)
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.sets(
+        st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+        .map(normalise)
+        .filter(bool),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_label_like_strings_survive_tune_write_then_load(tmp_path: Path, labels: set[str]) -> None:
+    _round_trip(tmp_path / "qroute.yaml", labels)
 
 
 async def test_router_warns_when_tuned_with_another_encoder(

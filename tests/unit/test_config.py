@@ -111,3 +111,36 @@ def test_lexical_mode_turns_zero_shot_off_unless_a_method_is_chosen() -> None:
     assert Settings().zero_shot.method == "nli"
     with pytest.raises(ValidationError, match="needs the sentence encoder"):
         Settings(retrieval={"mode": "lexical"}, zero_shot={"method": "embedding"})
+
+
+def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "qroute.yaml"
+    path.write_text(
+        "router:\n  k: 3\n  group_size: 2\n  k: 5\nzero_shot:\n  threshold: 0.4\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"config file {path}: router.k is set twice, on line 2 and line 4: keep one"
+    )
+
+
+def test_yaml_1_1_booleans_are_strings(tmp_path: Path) -> None:
+    """The README's ``method: off`` unquoted, and labels named like YAML 1.1 booleans."""
+    path = tmp_path / "qroute.yaml"
+    path.write_text(
+        "zero_shot:\n  method: off\n"
+        "router:\n  label_thresholds: {no: 0.5, yes: 0.6, on: 0.7, n: 0.2}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(path)
+    assert settings.zero_shot.method == "off"
+    assert settings.router.label_thresholds == {"no": 0.5, "yes": 0.6, "on": 0.7, "n": 0.2}
+
+
+def test_a_binary_config_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "qroute.yaml"
+    path.write_bytes(b"\xfe\xff\x00\x01binary")
+    with pytest.raises(ConfigError, match=rf"config file {path} is not UTF-8 text"):
+        load_settings(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qroute.errors import IndexFormatError
+from qroute.errors import IndexCorrupt
 from qroute.store.metadata import (
     PAYLOAD_FIELDS,
     IndexMetadata,
@@ -36,14 +36,14 @@ def test_metadata_round_trips_through_json() -> None:
 def test_a_missing_key_names_the_version_and_the_key() -> None:
     data = META.to_json()
     del data["labels"]
-    with pytest.raises(IndexFormatError, match=r"t_v2.*'labels'"):
+    with pytest.raises(IndexCorrupt, match=r"t_v2.*'labels'"):
         IndexMetadata.from_json(data, "t_v2")
 
 
 def test_a_key_of_the_wrong_type_is_refused() -> None:
-    with pytest.raises(IndexFormatError, match=r"'rows' is str"):
+    with pytest.raises(IndexCorrupt, match=r"'rows' is str"):
         IndexMetadata.from_json({**META.to_json(), "rows": "12"}, "t_v2")
-    with pytest.raises(IndexFormatError, match="retrieval 'sparse'"):
+    with pytest.raises(IndexCorrupt, match="retrieval 'sparse'"):
         IndexMetadata.from_json({**META.to_json(), "retrieval": "sparse"}, "t_v2")
 
 

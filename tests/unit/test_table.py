@@ -196,3 +196,94 @@ def test_labels_with_too_few_examples(tmp_path: Path, policy: str) -> None:
         return
     labels = {e.label for chunk in iter_examples(report, settings) for e in chunk}
     assert labels == ({"금융", "희귀"} if policy == "warn" else {"금융"})
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("t.csv", "text,label,text\n코스닥 지수,금융,주식\n"),
+        ("t.tsv", "label\ttext\tlabel\n금융\t코스닥 지수\t주식\n"),
+    ],
+)
+def test_a_repeated_column_name_is_an_error_naming_it(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    path = _write(tmp_path / name, content)
+    with pytest.raises(TableError, match=rf"{path}:1: the header names column\(s\) '(text|label)'"):
+        scan_table(path)
+
+
+def test_a_repeated_json_key_is_named(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "t.jsonl",
+        '{"text": "코스닥 지수", "label": "금융", "text": "주식"}\n'
+        '{"text": "비 와?", "label": "날씨"}\n',
+    )
+    report = scan_table(path)
+    assert [(p.where, p.kind) for p in report.problems] == [(f"{path}:1", "unreadable")]
+    assert "'text' twice" in report.problems[0].detail
+
+
+def test_a_parquet_file_with_a_repeated_column_is_an_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    columns = [["코스닥"], ["금융"], ["주식"]]
+    pq.write_table(pa.table(columns, names=["text", "label", "text"]), path)
+    with pytest.raises(TableError, match=r"column\(s\) 'text' more than once"):
+        scan_table(path)
+
+
+def test_a_quote_left_open_is_named_where_it_opens(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "t.csv",
+        'text,label\n코스닥 지수,금융\n"영화 추천해줘,영화\n비 와?,날씨\n맛집 알려줘,장소\n',
+    )
+    report = scan_table(path)
+    [problem] = report.errors
+    assert problem.where == f"{path}:3"
+    assert "quoted field opens on this line and is never closed" in problem.detail
+    assert "lines 3-5" in problem.detail
+
+
+def test_a_multi_line_quoted_field_is_numbered_by_its_first_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", 'text,label\n"코스닥\n지수",금융\n비 와?,\n')
+    report = scan_table(path)
+    assert [p.where for p in report.problems] == [f"{path}:4"]
+    ok = _write(tmp_path / "ok.csv", 'text,label\n"코스닥\n지수",금융')  # no final newline
+    assert [(e.text, e.line) for e in read_table(ok)] == [("코스닥 지수", 2)]
+
+
+def test_fields_beyond_the_csv_modules_limit_are_read_up_to_max_text_chars(
+    tmp_path: Path,
+) -> None:
+    long_text = "가" * 200_000
+    path = _write(tmp_path / "t.csv", f"text,label\n{long_text},금융\n비 와?,날씨\n")
+    settings = TableSettings(max_text_chars=300_000)
+    assert [len(e.text) for e in read_table(path, settings)] == [200_000, 4]
+    huge = _write(tmp_path / "huge.csv", f"text,label\n{'가' * 400_000},금융\n비 와?,날씨\n")
+    report = scan_table(huge, settings)
+    assert [p.where for p in report.errors] == [f"{huge}:2"]
+    assert "table.max_text_chars" in report.errors[0].detail
+    assert report.labels == {"날씨": 1}  # the rows after it are still read
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    path.write_bytes(b"not parquet at all" * 10)
+    with pytest.raises(TableError, match=rf"{path}: cannot read the file as Parquet"):
+        scan_table(path)
+
+
+def test_the_report_counts_the_rows_left_out_by_kind(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "t.csv", "text,label\n비 와?,날씨\n비 와?,날씨\n맑아?,날씨\n코스닥,금융\n,금융\n"
+    )
+    settings = TableSettings(on_empty_text="skip", min_examples=2, on_rare_label="skip")
+    report = scan_table(path, settings)
+    assert report.dropped() == {"duplicate": 1, "empty_text": 1, "rare_label": 1}
+    note = report.dropped_note()
+    assert note is not None and note.startswith(f"{path}: 3 of 5 rows left out: 1 duplicate")
+    clean = _write(tmp_path / "ok.csv", "text,label\n비 와?,날씨\n")
+    assert scan_table(clean).dropped_note() is None
