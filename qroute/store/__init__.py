@@ -21,7 +21,14 @@ def open_store(settings: StoreSettings) -> VectorStore:
             prefer_grpc=True,
             timeout=int(settings.timeout_s),
         )
-        return ServerStore(client, settings.collection)
+        return ServerStore(
+            client,
+            settings.collection,
+            shard_number=settings.shard_number,
+            replication_factor=settings.replication_factor,
+            write_consistency_factor=settings.write_consistency_factor,
+            read_consistency=settings.read_consistency,
+        )
     from qroute.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.location, settings.collection)

@@ -43,9 +43,30 @@ def _is_not_found(exc: Exception) -> bool:
 
 
 class ServerStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+    """``shard_number``, ``replication_factor`` and ``write_consistency_factor`` shape each
+    version collection it creates; ``read_consistency`` is how many replicas each search
+    asks. None leaves each to Qdrant (a single-node server ignores them)."""
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        collection: str,
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+        read_consistency: int | str | None = None,
+    ) -> None:
         self._client = client
         self._collection = collection
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
+        self._write_consistency_factor = write_consistency_factor
+        self._consistency: models.ReadConsistency | None = (
+            models.ReadConsistencyType(read_consistency)
+            if isinstance(read_consistency, str)
+            else read_consistency
+        )
 
     async def _call(self, what: str, coro: Any, version: str | None = None) -> Any:
         """Await a client call, translating transport failures into StoreUnavailable
@@ -98,6 +119,9 @@ class ServerStore:
                 collection_name=name,
                 vectors_config=vectors,
                 sparse_vectors_config=sparse_vectors,
+                shard_number=self._shard_number,
+                replication_factor=self._replication_factor,
+                write_consistency_factor=self._write_consistency_factor,
                 metadata=dict(metadata),
             ),
         )
@@ -215,7 +239,9 @@ class ServerStore:
         ]
         responses = await self._call(
             "search",
-            self._client.query_batch_points(collection_name=version, requests=requests),
+            self._client.query_batch_points(
+                collection_name=version, requests=requests, consistency=self._consistency
+            ),
             version,
         )
         return [[hit_from_payload(p.id, p.score, p.payload) for p in r.points] for r in responses]
@@ -249,7 +275,9 @@ class ServerStore:
             )
         found = await self._call(
             "hybrid search",
-            self._client.query_batch_points(collection_name=version, requests=fused),
+            self._client.query_batch_points(
+                collection_name=version, requests=fused, consistency=self._consistency
+            ),
             version,
         )
         # 2. Both similarities of exactly those candidates, scored by Qdrant itself.
@@ -263,7 +291,9 @@ class ServerStore:
             scoring.append(models.QueryRequest(query=_query(s), using=LEXICAL, filter=ids, limit=n))
         scores = await self._call(
             "hybrid scores",
-            self._client.query_batch_points(collection_name=version, requests=scoring),
+            self._client.query_batch_points(
+                collection_name=version, requests=scoring, consistency=self._consistency
+            ),
             version,
         )
         return [
@@ -293,6 +323,7 @@ class ServerStore:
                     limit=groups,
                     group_size=group_size,
                     with_payload=True,
+                    consistency=self._consistency,
                 ),
                 version,
             )
