@@ -4,12 +4,16 @@ environment variables mean to qroute."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from qroute.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
 
 # QROUTE_* variables that are not Settings fields (qroute.config.config_file reads it).
 NOT_SETTINGS = {"QROUTE_CONFIG"}
@@ -52,3 +56,42 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    logical, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        logical.append(buf)
+        buf = ""
+    if buf:
+        logical.append(buf)
+    out = []
+    for line in logical:
+        instr, _, args = line.partition(" ")
+        out.append((instr.upper(), args.strip()))
+    return out
+
+
+def dockerfile_env(stage: str = "router") -> dict[str, str]:
+    """ENV of a build stage (its own and its parents'), ``KEY=value`` pairs only."""
+    env: dict[str, str] = {}
+    stages: dict[str, dict[str, str]] = {}
+    for number, (instr, args) in enumerate(dockerfile_instructions()):
+        if instr == "FROM":
+            base, _, name = args.partition(" AS ")
+            env = dict(stages.get(base.strip(), {}))
+            stages[name.strip() or f"unnamed-{number}"] = env
+        elif instr == "ENV":
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return stages[stage]

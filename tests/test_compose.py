@@ -23,7 +23,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from deploy_env import interpolate, qroute_variables, read_env_file, settings_field
+from deploy_env import (
+    dockerfile_env,
+    dockerfile_instructions,
+    interpolate,
+    qroute_variables,
+    read_env_file,
+    settings_field,
+)
 
 from qroute.config import load_settings
 
@@ -99,29 +106,6 @@ def _qroute_invocations(services: dict[str, Any]) -> list[tuple[str, list[str]]]
     return [(where, argv) for where, argv in found if argv and argv[0] == "qroute"]
 
 
-def _dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with line continuations joined."""
-    text = DOCKERFILE.read_text(encoding="utf-8")
-    logical, buf = [], ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        buf += line
-        logical.append(buf)
-        buf = ""
-    if buf:
-        logical.append(buf)
-    out = []
-    for line in logical:
-        instr, _, args = line.partition(" ")
-        out.append((instr.upper(), args.strip()))
-    return out
-
-
 def _env(svc: dict[str, Any]) -> dict[str, str]:
     env = svc.get("environment") or {}
     if isinstance(env, list):
@@ -129,30 +113,12 @@ def _env(svc: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def _dockerfile_env(stage: str = "router") -> dict[str, str]:
-    """ENV of a build stage (its own and its parents'), ``KEY=value`` pairs only."""
-    env: dict[str, str] = {}
-    stages: dict[str, dict[str, str]] = {}
-    current = ""
-    for instr, args in _dockerfile_instructions():
-        if instr == "FROM":
-            base, _, name = args.partition(" AS ")
-            env = dict(stages.get(base.strip(), {}))
-            current = name.strip() or current
-            stages[current] = env
-        elif instr == "ENV":
-            for pair in shlex.split(args):
-                key, _, value = pair.partition("=")
-                env[key] = value
-    return stages[stage]
-
-
 def _running_settings(svc: dict[str, Any], stage: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The Settings a service's container starts with: the image's ENV, then the
     service's environment (interpolated from .env.example), then its config file as
     mounted from the host."""
     variables = read_env_file(ENV_EXAMPLE)
-    env = {**_dockerfile_env(stage), **_env(svc)}
+    env = {**dockerfile_env(stage), **_env(svc)}
     for name in list(os.environ):
         if name.startswith("QROUTE_"):
             monkeypatch.delenv(name)
@@ -362,9 +328,10 @@ def test_cluster_collections_are_sharded_and_replicated(
     stage = "indexer" if name in INDEXERS else "router"
     store = _running_settings(services[name], stage, monkeypatch).store
     assert store.shard_number == 3 and store.replication_factor == 2
-    # A write must survive the loss of a node: more than one copy acknowledges it.
-    assert store.write_consistency_factor == 2
-    assert store.read_consistency == "majority"
+    # Every copy acknowledges each write before the version is published, so one copy
+    # answering a search is enough, and the router keeps serving with a node down.
+    assert store.write_consistency_factor == store.replication_factor
+    assert store.read_consistency is None
 
 
 def test_router_healthcheck_uses_qroute_health(services: dict[str, Any]) -> None:
@@ -421,7 +388,7 @@ def test_each_image_tag_is_one_build_target(services: dict[str, Any]) -> None:
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
-    users = [args for instr, args in _dockerfile_instructions() if instr == "USER"]
+    users = [args for instr, args in dockerfile_instructions() if instr == "USER"]
     assert users, "Dockerfile must switch to a non-root user"
     uid, _, gid = users[-1].partition(":")
     # Numeric: Kubernetes' runAsNonRoot can only check a numeric user.
@@ -429,14 +396,14 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 
 def test_hf_cache_volume_is_the_images_hf_home(services: dict[str, Any]) -> None:
-    expected = _dockerfile_env()["HF_HOME"]
+    expected = dockerfile_env()["HF_HOME"]
     for name in QROUTE_SERVICES:
         vols = [str(v) for v in services[name].get("volumes", [])]
         assert f"hf_cache:{expected}" in vols, f"{name} must mount hf_cache at {expected}"
 
 
 def test_dockerfile_basics() -> None:
-    instructions = _dockerfile_instructions()
+    instructions = dockerfile_instructions()
     froms = [args for instr, args in instructions if instr == "FROM"]
     # Tag and digest: the same bytes on every build.
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64} AS router", froms[0])
@@ -464,7 +431,7 @@ def test_dockerfile_basics() -> None:
 
 
 def test_no_build_leftovers_in_the_image() -> None:
-    for instr, args in _dockerfile_instructions():
+    for instr, args in dockerfile_instructions():
         if instr == "RUN" and "pip install ." in args.replace('".', "."):
             assert "rm -rf build ./*.egg-info" in args, f"build/ and egg-info left by: {args}"
 
@@ -484,7 +451,7 @@ def test_hadolint_is_clean() -> None:
 def test_dockerfile_copies_what_compose_references(services: dict[str, Any]) -> None:
     """Paths under /app used by compose commands must come from a COPY."""
     copied = []
-    for instr, args in _dockerfile_instructions():
+    for instr, args in dockerfile_instructions():
         if instr == "COPY":
             parts = [p for p in args.split() if not p.startswith("--")]
             copied += [p.rstrip("/") for p in parts[:-1]]
