@@ -45,7 +45,7 @@ def _is_not_found(exc: Exception) -> bool:
 class ServerStore:
     """``shard_number``, ``replication_factor`` and ``write_consistency_factor`` shape each
     version collection it creates; ``read_consistency`` is how many replicas each search
-    asks. None leaves each to Qdrant (a single-node server ignores them)."""
+    asks. None leaves each to Qdrant; copies and consistency matter only in a cluster."""
 
     def __init__(
         self,
