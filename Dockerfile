@@ -2,7 +2,7 @@
 #
 # qroute: gRPC query-domain router. Two targets:
 #
-#   docker build -t qroute .                             # router (the default, last-but-one stage)
+#   docker build -t qroute .                             # the router (the default)
 #   docker build --target indexer -t qroute-indexer .    # + scikit-learn, for index.head
 #
 #   docker run --rm -p 127.0.0.1:50051:50051 -p 127.0.0.1:9100:9100 \
