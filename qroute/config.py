@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -217,6 +217,27 @@ class StoreSettings(_Section):
     # 6333 when the URL names none).
     prefer_grpc: bool = True
     grpc_port: int = Field(6334, ge=1, le=65535)
+    # Server store, Qdrant distributed mode (docs/deploy.md). None: Qdrant's own default.
+    # Shards per version collection, and copies of each shard: read when the indexer
+    # creates a version, so a change applies to the next version it writes.
+    shard_number: int | None = Field(None, ge=1)
+    replication_factor: int | None = Field(None, ge=1)
+    # Replicas that must acknowledge a write before it succeeds; <= replication_factor.
+    write_consistency_factor: int | None = Field(None, ge=1)
+    # Replicas a search asks: majority, quorum, all, or a number (Qdrant's default: 1).
+    read_consistency: Annotated[int, Field(ge=1)] | Literal["majority", "quorum", "all"] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _write_consistency_fits(self) -> StoreSettings:
+        writes, copies = self.write_consistency_factor, self.replication_factor
+        if writes is not None and copies is not None and writes > copies:
+            raise ValueError(
+                f"write_consistency_factor ({writes}) cannot exceed "
+                f"replication_factor ({copies}): a write would never be acknowledged"
+            )
+        return self
 
     @property
     def is_server(self) -> bool:

@@ -22,7 +22,15 @@ def open_store(settings: StoreSettings) -> VectorStore:
             grpc_port=settings.grpc_port,
             timeout=int(settings.timeout_s),
         )
-        return ServerStore(client, settings.collection, settings.endpoint)
+        return ServerStore(
+            client,
+            settings.collection,
+            settings.endpoint,
+            shard_number=settings.shard_number,
+            replication_factor=settings.replication_factor,
+            write_consistency_factor=settings.write_consistency_factor,
+            read_consistency=settings.read_consistency,
+        )
     from qroute.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.location, settings.collection)

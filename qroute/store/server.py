@@ -54,14 +54,35 @@ _LEASE_S = 60.0
 
 
 class ServerStore:
-    """``endpoint``: where the client dials, named in StoreUnavailable messages."""
+    """``endpoint``: where the client dials, named in StoreUnavailable messages.
+    ``shard_number``, ``replication_factor`` and ``write_consistency_factor`` shape each
+    version collection it creates; ``read_consistency`` is how many replicas each search
+    asks. None leaves each to Qdrant; copies and consistency matter only in a cluster."""
 
-    def __init__(self, client: AsyncQdrantClient, collection: str, endpoint: str = "") -> None:
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        collection: str,
+        endpoint: str = "",
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+        read_consistency: int | str | None = None,
+    ) -> None:
         self._client = client
         self._collection = collection
         self._endpoint = endpoint
         self._state = f"{collection}__qroute"
         self._lock_name = f"{collection}__lock"
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
+        self._write_consistency_factor = write_consistency_factor
+        self._consistency: models.ReadConsistency | None = (
+            models.ReadConsistencyType(read_consistency)
+            if isinstance(read_consistency, str)
+            else read_consistency
+        )
 
     async def _call(self, what: str, coro: Any, version: str | None = None) -> Any:
         """Await a client call, translating transport failures into StoreUnavailable
@@ -117,6 +138,9 @@ class ServerStore:
                 collection_name=name,
                 vectors_config=vectors,
                 sparse_vectors_config=sparse_vectors,
+                shard_number=self._shard_number,
+                replication_factor=self._replication_factor,
+                write_consistency_factor=self._write_consistency_factor,
                 metadata=dict(metadata),
             ),
         )
@@ -151,8 +175,12 @@ class ServerStore:
         else:
             await self._call(
                 "create the bookkeeping collection",
+                # Replicated like the versions: the counter must outlive a node.
                 self._client.create_collection(
-                    collection_name=self._state, vectors_config={}, metadata={"issued": number}
+                    collection_name=self._state,
+                    vectors_config={},
+                    replication_factor=self._replication_factor,
+                    metadata={"issued": number},
                 ),
             )
         return number
@@ -260,7 +288,9 @@ class ServerStore:
         ]
         responses = await self._call(
             "search",
-            self._client.query_batch_points(collection_name=version, requests=requests),
+            self._client.query_batch_points(
+                collection_name=version, requests=requests, consistency=self._consistency
+            ),
             version,
         )
         return [[hit_from_payload(p.id, p.score, p.payload) for p in r.points] for r in responses]
@@ -294,7 +324,9 @@ class ServerStore:
             )
         found = await self._call(
             "hybrid search",
-            self._client.query_batch_points(collection_name=version, requests=fused),
+            self._client.query_batch_points(
+                collection_name=version, requests=fused, consistency=self._consistency
+            ),
             version,
         )
         # 2. Both similarities of exactly those candidates, scored by Qdrant itself.
@@ -308,7 +340,9 @@ class ServerStore:
             scoring.append(models.QueryRequest(query=_query(s), using=LEXICAL, filter=ids, limit=n))
         scores = await self._call(
             "hybrid scores",
-            self._client.query_batch_points(collection_name=version, requests=scoring),
+            self._client.query_batch_points(
+                collection_name=version, requests=scoring, consistency=self._consistency
+            ),
             version,
         )
         return [
@@ -338,6 +372,7 @@ class ServerStore:
                     limit=groups,
                     group_size=group_size,
                     with_payload=True,
+                    consistency=self._consistency,
                 ),
                 version,
             )
