@@ -24,7 +24,7 @@ demo-lexical: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy qroute server indexer
+	$(VENV)/bin/mypy qroute server indexer clients/python/qroute_client
 	$(VENV)/bin/python -m pytest
 
 stubs: install

@@ -7,7 +7,11 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import os
+import re
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from qroute_client.v1 import router_pb2_grpc
 
 from qroute.cli import main
 from qroute.testing import BagOfWordsEncoder
+from tests.conftest import ROOT
 from tests.integration.conftest import RunningRouter, ServeRouter
 
 ROWS = [
@@ -389,3 +394,72 @@ def test_cli_names_an_unreadable_certificate_setting(
     err = capsys.readouterr().err.strip()
     assert err.startswith("qroute: client settings: cannot read the CA file ")
     assert "missing.pem" in err and "\n" not in err
+
+
+# ------------------------------------------------------------------ the Node example
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/node's locked @grpc/grpc-js and @grpc/proto-loader, installed by `npm ci`.
+    Node is part of the test environment (here and in CI): a failed install fails."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    folder = ROOT / "tests" / "node"
+    result = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"npm ci in tests/node failed:\n{result.stderr}"
+    return folder / "node_modules"
+
+
+def _node_example(tmp_path: Path) -> Path:
+    page = (ROOT / "docs" / "clients.md").read_text(encoding="utf-8")
+    [code] = re.findall(r"```js\n(.*?)```", page, flags=re.DOTALL)
+    script = tmp_path / "example.js"
+    script.write_text(code, encoding="utf-8")
+    return script
+
+
+async def _run_node(
+    script: Path, node_modules: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        cwd=ROOT,
+        env={**os.environ, "NODE_PATH": str(node_modules), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(
+        ["node"], process.returncode, out.decode("utf-8"), err.decode("utf-8")
+    )
+
+
+async def test_the_node_example_of_the_docs_runs(
+    serve_router: ServeRouter, scripted: Serve, node_modules: Path, tmp_path: Path
+) -> None:
+    script = _node_example(tmp_path)
+    router = await _router(serve_router)
+    result = await _run_node(script, node_modules, ROUTER_ADDRESS=router.address)
+    assert result.returncode == 0, result.stderr
+    answer, top = result.stdout.strip().splitlines()
+    assert answer.startswith("금융 DECISION_PATH_KNN 1.000 ")
+    assert top.startswith("금융 ") and top.count(", ") >= 1  # top_labels reached the router
+
+    servicer = ScriptedRouter(unavailable=1)
+    port = await scripted(servicer)
+    result = await _run_node(
+        script, node_modules, ROUTER_ADDRESS=f"127.0.0.1:{port}", ROUTER_TOKEN="s3cret"
+    )
+    assert result.returncode == 0, result.stderr
+    assert servicer.calls == 2  # UNAVAILABLE was retried
+    assert [m.get("authorization") for m in servicer.metadata] == ["Bearer s3cret"] * 2
