@@ -111,3 +111,33 @@ def test_lexical_mode_turns_zero_shot_off_unless_a_method_is_chosen() -> None:
     assert Settings().zero_shot.method == "nli"
     with pytest.raises(ValidationError, match="needs the sentence encoder"):
         Settings(retrieval={"mode": "lexical"}, zero_shot={"method": "embedding"})
+
+
+@pytest.mark.parametrize(
+    ("bind", "address"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7000", "[::1]:7000"),
+        ("router.internal:7000", "router.internal:7000"),
+    ],
+)
+def test_clients_dial_the_routers_bind_on_loopback_when_it_is_a_wildcard(
+    bind: str, address: str
+) -> None:
+    assert Settings(server={"bind": bind}).client_address == address
+    explicit = Settings(server={"bind": bind}, client={"address": "elsewhere:1"})
+    assert explicit.client_address == "elsewhere:1"
+
+
+def test_client_token_is_secret_and_the_mtls_pair_goes_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QROUTE_CLIENT__TOKEN", "s3cret")
+    settings = load_settings()
+    assert settings.client.token is not None
+    assert settings.client.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in settings.model_dump_json()
+    monkeypatch.setenv("QROUTE_CLIENT__CERT_FILE", "client.pem")
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        load_settings()
