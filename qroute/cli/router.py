@@ -16,7 +16,7 @@ from qroute.cli.common import Command, settings_of, with_config
 from qroute.errors import ConfigError
 
 if TYPE_CHECKING:
-    from qroute_client import Classification, Client, LabelScore
+    from qroute_client import Classification, Client, LabelScore, QrouteClientError
 
 __all__ = ["COMMANDS", "format_response"]
 
@@ -126,7 +126,7 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def _describe(exc: Any) -> str:
+def _describe(exc: QrouteClientError) -> str:
     """The error in one line, with each field violation the router attached."""
     from qroute_client import InvalidArgument
 

@@ -79,6 +79,55 @@ class _Options:
         self,
         address: str,
         *,
+        timeout: float,
+        tls: bool,
+        ca_file: str | Path | None,
+        cert_file: str | Path | None,
+        key_file: str | Path | None,
+        token: str | None,
+        server_name: str | None,
+        max_attempts: int,
+        options: Sequence[tuple[str, Any]],
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.address = address
+        self.timeout = timeout
+        self.credentials = _credentials(tls, ca_file, cert_file, key_file)
+        defaults: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+            # A router that is not up yet is dialled again soon, not after gRPC's 1 s
+            # default, so that a retry finds it.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if server_name is not None:
+            defaults.append(("grpc.ssl_target_name_override", server_name))
+        # The caller's options replace ours of the same name.
+        given = {name for name, _ in options}
+        self.options = [o for o in defaults if o[0] not in given] + list(options)
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+
+    def deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+
+class _Connection:
+    """The arguments both clients take. ``timeout`` is every call's default deadline in
+    seconds (retries included). ``tls`` (or ``ca_file``) makes the channel TLS, verified
+    against ``ca_file`` or the system's roots; ``cert_file`` + ``key_file`` add the
+    client's own certificate (mTLS); ``server_name`` is the name to verify the router's
+    certificate by when it is not the address's host. ``token`` is sent as
+    ``authorization: Bearer <token>`` on every call. ``max_attempts``: tries per call on
+    UNAVAILABLE (1: no retries). ``options``: more gRPC channel options."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: bool = False,
         ca_file: str | Path | None = None,
@@ -89,28 +138,22 @@ class _Options:
         max_attempts: int = 5,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self.address = address
-        self.timeout = timeout
-        self.credentials = _credentials(tls, ca_file, cert_file, key_file)
-        self.options: list[tuple[str, Any]] = [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", service_config(max_attempts)),
-            # A router that is not up yet is dialled again soon, not after gRPC's 1 s
-            # default, so that a retry finds it.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ]
-        if server_name is not None:
-            self.options.append(("grpc.ssl_target_name_override", server_name))
-        self.options += list(options)
-        self.metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
+        self._options = _Options(
+            address,
+            timeout=timeout,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            token=token,
+            server_name=server_name,
+            max_attempts=max_attempts,
+            options=options,
         )
+        self._open(self._options)
 
-    def deadline(self, timeout: float | None) -> float:
-        return self.timeout if timeout is None else timeout
+    def _open(self, o: _Options) -> None:
+        raise NotImplementedError
 
 
 def _request(text: str, allowed_labels: Sequence[str], top_labels: int) -> pb.ClassifyRequest:
@@ -121,18 +164,12 @@ def _status_name(response: health_pb2.HealthCheckResponse) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-class Client:
+class Client(_Connection):
     """A blocking client over one channel; use it as a context manager or ``close()`` it.
+    Failed calls raise a :class:`~qroute_client.errors.QrouteClientError` subclass.
+    The arguments: see ``_Connection`` (docs/clients.md lists them)."""
 
-    ``timeout`` is every call's default deadline in seconds (retries included). ``tls``
-    (or ``ca_file``) makes the channel TLS, verified against ``ca_file`` or the system's
-    roots; ``cert_file`` + ``key_file`` add the client's own certificate (mTLS).
-    ``token`` is sent as ``authorization: Bearer <token>`` on every call. Failed calls
-    raise a :class:`~qroute_client.errors.QrouteClientError` subclass."""
-
-    def __init__(self, address: str = "127.0.0.1:50051", **kwargs: Any) -> None:
-        self._options = _Options(address, **kwargs)
-        o = self._options
+    def _open(self, o: _Options) -> None:
         self._channel = (
             grpc.secure_channel(o.address, o.credentials, o.options)
             if o.credentials is not None
@@ -205,13 +242,11 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """The asyncio form of :class:`Client` (same arguments); ``async with`` it or
     ``await close()``. Create it inside the event loop that uses it."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", **kwargs: Any) -> None:
-        self._options = _Options(address, **kwargs)
-        o = self._options
+    def _open(self, o: _Options) -> None:
         self._channel = (
             grpc.aio.secure_channel(o.address, o.credentials, o.options)
             if o.credentials is not None
