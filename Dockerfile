@@ -54,6 +54,7 @@ COPY pyproject.toml README.md ./
 COPY qroute/ ./qroute/
 COPY server/ ./server/
 COPY indexer/ ./indexer/
+COPY clients/python/qroute_client/ ./clients/python/qroute_client/
 COPY proto/ ./proto/
 COPY examples/ ./examples/
 

@@ -25,7 +25,7 @@ demo-lexical: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy qroute server indexer
+	$(VENV)/bin/mypy qroute server indexer clients/python/qroute_client
 	$(VENV)/bin/python -m pytest
 
 # The fault harness (bench/faults.py): load, reloads, re-index, kill -9, SIGTERM, fuzz.

@@ -38,6 +38,7 @@ from qroute.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "BatchingSettings",
+    "ClientSettings",
     "EncoderSettings",
     "IndexSettings",
     "LexicalSettings",
@@ -318,6 +319,29 @@ class ServerSettings(_Section):
     shutdown_grace_s: float = Field(5.0, ge=0)
 
 
+class ClientSettings(_Section):
+    """How ``qroute classify`` and ``qroute health`` reach a router (read per run; the
+    router itself never uses them)."""
+
+    # host:port to dial; null: the router's own server.bind (0.0.0.0 / [::] dial loopback).
+    address: str | None = None
+    # TLS: verified against ca_file, else the system's roots. cert_file + key_file: mTLS.
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Sent as `authorization: Bearer <token>` on every call.
+    token: SecretStr | None = None
+    # Default deadline of a classify call, retries on UNAVAILABLE included.
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> ClientSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the client's mTLS pair)")
+        return self
+
+
 class BatchingSettings(_Section):
     """Concurrent Classify calls are gathered into one model call (restart-only)."""
 
@@ -345,6 +369,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
+    client: ClientSettings = ClientSettings()
     tuned: TunedSettings | None = None
 
     @model_validator(mode="before")
@@ -373,6 +398,16 @@ class Settings(BaseSettings):
                 "retrieval.mode 'lexical' does not load: use 'nli', 'off', or mode 'hybrid'"
             )
         return self
+
+    @property
+    def client_address(self) -> str:
+        """The address a client dials: ``client.address``, else ``server.bind`` with a
+        wildcard host (``0.0.0.0``, ``[::]``) replaced by the matching loopback."""
+        if self.client.address:
+            return self.client.address
+        host, _, port = self.server.bind.rpartition(":")
+        loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
+        return f"{loopback.get(host, host)}:{port}"
 
     @property
     def version(self) -> str:

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 
 from qroute.config import Settings, load_settings
 
-__all__ = ["DEFAULT_ADDRESS", "Command", "HelpFormatter", "settings_of", "with_config"]
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+__all__ = ["Command", "HelpFormatter", "settings_of", "with_config"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -1,14 +1,24 @@
-"""``qroute serve`` runs the router; ``classify`` and ``health`` ask a running one."""
+"""``qroute serve`` runs the router; ``classify`` and ``health`` ask a running one, through
+the client (``qroute_client``) with the address, TLS and token of ``client.*`` (default:
+dial ``server.bind``); flags override them."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from qroute.cli.common import DEFAULT_ADDRESS, Command, settings_of, with_config
+from qroute.cli.common import Command, settings_of, with_config
+from qroute.errors import ConfigError
 
-__all__ = ["COMMANDS"]
+if TYPE_CHECKING:
+    from qroute_client import Classification, Client, LabelScore, QrouteClientError
+
+__all__ = ["COMMANDS", "format_response"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,9 +30,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    with_config(parser)
+    parser.add_argument(
+        "--address", help="router host:port (default: client.address, else server.bind)"
+    )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="dial with TLS (default: client.tls)",
+    )
+    parser.add_argument("--ca-file", help="CA certificate(s) to verify the router by (PEM)")
+    parser.add_argument("--cert-file", help="the client's certificate for mTLS (PEM)")
+    parser.add_argument("--key-file", help="the client's private key for mTLS (PEM)")
+
+
+def _client(args: argparse.Namespace, timeout: float | None) -> Client:
+    """A client from the settings (``client.*``, ``server.bind``), flags overriding them."""
+    from qroute_client import Client
+
+    settings = settings_of(args)
+    c = settings.client
+    cert_file = args.cert_file or c.cert_file
+    key_file = args.key_file or c.key_file
+    try:
+        return Client(
+            args.address or settings.client_address,
+            timeout=timeout if timeout is not None else c.timeout_s,
+            tls=c.tls if args.tls is None else args.tls,
+            ca_file=args.ca_file or c.ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            token=c.token.get_secret_value() if c.token is not None else None,
+        )
+    except ValueError as exc:  # an unreadable certificate file, a half mTLS pair
+        raise ConfigError(f"client settings: {exc}") from None
+
+
 def _classify_arguments(classify: argparse.ArgumentParser) -> None:
     classify.add_argument("texts", nargs="+", metavar="TEXT")
-    classify.add_argument("--address", default=DEFAULT_ADDRESS, help="router address")
+    _connection_arguments(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per line")
     classify.add_argument(
         "--explain", action="store_true", help="print every field of the decision"
@@ -33,40 +81,110 @@ def _classify_arguments(classify: argparse.ArgumentParser) -> None:
     classify.add_argument(
         "--top-labels", type=int, default=0, help="return this many ranked labels"
     )
-    classify.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    classify.add_argument("--timeout", type=float, help="seconds (default: client.timeout_s)")
 
 
 def _classify(args: argparse.Namespace) -> int:
-    import grpc
-    from qroute_server.client import classify, format_response
+    from qroute_client import QrouteClientError
 
+    allowed = [label for label in args.allowed_labels.split(",") if label]
     try:
-        allowed = [label for label in args.allowed_labels.split(",") if label]
-        responses = classify(args.address, list(args.texts), args.timeout, allowed, args.top_labels)
-    except grpc.RpcError as exc:
-        print(f"qroute: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        with _client(args, args.timeout) as client:
+            if len(args.texts) == 1:
+                answers = [
+                    client.classify(
+                        args.texts[0], allowed_labels=allowed, top_labels=args.top_labels
+                    )
+                ]
+            else:
+                answers = client.classify_batch(
+                    args.texts, allowed_labels=allowed, top_labels=args.top_labels
+                )
+    except QrouteClientError as exc:
+        print(f"qroute: {_describe(exc)}", file=sys.stderr)
         return 1
-    for text, response in zip(args.texts, responses, strict=True):
-        print(format_response(text, response, as_json=args.json, explain=args.explain))
+    for text, answer in zip(args.texts, answers, strict=True):
+        print(format_response(text, answer, as_json=args.json, explain=args.explain))
     return 0
 
 
 def _health_arguments(health: argparse.ArgumentParser) -> None:
-    health.add_argument("--address", default=DEFAULT_ADDRESS, help="router address")
+    _connection_arguments(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds")
 
 
 def _health(args: argparse.Namespace) -> int:
-    import grpc
-    from qroute_server.client import check_health
+    from qroute_client import QrouteClientError
 
     try:
-        status = check_health(args.address, args.timeout)
-    except grpc.RpcError as exc:
-        print(f"qroute: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        with _client(args, args.timeout) as client:
+            status = client.health()
+    except QrouteClientError as exc:
+        print(f"qroute: {_describe(exc)}", file=sys.stderr)
         return 1
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _describe(exc: QrouteClientError) -> str:
+    """The error in one line, with each field violation the router attached."""
+    from qroute_client import InvalidArgument
+
+    text = str(exc)
+    if isinstance(exc, InvalidArgument) and exc.field_violations:
+        text += " (" + "; ".join(f"{v.field}: {v.description}" for v in exc.field_violations) + ")"
+    return text
+
+
+def _as_json(answer: Classification) -> dict[str, Any]:
+    """The answer as the JSON of ``qroute.v1.ClassifyResponse`` (proto field names, enums by
+    their full names), as `--json` has always printed it."""
+    data = dataclasses.asdict(answer)
+    data["path"] = f"DECISION_PATH_{answer.path.value}"
+    data["fallback_reasons"] = [f"FALLBACK_REASON_{r.value}" for r in answer.fallback_reasons]
+    data["neighbours"] = [
+        {key: value for key, value in n.items() if value is not None} for n in data["neighbours"]
+    ]
+    return data
+
+
+def _scores(scores: Sequence[LabelScore], limit: int = 5) -> str:
+    return ", ".join(f"{s.label} {s.score:.3f}" for s in list(scores)[:limit])
+
+
+def format_response(
+    text: str, answer: Classification, *, as_json: bool, explain: bool = False
+) -> str:
+    """One answer for a person (``explain`` adds every field of the decision) or as JSON."""
+    if as_json:
+        return json.dumps({"text": text, **_as_json(answer)}, ensure_ascii=False)
+    label = answer.label or "(none of these)"
+    where = f"{answer.path.value}, confidence {answer.confidence:.2f}, index {answer.index_version}"
+    lines = [f"{text}\n  -> {label}  [{where}]", f"  why: {answer.reason}"]
+    if not explain:
+        return "\n".join(lines)
+    reasons = [r.value for r in answer.fallback_reasons]
+    t = answer.thresholds
+    lines += [
+        f"  fallback reasons: {', '.join(reasons) or 'none'}",
+        f"  thresholds: similarity {t.similarity:.3f}, margin {t.margin:.3f}, "
+        f"min agreeing {t.min_agreeing}, zero-shot {t.zero_shot:.3f}",
+        f"  kNN label scores: {_scores(answer.knn_scores)}",
+    ]
+    if answer.zero_shot_method:
+        lines.append(f"  zero-shot ({answer.zero_shot_method}): {_scores(answer.zero_shot_scores)}")
+    if len(answer.top_labels) > 1:
+        lines.append(f"  top labels: {_scores(answer.top_labels, len(answer.top_labels))}")
+    lines.append("  neighbours:")
+    for n in answer.neighbours[:10]:
+        parts = ""
+        if n.dense_similarity is not None and n.lexical_similarity is not None:
+            parts = f" (dense {n.dense_similarity:.3f}, lexical {n.lexical_similarity:.3f})"
+        lines.append(f"    {n.similarity:.3f}{parts}  {n.label:<12} {n.text}  ({n.row_id})")
+    if len(answer.neighbours) > 10:
+        lines.append(f"    ... {len(answer.neighbours) - 10} more (--json shows all)")
+    lines.append(f"  config {answer.config_version}")
+    return "\n".join(lines)
 
 
 COMMANDS = (

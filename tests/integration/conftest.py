@@ -26,9 +26,12 @@ from qroute.v1 import router_pb2_grpc
 
 
 class RunningRouter:
-    def __init__(self, app: RouterApp, channel: grpc.aio.Channel, config: Path) -> None:
+    def __init__(
+        self, app: RouterApp, channel: grpc.aio.Channel, config: Path, port: int
+    ) -> None:
         self.app = app
         self.config = config
+        self.address = f"127.0.0.1:{port}"
         self.stub = router_pb2_grpc.RouterServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
@@ -92,7 +95,7 @@ async def serve_router(
         await app.load(Classifier(settings, encoder, scorer, store))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         started.append((app, channel))
-        return RunningRouter(app, channel, config)
+        return RunningRouter(app, channel, config, port)
 
     yield serve
     for app, channel in started:

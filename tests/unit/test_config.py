@@ -144,3 +144,33 @@ def test_a_binary_config_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"\xfe\xff\x00\x01binary")
     with pytest.raises(ConfigError, match=rf"config file {path} is not UTF-8 text"):
         load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("bind", "address"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7000", "[::1]:7000"),
+        ("router.internal:7000", "router.internal:7000"),
+    ],
+)
+def test_clients_dial_the_routers_bind_on_loopback_when_it_is_a_wildcard(
+    bind: str, address: str
+) -> None:
+    assert Settings(server={"bind": bind}).client_address == address
+    explicit = Settings(server={"bind": bind}, client={"address": "elsewhere:1"})
+    assert explicit.client_address == "elsewhere:1"
+
+
+def test_client_token_is_secret_and_the_mtls_pair_goes_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QROUTE_CLIENT__TOKEN", "s3cret")
+    settings = load_settings()
+    assert settings.client.token is not None
+    assert settings.client.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in settings.model_dump_json()
+    monkeypatch.setenv("QROUTE_CLIENT__CERT_FILE", "client.pem")
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        load_settings()

@@ -1,0 +1,317 @@
+"""``Client`` and ``AsyncClient``: one long-lived channel each, with a default deadline,
+retries on UNAVAILABLE (gRPC's own retry policy, from the service config), TLS or mTLS,
+and a bearer token on every call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from qroute_client.errors import from_rpc_error
+from qroute_client.results import Classification
+from qroute_client.v1 import router_pb2 as pb
+from qroute_client.v1 import router_pb2_grpc
+
+__all__ = ["AsyncClient", "Client", "service_config"]
+
+DEFAULT_TIMEOUT_S = 30.0
+# Retried by the channel itself: the router's service and its health checks.
+_RETRIED_SERVICES = ("qroute.v1.RouterService", "grpc.health.v1.Health")
+
+
+def service_config(
+    max_attempts: int = 5, initial_backoff_s: float = 0.1, max_backoff_s: float = 2.0
+) -> str:
+    """gRPC service config JSON: retry UNAVAILABLE (no router there yet, or one still
+    loading its models) with exponential backoff and jitter, up to ``max_attempts`` tries
+    in all (gRPC caps it at 5). Every try shares the call's one deadline."""
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    method: dict[str, Any] = {"name": [{"service": s} for s in _RETRIED_SERVICES]}
+    if max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": f"{initial_backoff_s}s",
+            "maxBackoff": f"{max_backoff_s}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [method]})
+
+
+def _read(path: str | Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+def _credentials(
+    tls: bool,
+    ca_file: str | Path | None,
+    cert_file: str | Path | None,
+    key_file: str | Path | None,
+) -> grpc.ChannelCredentials | None:
+    """None for a plaintext channel; TLS when ``tls`` or any file is given."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("mTLS needs both cert_file and key_file (the client's own pair)")
+    if not tls and ca_file is None and cert_file is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_file, "CA file"),
+        private_key=_read(key_file, "key file"),
+        certificate_chain=_read(cert_file, "certificate file"),
+    )
+
+
+class _Options:
+    """What both clients set up the same way: channel options, credentials, metadata."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float,
+        tls: bool,
+        ca_file: str | Path | None,
+        cert_file: str | Path | None,
+        key_file: str | Path | None,
+        token: str | None,
+        server_name: str | None,
+        max_attempts: int,
+        options: Sequence[tuple[str, Any]],
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.address = address
+        self.timeout = timeout
+        self.credentials = _credentials(tls, ca_file, cert_file, key_file)
+        defaults: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+            # A router that is not up yet is dialled again soon, not after gRPC's 1 s
+            # default, so that a retry finds it.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if server_name is not None:
+            defaults.append(("grpc.ssl_target_name_override", server_name))
+        # The caller's options replace ours of the same name.
+        given = {name for name, _ in options}
+        self.options = [o for o in defaults if o[0] not in given] + list(options)
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+
+    def deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+
+class _Connection:
+    """The arguments both clients take. ``timeout`` is every call's default deadline in
+    seconds (retries included). ``tls`` (or ``ca_file``) makes the channel TLS, verified
+    against ``ca_file`` or the system's roots; ``cert_file`` + ``key_file`` add the
+    client's own certificate (mTLS); ``server_name`` is the name to verify the router's
+    certificate by when it is not the address's host. ``token`` is sent as
+    ``authorization: Bearer <token>`` on every call. ``max_attempts``: tries per call on
+    UNAVAILABLE (1: no retries). ``options``: more gRPC channel options."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        token: str | None = None,
+        server_name: str | None = None,
+        max_attempts: int = 5,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._options = _Options(
+            address,
+            timeout=timeout,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            token=token,
+            server_name=server_name,
+            max_attempts=max_attempts,
+            options=options,
+        )
+        self._open(self._options)
+
+    def _open(self, o: _Options) -> None:
+        raise NotImplementedError
+
+
+def _request(text: str, allowed_labels: Sequence[str], top_labels: int) -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(text=text, allowed_labels=list(allowed_labels), top_labels=top_labels)
+
+
+def _status_name(response: health_pb2.HealthCheckResponse) -> str:
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+class Client(_Connection):
+    """A blocking client over one channel; use it as a context manager or ``close()`` it.
+    Failed calls raise a :class:`~qroute_client.errors.QrouteClientError` subclass.
+    The arguments: see ``_Connection`` (docs/clients.md lists them)."""
+
+    def _open(self, o: _Options) -> None:
+        self._channel = (
+            grpc.secure_channel(o.address, o.credentials, o.options)
+            if o.credentials is not None
+            else grpc.insecure_channel(o.address, o.options)
+        )
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+
+    def classify(
+        self,
+        text: str,
+        *,
+        allowed_labels: Sequence[str] = (),
+        top_labels: int = 0,
+        timeout: float | None = None,
+    ) -> Classification:
+        request = _request(text, allowed_labels, top_labels)
+        try:
+            response = self._stub.Classify(
+                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return Classification.from_pb(response)
+
+    def classify_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        allowed_labels: Sequence[str] = (),
+        top_labels: int = 0,
+        timeout: float | None = None,
+    ) -> list[Classification]:
+        """One answer per text, in order, from one ClassifyBatch call."""
+        batch = pb.ClassifyBatchRequest(
+            requests=[_request(t, allowed_labels, top_labels) for t in texts]
+        )
+        try:
+            response = self._stub.ClassifyBatch(
+                batch, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return [Classification.from_pb(r) for r in response.responses]
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The ``grpc.health.v1`` status name: SERVING, NOT_SERVING, ..."""
+        try:
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=self._options.deadline(timeout),
+                metadata=self._options.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return _status_name(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(_Connection):
+    """The asyncio form of :class:`Client` (same arguments); ``async with`` it or
+    ``await close()``. Create it inside the event loop that uses it."""
+
+    def _open(self, o: _Options) -> None:
+        self._channel = (
+            grpc.aio.secure_channel(o.address, o.credentials, o.options)
+            if o.credentials is not None
+            else grpc.aio.insecure_channel(o.address, o.options)
+        )
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+
+    async def classify(
+        self,
+        text: str,
+        *,
+        allowed_labels: Sequence[str] = (),
+        top_labels: int = 0,
+        timeout: float | None = None,
+    ) -> Classification:
+        request = _request(text, allowed_labels, top_labels)
+        try:
+            response = await self._stub.Classify(
+                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return Classification.from_pb(response)
+
+    async def classify_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        allowed_labels: Sequence[str] = (),
+        top_labels: int = 0,
+        timeout: float | None = None,
+    ) -> list[Classification]:
+        batch = pb.ClassifyBatchRequest(
+            requests=[_request(t, allowed_labels, top_labels) for t in texts]
+        )
+        try:
+            response = await self._stub.ClassifyBatch(
+                batch, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return [Classification.from_pb(r) for r in response.responses]
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        try:
+            response = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=self._options.deadline(timeout),
+                metadata=self._options.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return _status_name(response)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
