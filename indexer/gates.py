@@ -13,6 +13,7 @@ from qroute.embedding.lexical import Lexicon
 from qroute.errors import EncoderMismatch
 from qroute.routing.retrieval import Embedded, Retriever
 from qroute.store import VectorStore
+from qroute.store.metadata import IndexMetadata
 from qroute.table import read_table
 from qroute.types import Example, SparseVector
 
@@ -117,7 +118,9 @@ async def check_gates(
         if live is not None:
             try:
                 # Only a live version this retriever can search is a fair comparison.
-                live_lexicon = retriever.check(live, await store.metadata(live))
+                live_lexicon = retriever.check(
+                    live, IndexMetadata.from_json(await store.metadata(live), live)
+                )
             except EncoderMismatch:
                 live_lexicon, live = None, None
             if live is not None:

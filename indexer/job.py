@@ -33,12 +33,14 @@ from qroute.embedding.dense import Encoder
 from qroute.embedding.lexical import Lexicon
 from qroute.errors import IndexWriteError
 from qroute.routing.head import HeadData
-from qroute.routing.retrieval import Embedded, Retriever, built_mode
+from qroute.routing.retrieval import Embedded, Retriever
 from qroute.store import Point, VectorStore, open_store
+from qroute.store.metadata import IndexMetadata, to_payload
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
 
 from .gates import Canaries, check_gates
+from .versions import remove_drafts, retain
 
 __all__ = ["IndexReport", "run_index"]
 
@@ -56,29 +58,6 @@ class IndexReport:
     reused: int  # rows whose vector came from the live version
     dropped: tuple[str, ...] = ()  # versions removed by the retention policy
     table: TableReport | None = field(default=None, compare=False)
-
-
-def _payload(example: Example) -> dict[str, object]:
-    return {
-        **example.extra,
-        "text": example.text,
-        "label": example.label,
-        "row_id": example.row_id,
-        "file": Path(example.source).name,
-        "row": example.line,
-    }
-
-
-async def remove_drafts(store: VectorStore) -> list[str]:
-    """Drop versions that were never published: leftovers of killed or failed runs."""
-    current = await store.current_version()
-    removed = []
-    for version in await store.versions():
-        if version != current and not await store.published(version):
-            await store.drop(version)
-            removed.append(version)
-            log.info("removed unpublished draft %s", version)
-    return removed
 
 
 def _lexicon(retriever: Retriever, report: TableReport, settings: Settings) -> Lexicon:
@@ -144,7 +123,7 @@ async def _write(
                     Point(
                         e.row_id,
                         embedded.dense[row].tolist() if embedded.dense is not None else [],
-                        _payload(e),
+                        to_payload(e),
                         sparse=embedded.sparse[row] if embedded.sparse is not None else None,
                     )
                     for row, e in enumerate(chunk)
@@ -184,6 +163,116 @@ async def _dense(
     return vectors
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a run will write: on top of which live version (reusing its vectors when
+    ``incremental``), and the new version's metadata."""
+
+    live: str | None
+    incremental: bool
+    metadata: IndexMetadata
+
+
+async def _plan(
+    store: VectorStore,
+    retriever: Retriever,
+    lexicon: Lexicon | None,
+    report: TableReport,
+    table: str | Path,
+    *,
+    full: bool,
+    replace_mode: bool,
+    settings: Settings,
+) -> _Plan:
+    live = await store.current_version()
+    live_meta = IndexMetadata.from_json(await store.metadata(live), live) if live else None
+    if live is not None and live_meta is not None and not replace_mode:
+        _refuse_mode_change(live, live_meta, retriever.mode, settings)
+    encoder = retriever.encoder
+    same_encoder = (
+        encoder is not None and live_meta is not None and live_meta.encoder == encoder.fingerprint
+    )
+    incremental = not full and same_encoder
+    if encoder is not None and live_meta is not None and not incremental and not full:
+        log.info("encoder changed (%s -> %s): full rebuild", live_meta.encoder, encoder.fingerprint)
+    metadata = IndexMetadata(
+        **retriever.describe(lexicon),
+        labels=tuple(sorted(report.labels)),
+        rows=report.accepted,
+        table=str(table),
+        build="incremental" if incremental else "full",
+        base=live if incremental else None,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return _Plan(live, incremental, metadata)
+
+
+def _refuse_mode_change(live: str, live_meta: IndexMetadata, mode: str, settings: Settings) -> None:
+    """A run in another retrieval mode would replace the users' index with one their
+    routers (configured for the old mode) refuse: it takes an explicit request."""
+    built = live_meta.retrieval
+    if built == mode:
+        return
+    raise IndexWriteError(
+        f"the published version {live} of collection {settings.store.collection!r} is a "
+        f"{built} index, and this run would replace it with a {mode} one: set "
+        f"retrieval.mode: {built} to update it, use another store.collection to keep both, "
+        "or pass --replace-mode to replace it (--full is not enough)"
+    )
+
+
+async def _build(
+    store: VectorStore,
+    version: str,
+    plan: _Plan,
+    retriever: Retriever,
+    lexicon: Lexicon | None,
+    report: TableReport,
+    settings: Settings,
+    *,
+    progress: bool,
+    holdout: str | Path | None,
+) -> tuple[int, int, int]:
+    """Write the rows, fit the head, pass the gates: (distinct rows, embedded, reused).
+    Raises IndexWriteError naming each failed gate."""
+    labels = plan.metadata.labels
+    canaries = Canaries(settings.index.canary_per_label)
+    head = HeadData() if settings.index.head else None
+    live = plan.live if plan.incremental else None
+    rows, embedded, reused = await _write(
+        store, version, retriever, lexicon, report, settings, live, canaries, progress, head
+    )
+    if head is not None and len(labels) > 1:
+        started = time.perf_counter()
+        fitted = await asyncio.to_thread(head.fit, lexicon, settings.index.head_c)
+        await store.add_metadata(version, plan.metadata.with_head(fitted.to_metadata()).to_json())
+        log.info(
+            "fitted the linear head of %s (%d rows, %d labels) in %.1f s",
+            version,
+            rows,
+            len(labels),
+            time.perf_counter() - started,
+        )
+    failures = await check_gates(
+        store,
+        version,
+        retriever,
+        lexicon,
+        settings,
+        rows,
+        labels,
+        canaries,
+        holdout=holdout,
+        live=plan.live,
+    )
+    if failures:
+        raise IndexWriteError(
+            f"gate failed for {version}; the published version stays "
+            f"{plan.live or '(none)'}:\n" + "\n".join(f"  {f}" for f in failures)
+        )
+    return rows, embedded, reused
+
+
 async def run_index(
     settings: Settings,
     table: str | Path,
@@ -202,9 +291,7 @@ async def run_index(
     report.raise_for_errors()
     for problem in report.problems:
         log.warning("%s", problem)
-    labels = tuple(sorted(report.labels))
     retriever = Retriever.from_settings(settings, encoder)
-    encoder = retriever.encoder
     lexicon = None
     if retriever.lexical is not None:
         lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings)
@@ -213,79 +300,38 @@ async def run_index(
     try:
         async with store.exclusive():
             await remove_drafts(store)
-            live = await store.current_version()
-            live_meta = await store.metadata(live) if live else {}
-            if live is not None and not replace_mode:
-                _refuse_mode_change(live, live_meta, retriever.mode, settings)
-            same_encoder = encoder is not None and live_meta.get("encoder") == encoder.fingerprint
-            incremental = not full and live is not None and same_encoder
-            if encoder is not None and live is not None and not incremental and not full:
-                log.info(
-                    "encoder changed (%s -> %s): full rebuild",
-                    live_meta.get("encoder"),
-                    encoder.fingerprint,
-                )
-            metadata = {
-                **retriever.metadata(lexicon),
-                "labels": list(labels),
-                "rows": report.accepted,
-                "table": str(table),
-                "mode": "incremental" if incremental else "full",
-                "base": live if incremental else None,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+            plan = await _plan(
+                store,
+                retriever,
+                lexicon,
+                report,
+                table,
+                full=full,
+                replace_mode=replace_mode,
+                settings=settings,
+            )
             version = await store.create_version(
-                encoder.dimension if encoder is not None else None,
-                metadata,
+                retriever.encoder.dimension if retriever.encoder is not None else None,
+                plan.metadata.to_json(),
                 sparse=retriever.lexical is not None,
             )
-            canaries = Canaries(settings.index.canary_per_label)
-            head = HeadData() if settings.index.head else None
             try:
-                rows, embedded, reused = await _write(
+                rows, embedded, reused = await _build(
                     store,
                     version,
+                    plan,
                     retriever,
                     lexicon,
                     report,
                     settings,
-                    live if incremental else None,
-                    canaries,
-                    progress,
-                    head,
-                )
-                if head is not None and len(labels) > 1:
-                    started = time.perf_counter()
-                    fitted = await asyncio.to_thread(head.fit, lexicon, settings.index.head_c)
-                    await store.add_metadata(version, {"head": fitted.to_metadata()})
-                    log.info(
-                        "fitted the linear head of %s (%d rows, %d labels) in %.1f s",
-                        version,
-                        rows,
-                        len(labels),
-                        time.perf_counter() - started,
-                    )
-                failures = await check_gates(
-                    store,
-                    version,
-                    retriever,
-                    lexicon,
-                    settings,
-                    rows,
-                    labels,
-                    canaries,
+                    progress=progress,
                     holdout=holdout,
-                    live=live,
                 )
-                if failures:
-                    raise IndexWriteError(
-                        f"gate failed for {version}; the published version stays "
-                        f"{live or '(none)'}:\n" + "\n".join(f"  {f}" for f in failures)
-                    )
                 previous = await store.publish(version)
             except BaseException:
                 await store.drop(version)
                 raise
+            labels = plan.metadata.labels
             log.info(
                 "published %s (%d rows, %d labels; %d embedded, %d reused)",
                 version,
@@ -294,108 +340,18 @@ async def run_index(
                 embedded,
                 reused,
             )
-            dropped = await _retain(store, settings.index.keep_versions)
+            dropped = await retain(store, settings.index.keep_versions)
             return IndexReport(
                 version=version,
                 previous=previous,
                 rows=rows,
                 labels=labels,
-                mode=str(metadata["mode"]),
+                mode=plan.metadata.build,
                 embedded=embedded,
                 reused=reused,
                 dropped=tuple(dropped),
                 table=report,
             )
-    finally:
-        if own_store:
-            await store.close()
-
-
-def _refuse_mode_change(
-    live: str, live_meta: dict[str, object], mode: str, settings: Settings
-) -> None:
-    """A run in another retrieval mode would replace the users' index with one their
-    routers (configured for the old mode) refuse: it takes an explicit request."""
-    built = built_mode(live_meta)
-    if built == mode:
-        return
-    raise IndexWriteError(
-        f"the published version {live} of collection {settings.store.collection!r} is a "
-        f"{built} index, and this run would replace it with a {mode} one: set "
-        f"retrieval.mode: {built} to update it, use another store.collection to keep both, "
-        "or pass --replace-mode to replace it (--full is not enough)"
-    )
-
-
-async def _retain(store: VectorStore, keep: int) -> list[str]:
-    """Drop the oldest published versions beyond ``keep`` (the live one counts)."""
-    current = await store.current_version()
-    published = [v for v in await store.versions() if await store.published(v)]
-    older = [v for v in published if v != current]
-    dropped = older[: max(len(older) - (keep - 1), 0)]
-    for version in dropped:
-        await store.drop(version)
-    return dropped
-
-
-async def rollback(settings: Settings, store: VectorStore | None = None) -> tuple[str, str]:
-    """Point the published version back to the newest kept version older than it."""
-    own_store = store is None
-    store = store or open_store(settings.store)
-    try:
-        # The indexer's lock: a running indexer would otherwise publish over the
-        # rollback, or drop its target by retention.
-        async with store.exclusive():
-            current = await store.current_version()
-            if current is None:
-                raise IndexWriteError("nothing is published: there is nothing to roll back")
-            versions = await store.versions()
-            older = [v for v in versions[: versions.index(current)] if await store.published(v)]
-            if not older:
-                raise IndexWriteError(
-                    f"{current} is the oldest kept version: nothing to roll back to"
-                )
-            await store.publish(older[-1])
-            return current, older[-1]
-    finally:
-        if own_store:
-            await store.close()
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRow:
-    name: str
-    current: bool
-    published: bool
-    points: int | None  # None for an unpublished draft (another run may be writing it)
-    labels: int
-    head: bool  # the version carries a linear head (index.head)
-    encoder: str
-    created_at: str
-
-
-async def list_versions(settings: Settings, store: VectorStore | None = None) -> list[VersionRow]:
-    own_store = store is None
-    store = store or open_store(settings.store)
-    try:
-        current = await store.current_version()
-        rows = []
-        for version in await store.versions():
-            meta = await store.metadata(version)
-            published = await store.published(version)
-            rows.append(
-                VersionRow(
-                    name=version,
-                    current=version == current,
-                    published=published,
-                    points=await store.count(version) if published else None,
-                    labels=len(meta.get("labels", ())),
-                    head="head" in meta,
-                    encoder=str(meta.get("encoder") or meta.get("lexical", "?")),
-                    created_at=str(meta.get("created_at", "?")),
-                )
-            )
-        return rows
     finally:
         if own_store:
             await store.close()

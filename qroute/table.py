@@ -43,8 +43,6 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
 }
-# Payload fields qroute writes itself; a table column of the same name is not copied.
-RESERVED = frozenset({"text", "label", "row_id", "file", "row"})
 
 # Fixed namespace so row ids are the same on every machine and every run.
 _ROW_NAMESPACE = uuid.UUID("6f1c3c52-31a4-4a7e-9d0b-6a1f2f7c9e10")
@@ -472,7 +470,6 @@ def iter_examples(
             key: value
             for key, value in record.items()
             if key not in (settings.text_column, settings.label_column)
-            and key not in RESERVED
             and isinstance(value, str | int | float | bool)
         }
         chunk.append(

@@ -23,12 +23,11 @@ from qroute.errors import (
     BindError,
     IndexCorrupt,
     IndexRejected,
-    InvalidQuery,
-    NotReady,
     QrouteError,
 )
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
+from qroute.routing.router import Router
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2
 
@@ -50,66 +49,30 @@ class RouterApp:
     def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.classifier: Classifier | None = None
         self.metrics = Metrics()
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
         # start without an error and take half of the connections.
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        self._stopping = False
-        # Accepted calls not answered yet: a stop waits for them before it stops the
-        # gRPC server, which would cancel a call arriving meanwhile instead of refusing it.
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.port = 0
-        self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
-            self._classify_batch,
-            max_batch_size=settings.batching.max_batch_size,
-            max_wait_s=settings.batching.max_wait_ms / 1000,
-            max_queue=settings.batching.max_queue,
-            on_batch=self.metrics.batch_size.observe,
-        )
+        self.router = Router(settings.batching, on_batch=self.metrics.batch_size.observe)
         self._tasks: list[asyncio.Task[None]] = []
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
 
-    async def _classify_batch(self, queries: list[Query]) -> list[Prediction]:
-        # Whatever classifier is current when the batch runs: a reload never
-        # splits a batch between two configs.
-        assert self.classifier is not None
-        return await self.classifier.classify(queries)
+    @property
+    def classifier(self) -> Classifier | None:
+        """The classifier serving now (None while the models load)."""
+        return self.router.classifier
+
+    @property
+    def batcher(self) -> MicroBatcher[Query, Prediction]:
+        return self.router.batcher
 
     async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
-        """Validate the queries of one request, then queue them for the batcher.
-        Raises InvalidQuery (naming each bad query), NotReady, Overloaded."""
-        if self._stopping:
-            raise NotReady("the router is shutting down")
-        classifier = self.classifier
-        if classifier is None:
-            raise NotReady("the router is still loading its models")
-        if not queries:
-            raise InvalidQuery("requests is empty", "requests")
-        limit, setting = min(
-            (classifier.settings.router.max_batch_texts, "router.max_batch_texts"),
-            (self.settings.batching.max_queue, "batching.max_queue"),
-        )
-        if len(queries) > limit:
-            raise InvalidQuery(
-                f"requests has {len(queries)} texts; the limit is {limit} ({setting}): "
-                "split the batch",
-                "requests",
-            )
-        classifier.validate_all(queries)
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self.batcher.submit(queries, deadline)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        """What the servicer calls: the core Router's answer (see qroute.routing.router)."""
+        return await self.router.classify(queries, deadline)
 
     async def start(self, bind: str | None = None) -> int:
         add_to_server(RouterServicer(self.classify, self.metrics), self.server)
@@ -143,6 +106,7 @@ class RouterApp:
                     f"({exc.strerror}): set server.metrics_port (QROUTE_SERVER__METRICS_PORT) "
                     "to a free port, 0 for any, or null for no metrics"
                 ) from None
+        self.metrics.config.info({"version": self.settings.version})
         log.info(
             "router listening on %s (port %d), metrics on port %s",
             address,
@@ -157,11 +121,11 @@ class RouterApp:
         if not isinstance(classifier, Classifier):
             factory = classifier or (lambda: Classifier.from_settings(self.settings))
             classifier = await asyncio.to_thread(factory)
-        self.classifier = classifier
+        self.router.install(classifier)
         warning = classifier.tuning_warning()
         if warning:
             log.warning("%s", warning)
-        self.batcher.start()
+        self.router.start()
         await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
         if self.config_path is not None:
@@ -186,7 +150,7 @@ class RouterApp:
 
             without = nli_alternative(new.retrieval.mode)
             nli = await asyncio.to_thread(lambda: NLIZeroShot(new.nli, without=without))
-        self.classifier = self.classifier.reconfigure(new, nli)
+        self.router.install(self.classifier.reconfigure(new, nli))
         self.settings = new
         self.metrics.config.info({"version": new.version})
         self.metrics.reloads.labels("applied").inc()
@@ -252,10 +216,9 @@ class RouterApp:
             grace = self.settings.server.shutdown_grace_s
         loop = asyncio.get_running_loop()
         until = loop.time() + grace
-        self._stopping = True
+        self.router.stop_accepting()
         await self.health.enter_graceful_shutdown()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+        await self.router.drained(grace)
         # What is left of the grace, and a moment for answers still being sent.
         await self.server.stop(max(until - loop.time(), min(grace, 0.5)))
         for task in self._tasks:
@@ -263,10 +226,8 @@ class RouterApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.batcher.stop()
+        await self.router.stop()
         self.metrics.close()
-        if self.classifier is not None:
-            await self.classifier.close()
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from qroute.config import Settings
 from qroute.embedding.dense import Encoder
@@ -36,6 +35,7 @@ from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
+from qroute.store.metadata import IndexMetadata
 from qroute.types import (
     Decision,
     Group,
@@ -180,7 +180,7 @@ class Classifier:
             return None
         if self._index is not None and self._index.version == version:
             return self._index
-        metadata = await self.store.metadata(version)
+        metadata = IndexMetadata.from_json(await self.store.metadata(version), version)
         # Raises EncoderMismatch for vectors this router cannot compare with its own.
         # Parsing a large version's lexicon and head takes a while: off the loop.
         state = await asyncio.to_thread(self._state, version, metadata)
@@ -197,10 +197,10 @@ class Classifier:
             )
         except Exception as exc:
             raise IndexRejected(f"index version {version} cannot be served: {exc}", "load") from exc
-        if int(metadata.get("rows", 0)) > 0 and not any(group.hits for group in found[0]):
+        if metadata.rows > 0 and not any(group.hits for group in found[0]):
             raise IndexRejected(
                 f"index version {version} cannot be served: a probe search found none of "
-                f"its {metadata['rows']} examples (damaged files?)",
+                f"its {metadata.rows} examples (damaged files?)",
                 "probe",
             )
         self._index = state
@@ -212,12 +212,12 @@ class Classifier:
         )
         return state
 
-    def _state(self, version: str, metadata: dict[str, Any]) -> IndexState:
+    def _state(self, version: str, metadata: IndexMetadata) -> IndexState:
         lexicon = self.retriever.check(version, metadata)
-        head = LinearHead.from_metadata(metadata["head"]) if "head" in metadata else None
+        head = LinearHead.from_metadata(metadata.head) if metadata.head is not None else None
         return IndexState(
             version=version,
-            labels=tuple(metadata.get("labels", ())),
+            labels=metadata.labels,
             lexicon=lexicon,
             head=head,
         )
@@ -335,9 +335,15 @@ class Classifier:
         return tuple(labels)
 
     async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
-        """Label each query: one encoder call, one search batch and at most one
-        zero-shot pass for all of them. Raises InvalidQuery, NotIndexed, StoreUnavailable."""
+        """Validate, then label each query (in-process callers; the server goes through
+        ``qroute.routing.router.Router``, which validates once at the door). Raises
+        InvalidQuery, NotIndexed, StoreUnavailable."""
         self.validate_all(queries)
+        return await self.classify_validated(queries)
+
+    async def classify_validated(self, queries: Sequence[Query]) -> list[Prediction]:
+        """Label each query, already validated: one encoder call, one search batch and
+        at most one zero-shot pass for all of them. Raises NotIndexed, StoreUnavailable."""
         loop = asyncio.get_running_loop()
         router = self.settings.router
         index, embedded, found = await self.neighbours(

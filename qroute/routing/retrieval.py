@@ -14,7 +14,7 @@ cannot compare with its own (another encoder, other n-grams, a missing vector).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,10 @@ from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import EncoderMismatch
 from qroute.store import VectorStore
 from qroute.store.base import Candidate, SearchVector
+from qroute.store.metadata import IndexMetadata
 from qroute.types import Group, Hit, SparseVector
 
-__all__ = ["Embedded", "Retriever", "built_mode", "fuse", "load_encoder"]
+__all__ = ["Embedded", "Retriever", "fuse", "load_encoder"]
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,6 @@ class Embedded:
         if self.dense is not None:
             return list(self.dense.tolist())
         return list(self.sparse or ())
-
-
-def built_mode(metadata: Mapping[str, Any]) -> str:
-    """The retrieval mode an index version was built for, from its metadata (versions
-    written before the mode was recorded: from the vectors they hold)."""
-    recorded = metadata.get("retrieval")
-    if recorded:
-        return str(recorded)
-    if "encoder" in metadata:
-        return "hybrid" if "lexical" in metadata else "dense"
-    return "lexical" if "lexical" in metadata else "dense"
 
 
 class Retriever:
@@ -94,8 +84,9 @@ class Retriever:
 
     # -- the index ----------------------------------------------------------
 
-    def metadata(self, lexicon: Lexicon | None) -> dict[str, Any]:
-        """What an index version built by this retriever records about its vectors."""
+    def describe(self, lexicon: Lexicon | None) -> dict[str, Any]:
+        """The IndexMetadata fields that say what a version's vectors are: its retrieval
+        mode, and the encoder's and n-grams' fingerprints (with the lexicon)."""
         data: dict[str, Any] = {"retrieval": self.mode}
         if self.encoder is not None:
             data["encoder"] = self.encoder.fingerprint
@@ -106,11 +97,11 @@ class Retriever:
             data["lexicon"] = lexicon.to_metadata()
         return data
 
-    def check(self, version: str, metadata: Mapping[str, Any]) -> Lexicon | None:
+    def check(self, version: str, metadata: IndexMetadata) -> Lexicon | None:
         """The version's lexicon (lexical and hybrid); EncoderMismatch when this
         retriever cannot search the version's vectors."""
         if self.encoder is not None:
-            built = metadata.get("encoder")
+            built = metadata.encoder
             if built != self.encoder.fingerprint:
                 # Vectors from another model are not comparable: searching them would
                 # give confident nonsense.
@@ -122,8 +113,8 @@ class Retriever:
                 )
         if self.lexical is None:
             return None
-        built = metadata.get("lexical")
-        if built != self.lexical.fingerprint or "lexicon" not in metadata:
+        built = metadata.lexical
+        if built != self.lexical.fingerprint or metadata.lexicon is None:
             what = f"n-grams {built!r}" if built else "no lexical vectors"
             raise EncoderMismatch(
                 f"index version {version} was built with {what}, but this router's "
@@ -131,7 +122,7 @@ class Retriever:
                 "this configuration (`qroute index TABLE`), or restart the router with "
                 "the index's retrieval settings"
             )
-        return Lexicon.from_metadata(metadata["lexicon"])
+        return Lexicon.from_metadata(metadata.lexicon)
 
     # -- queries ------------------------------------------------------------
 

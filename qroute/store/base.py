@@ -13,10 +13,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from qroute.store.metadata import hit_from_payload
 from qroute.types import Group, Hit, SparseVector
 
 __all__ = [
-    "LABEL_FIELD",
     "LEXICAL",
     "RRF_K",
     "Candidate",
@@ -25,13 +25,10 @@ __all__ = [
     "SearchVector",
     "VectorStore",
     "fused_candidates",
-    "hit_from_payload",
     "version_name",
     "version_number",
 ]
 
-# The payload field holding an example's label; indexed, and what groups are formed by.
-LABEL_FIELD = "label"
 # The named sparse vector (character n-grams, IDF modifier); the dense one is unnamed.
 LEXICAL = "lexical"
 
@@ -89,16 +86,6 @@ def fused_candidates(
         )
         for p in points
     ]
-
-
-def hit_from_payload(point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
-    payload = payload or {}
-    return Hit(
-        row_id=str(payload.get("row_id", point_id)),
-        text=str(payload.get("text", "")),
-        label=str(payload.get("label", "")),
-        similarity=float(score),
-    )
 
 
 class VectorStore(Protocol):

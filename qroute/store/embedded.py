@@ -37,7 +37,6 @@ from typing import Any, TextIO
 
 from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store.base import (
-    LABEL_FIELD,
     LEXICAL,
     RRF_K,
     Candidate,
@@ -45,10 +44,10 @@ from qroute.store.base import (
     Point,
     SearchVector,
     fused_candidates,
-    hit_from_payload,
     version_name,
     version_number,
 )
+from qroute.store.metadata import LABEL_FIELD, hit_from_payload
 from qroute.types import Hit, SparseVector
 
 __all__ = ["EmbeddedStore"]
@@ -72,7 +71,6 @@ class _Reader:
     # The shared flock on the version's .readers file; None where the store is
     # read-only (no lock can be taken there, and no writer can remove the version).
     lock_file: TextIO | None
-    labels: tuple[str, ...]
     owned: bool = True  # False: the shard is this store's own writer, borrowed
     active: int = 0
     retired: bool = False
@@ -372,8 +370,7 @@ class EmbeddedStore:
         writer = self._writers.get(version)
         if writer is not None:
             # The indexer checks its own unpublished version through its writer.
-            meta = json.loads((self._root / version / _META).read_text(encoding="utf-8"))
-            return _Reader(writer, None, tuple(meta.get("labels", ())), owned=False)
+            return _Reader(writer, None, owned=False)
         with self._lock:
             reader = self._readers.get(version)
             if reader is not None:
@@ -400,7 +397,6 @@ class EmbeddedStore:
             lock_file = _reader_lock(path)
             try:
                 shard = EdgeShard.load(str(path))
-                meta = json.loads((path / _META).read_text(encoding="utf-8"))
             except Exception as exc:
                 if lock_file is not None:
                     lock_file.close()
@@ -411,7 +407,7 @@ class EmbeddedStore:
                         "write access to the store, or serve it from a Qdrant server)"
                     )
                 raise StoreUnavailable(f"cannot open index version {path}: {exc}{hint}") from exc
-            reader = _Reader(shard, lock_file, tuple(meta.get("labels", ())), active=1)
+            reader = _Reader(shard, lock_file, active=1)
             idle = []
             with self._lock:
                 # A router only ever needs the newest version it was asked for:

@@ -127,7 +127,13 @@ class IndexMetadata:
             return value
 
         labels = get("labels", list)
-        retrieval = get("retrieval", str, "dense")
+        # Versions written before the mode was recorded: from the vectors they hold.
+        inferred = (
+            ("hybrid" if "lexical" in data else "dense")
+            if "encoder" in data
+            else ("lexical" if "lexical" in data else "dense")
+        )
+        retrieval = get("retrieval", str, inferred)
         build = get("mode", str, "full")
         if retrieval not in ("dense", "lexical", "hybrid") or build not in ("full", "incremental"):
             raise IndexCorrupt(

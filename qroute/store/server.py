@@ -23,7 +23,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store.base import (
-    LABEL_FIELD,
     LEXICAL,
     RRF_K,
     Candidate,
@@ -31,10 +30,10 @@ from qroute.store.base import (
     Point,
     SearchVector,
     fused_candidates,
-    hit_from_payload,
     version_name,
     version_number,
 )
+from qroute.store.metadata import LABEL_FIELD, hit_from_payload
 from qroute.types import Hit, SparseVector
 
 __all__ = ["ServerStore"]

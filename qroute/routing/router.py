@@ -1,0 +1,118 @@
+"""Router: the serving path's one entry, whatever the transport.
+
+A request goes validate (once) -> the micro-batcher -> the classifier current when its
+batch runs. A config reload or a new classifier is one reference swap (``install``): a
+batch never mixes two configs, and requests in flight finish on the one they started
+with. The gRPC app (``qroute_server.app``) wires this to the network and owns nothing of
+the request path itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from qroute.config import BatchingSettings
+from qroute.errors import InvalidQuery, NotReady
+from qroute.routing.batching import MicroBatcher
+from qroute.routing.classifier import Classifier
+from qroute.types import Prediction, Query
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Validates requests, batches them, and answers with the installed classifier.
+
+    Raises NotReady before a classifier is installed and once ``stop_accepting`` was
+    called; InvalidQuery (naming each bad query), Overloaded (the queue is full) and
+    whatever the classifier raises."""
+
+    def __init__(
+        self,
+        batching: BatchingSettings,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._classifier: Classifier | None = None
+        self._max_queue = batching.max_queue
+        self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
+            self._run,
+            max_batch_size=batching.max_batch_size,
+            max_wait_s=batching.max_wait_ms / 1000,
+            max_queue=batching.max_queue,
+            on_batch=on_batch,
+        )
+        self._accepting = True
+        # Accepted requests not answered yet: a graceful stop waits for them.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def classifier(self) -> Classifier | None:
+        return self._classifier
+
+    def install(self, classifier: Classifier) -> None:
+        """Serve with ``classifier`` from the next batch on."""
+        self._classifier = classifier
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
+        """The predictions for one request's queries (``deadline`` in loop.time()
+        seconds, or None)."""
+        if not self._accepting:
+            raise NotReady("the router is shutting down")
+        classifier = self._classifier
+        if classifier is None:
+            raise NotReady("the router is still loading its models")
+        if not queries:
+            raise InvalidQuery("requests is empty", "requests")
+        # A batch over the queue's size could never be queued: that is the caller's
+        # request, not an overload.
+        limit, setting = min(
+            (classifier.settings.router.max_batch_texts, "router.max_batch_texts"),
+            (self._max_queue, "batching.max_queue"),
+        )
+        if len(queries) > limit:
+            raise InvalidQuery(
+                f"requests has {len(queries)} texts; the limit is {limit} ({setting}): "
+                "split the batch",
+                "requests",
+            )
+        classifier.validate_all(queries)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self.batcher.submit(queries, deadline)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _run(self, queries: list[Query]) -> list[Prediction]:
+        # Whatever classifier is current when the batch runs; the queries were
+        # validated when they were accepted.
+        assert self._classifier is not None
+        return await self._classifier.classify_validated(queries)
+
+    def stop_accepting(self) -> None:
+        """Refuse new requests (NotReady) from now on; accepted ones go on."""
+        self._accepting = False
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every accepted request to be answered."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop the batcher and close the classifier (and the store and model thread it
+        shares with the classifiers it replaced)."""
+        await self.batcher.stop()
+        if self._classifier is not None:
+            await self._classifier.close()
