@@ -273,6 +273,22 @@ async def _build(
     return rows, embedded, reused
 
 
+async def _prepare(
+    settings: Settings, table: str | Path, encoder: Encoder | None
+) -> tuple[TableReport, Retriever, Lexicon | None]:
+    """Validate the whole table (nothing is written when a row breaks an ``error``
+    policy), load the encoder, and count the n-grams' document frequencies."""
+    report = scan_table(table, settings.table)
+    report.raise_for_errors()
+    for problem in report.problems:
+        log.warning("%s", problem)
+    retriever = Retriever.from_settings(settings, encoder)
+    lexicon = None
+    if retriever.lexical is not None:
+        lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings)
+    return report, retriever, lexicon
+
+
 async def run_index(
     settings: Settings,
     table: str | Path,
@@ -287,14 +303,7 @@ async def run_index(
     """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
     StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
     another retrieval mode and ``replace_mode`` is not set: nothing published)."""
-    report = scan_table(table, settings.table)
-    report.raise_for_errors()
-    for problem in report.problems:
-        log.warning("%s", problem)
-    retriever = Retriever.from_settings(settings, encoder)
-    lexicon = None
-    if retriever.lexical is not None:
-        lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings)
+    report, retriever, lexicon = await _prepare(settings, table, encoder)
     own_store = store is None
     store = store or open_store(settings.store)
     try:

@@ -17,7 +17,6 @@ keeps the running values and says so (``Settings.reloaded`` is the one place tha
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -33,10 +32,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from qroute.configfile import config_file, read_config_file
 from qroute.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_CONFIG_FILE",
     "BatchingSettings",
     "ClientSettings",
     "EncoderSettings",
@@ -51,11 +50,9 @@ __all__ = [
     "TableSettings",
     "TunedSettings",
     "ZeroShotSettings",
-    "config_file",
     "load_settings",
 ]
 
-DEFAULT_CONFIG_FILE = "qroute.yaml"
 # Restart-only: the sections and fields a hot reload keeps at their running values.
 RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
 RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host")
@@ -455,83 +452,6 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         field = ".".join(str(part) for part in err["loc"]) or "(root)"
         lines.append(f"  {field}: {err['msg']}")
     return f"invalid configuration ({source}):\n" + "\n".join(lines)
-
-
-def _duplicate_key(node: Any, where: str = "") -> tuple[str, int, int] | None:
-    """The first key that a YAML mapping repeats: (dotted key, first line, second line)."""
-    from ruamel.yaml.nodes import MappingNode, SequenceNode
-
-    if isinstance(node, MappingNode):
-        first: dict[Any, int] = {}
-        for key, value in node.value:
-            name = f"{where}.{key.value}" if where else str(key.value)
-            if key.value in first:
-                return name, first[key.value], key.start_mark.line + 1
-            first[key.value] = key.start_mark.line + 1
-            found = _duplicate_key(value, name)
-            if found:
-                return found
-    elif isinstance(node, SequenceNode):
-        for index, item in enumerate(node.value):
-            found = _duplicate_key(item, f"{where}.{index}")
-            if found:
-                return found
-    return None
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse a YAML config file into a mapping; raises ConfigError naming the file.
-
-    YAML 1.2 (ruamel.yaml, which also writes the file in ``qroute tune --write``): ``no``,
-    ``off`` and ``yes`` are strings, as label names and ``zero_shot.method: off`` need.
-    A key given twice is an error, not the last value silently winning.
-    """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.constructor import DuplicateKeyError
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
-            f"offset {exc.start}): point --config or QROUTE_CONFIG at the YAML config"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        data = yaml.load(text)
-    except DuplicateKeyError:
-        found = _duplicate_key(yaml.compose(text))
-        assert found is not None
-        key, first, second = found
-        raise ConfigError(
-            f"config file {path}: {key} is set twice, on line {first} and line {second}: keep one"
-        ) from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = " ".join(filter(None, (exc.context, exc.problem)))
-        raise ConfigError(f"config file {path}{at} is not valid YAML: {problem}") from None
-    except YAMLError as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {path} is not valid YAML: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
-def config_file(path: str | Path | None = None) -> Path | None:
-    """The config file in use: ``path``, else ``$QROUTE_CONFIG``, else ``./qroute.yaml``
-    when it exists, else None (defaults and environment only)."""
-    explicit = path if path is not None else os.environ.get("QROUTE_CONFIG")
-    if explicit:
-        return Path(explicit)
-    default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.exists() else None
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -224,7 +224,7 @@ def _write_tuned(
     version: str,
     source: str,
 ) -> None:
-    from qroute.config import config_file
+    from qroute.configfile import config_file
     from qroute.evaluation.tune import write_tuned
 
     path = config_file(args.config)

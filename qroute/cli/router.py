@@ -24,7 +24,7 @@ __all__ = ["COMMANDS", "format_response"]
 def _serve(args: argparse.Namespace) -> int:
     from qroute_server.app import serve
 
-    from qroute.config import config_file
+    from qroute.configfile import config_file
 
     asyncio.run(serve(settings_of(args), config_file(args.config)))
     return 0

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
+from qroute.store import edge
 from qroute.store.base import (
     LEXICAL,
-    RRF_K,
     Candidate,
     Group,
     Point,
     SearchVector,
-    fused_candidates,
     version_name,
     version_number,
 )
@@ -235,7 +234,7 @@ class EmbeddedStore:
         if shard is None:
             raise IndexWriteError(f"version {version} is not open for writing in this process")
         operation = UpdateOperation.upsert_points(
-            [EdgePoint(p.id, _point_vector(p), dict(p.payload)) for p in points]
+            [EdgePoint(p.id, edge.point_vector(p), dict(p.payload)) for p in points]
         )
         await asyncio.to_thread(shard.update, operation)
         written = self._unflushed.get(version, 0) + len(points)
@@ -444,7 +443,7 @@ class EmbeddedStore:
     ) -> list[list[Hit]]:
         from qdrant_edge import QueryBatchRequest, QueryRequest
 
-        requests = [QueryRequest(limit=k, query=_query(v), with_payload=True) for v in vectors]
+        requests = [QueryRequest(limit=k, query=edge.query(v), with_payload=True) for v in vectors]
         reader = await self._acquire(version)
         try:
             results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
@@ -463,57 +462,9 @@ class EmbeddedStore:
     ) -> list[list[Candidate]]:
         reader = await self._acquire(version)
         try:
-            return await asyncio.to_thread(self._fused, reader.shard, dense, sparse, limit, labels)
+            return await asyncio.to_thread(edge.fused, reader.shard, dense, sparse, limit, labels)
         finally:
             await self._release(version, reader)
-
-    @staticmethod
-    def _fused(
-        shard: Any,
-        dense: Sequence[Sequence[float]],
-        sparse: Sequence[SparseVector],
-        limit: int,
-        labels: Sequence[Sequence[str] | None],
-    ) -> list[list[Candidate]]:
-        from qdrant_edge import (
-            Filter,
-            Fusion,
-            HasIdCondition,
-            Prefetch,
-            QueryBatchRequest,
-            QueryRequest,
-        )
-
-        # 1. Candidates from both vectors, fused by rank (no vectors returned).
-        fused = []
-        for d, s, allowed in zip(dense, sparse, labels, strict=True):
-            query_filter = _filter(allowed, ())
-            prefetches = [
-                Prefetch(limit=limit, query=_query(d), filter=query_filter),
-                Prefetch(limit=limit, query=_query(s), filter=query_filter),
-            ]
-            fused.append(
-                QueryRequest(
-                    limit=2 * limit,
-                    prefetches=prefetches,
-                    query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub: Fusion, not Fusion.Rrf
-                    with_payload=True,
-                )
-            )
-        found = shard.query_batch(QueryBatchRequest(fused)) if fused else []
-        # 2. Both similarities of exactly those candidates, scored by the shard itself:
-        #    cheaper than shipping their vectors back, and the same arithmetic.
-        scoring = []
-        for d, s, points in zip(dense, sparse, found, strict=True):
-            ids = Filter(must=[HasIdCondition({p.id for p in points})])
-            n = max(len(points), 1)
-            scoring.append(QueryRequest(limit=n, query=_query(d), filter=ids))
-            scoring.append(QueryRequest(limit=n, query=_query(s), filter=ids))
-        scores = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
-        return [
-            fused_candidates(points, scores[2 * i], scores[2 * i + 1])
-            for i, points in enumerate(found)
-        ]
 
     async def search_groups(
         self,
@@ -524,83 +475,13 @@ class EmbeddedStore:
         group_size: int,
         labels: Sequence[Sequence[str] | None],
     ) -> list[list[Group]]:
-        # Qdrant Edge has no group-by; this is its exact equivalent in batched rounds.
-        # 1. Nearest neighbours among the labels not seen yet, until `groups` labels are
-        #    seen or the examples run out. Labels first seen in a round are nearer (by
-        #    their best example) than every label still unseen, so the seen labels, in
-        #    order, are the top groups. Excluding seen labels keeps a label with many
-        #    near-duplicates from filling every round.
-        # 2. One filtered search per top label that holds fewer than group_size hits.
-        from qdrant_edge import QueryBatchRequest
-
-        fetch = min(groups * group_size * 2, 4096)
-        found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
         reader = await self._acquire(version)
         try:
-            pending = list(range(len(vectors)))
-            # Labels whose every example has been seen: first seen in a round that
-            # returned fewer points than it asked for.
-            complete: list[set[str]] = [set() for _ in vectors]
-            while pending:
-                requests = [
-                    self._nearest(vectors[i], fetch, labels[i], exclude=list(found[i]))
-                    for i in pending
-                ]
-                results = await asyncio.to_thread(
-                    reader.shard.query_batch, QueryBatchRequest(requests)
-                )
-                still = []
-                for position, points in zip(pending, results, strict=True):
-                    by_label = found[position]
-                    new: set[str] = set()
-                    for point in points:
-                        hit = hit_from_payload(point.id, point.score, point.payload)
-                        if hit.label not in by_label:
-                            new.add(hit.label)
-                        by_label.setdefault(hit.label, []).append(hit)
-                    if len(points) < fetch:
-                        complete[position] |= new
-                    elif len(by_label) < groups:
-                        still.append(position)
-                pending = still
-
-            plan = [
-                (position, label)
-                for position, by_label in enumerate(found)
-                for label in list(by_label)[:groups]
-                if len(by_label[label]) < group_size and label not in complete[position]
-            ]
-            if plan:
-                requests = [self._nearest(vectors[i], group_size, [label]) for i, label in plan]
-                completed = await asyncio.to_thread(
-                    reader.shard.query_batch, QueryBatchRequest(requests)
-                )
-                for (position, label), points in zip(plan, completed, strict=True):
-                    found[position][label] = [
-                        hit_from_payload(p.id, p.score, p.payload) for p in points
-                    ]
+            return await asyncio.to_thread(
+                edge.grouped, reader.shard, vectors, groups, group_size, labels
+            )
         finally:
             await self._release(version, reader)
-        answer = []
-        for by_label in found:
-            ranked = sorted(by_label.items(), key=lambda item: item[1][0].similarity, reverse=True)
-            answer.append(
-                [Group(label, tuple(hits[:group_size])) for label, hits in ranked[:groups]]
-            )
-        return answer
-
-    @staticmethod
-    def _nearest(
-        vector: SearchVector,
-        limit: int,
-        allowed: Sequence[str] | None,
-        exclude: Sequence[str] = (),
-    ) -> Any:
-        from qdrant_edge import QueryRequest
-
-        return QueryRequest(
-            limit=limit, query=_query(vector), filter=_filter(allowed, exclude), with_payload=True
-        )
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -623,40 +504,3 @@ class EmbeddedStore:
             await asyncio.to_thread(reader.close)
         for shard in writers.values():
             shard.close()
-
-
-def _point_vector(point: Point) -> Any:
-    from qdrant_edge import SparseVector as EdgeSparse
-
-    dense = [float(x) for x in point.vector]
-    if point.sparse is None:
-        return dense
-    named: dict[str, Any] = {
-        LEXICAL: EdgeSparse(list(point.sparse.indices), list(point.sparse.values))
-    }
-    if dense:
-        named[""] = dense
-    return named
-
-
-def _query(vector: SearchVector) -> Any:
-    from qdrant_edge import Query
-    from qdrant_edge import SparseVector as EdgeSparse
-
-    if isinstance(vector, SparseVector):
-        return Query.Nearest(EdgeSparse(list(vector.indices), list(vector.values)), using=LEXICAL)
-    return Query.Nearest([float(x) for x in vector])
-
-
-def _filter(allowed: Sequence[str] | None, exclude: Sequence[str]) -> Any:
-    from qdrant_edge import FieldCondition, Filter, MatchAny
-
-    must: list[Any] = []
-    if allowed is not None:
-        must.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed))))
-    must_not: list[Any] = []
-    if exclude:
-        must_not.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(exclude))))
-    if not must and not must_not:
-        return None
-    return Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,197 @@
+"""Qdrant Edge, one shard: the query and point forms, and the search plans the embedded
+store runs on a shard (blocking: the store calls them on a worker thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qroute.store.base import LEXICAL, RRF_K, Candidate, Point, SearchVector, fused_candidates
+from qroute.store.metadata import LABEL_FIELD, hit_from_payload
+from qroute.types import Group, Hit, SparseVector
+
+__all__ = ["fused", "grouped", "nearest", "point_vector", "query", "query_filter"]
+
+
+def fused(
+    shard: Any,
+    dense: Sequence[Sequence[float]],
+    sparse: Sequence[SparseVector],
+    limit: int,
+    labels: Sequence[Sequence[str] | None],
+) -> list[list[Candidate]]:
+    """For each query, ``limit`` candidates by each vector fused by reciprocal rank
+    (best first), each with both its similarities, scored by the shard itself."""
+    from qdrant_edge import (
+        Filter,
+        Fusion,
+        HasIdCondition,
+        Prefetch,
+        QueryBatchRequest,
+        QueryRequest,
+    )
+
+    # 1. Candidates from both vectors, fused by rank (no vectors returned).
+    fused = []
+    for d, s, allowed in zip(dense, sparse, labels, strict=True):
+        allowed_only = query_filter(allowed, ())
+        prefetches = [
+            Prefetch(limit=limit, query=query(d), filter=allowed_only),
+            Prefetch(limit=limit, query=query(s), filter=allowed_only),
+        ]
+        fused.append(
+            QueryRequest(
+                limit=2 * limit,
+                prefetches=prefetches,
+                query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub: Fusion, not Fusion.Rrf
+                with_payload=True,
+            )
+        )
+    found = shard.query_batch(QueryBatchRequest(fused)) if fused else []
+    # 2. Both similarities of exactly those candidates, scored by the shard itself:
+    #    cheaper than shipping their vectors back, and the same arithmetic.
+    scoring = []
+    for d, s, points in zip(dense, sparse, found, strict=True):
+        ids = Filter(must=[HasIdCondition({p.id for p in points})])
+        n = max(len(points), 1)
+        scoring.append(QueryRequest(limit=n, query=query(d), filter=ids))
+        scoring.append(QueryRequest(limit=n, query=query(s), filter=ids))
+    scores = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
+    return [
+        fused_candidates(points, scores[2 * i], scores[2 * i + 1]) for i, points in enumerate(found)
+    ]
+
+
+def nearest(
+    vector: SearchVector,
+    limit: int,
+    allowed: Sequence[str] | None,
+    exclude: Sequence[str] = (),
+) -> Any:
+    from qdrant_edge import QueryRequest
+
+    return QueryRequest(
+        limit=limit, query=query(vector), filter=query_filter(allowed, exclude), with_payload=True
+    )
+
+
+def point_vector(point: Point) -> Any:
+    from qdrant_edge import SparseVector as EdgeSparse
+
+    dense = [float(x) for x in point.vector]
+    if point.sparse is None:
+        return dense
+    named: dict[str, Any] = {
+        LEXICAL: EdgeSparse(list(point.sparse.indices), list(point.sparse.values))
+    }
+    if dense:
+        named[""] = dense
+    return named
+
+
+def query(vector: SearchVector) -> Any:
+    from qdrant_edge import Query
+    from qdrant_edge import SparseVector as EdgeSparse
+
+    if isinstance(vector, SparseVector):
+        return Query.Nearest(EdgeSparse(list(vector.indices), list(vector.values)), using=LEXICAL)
+    return Query.Nearest([float(x) for x in vector])
+
+
+def query_filter(allowed: Sequence[str] | None, exclude: Sequence[str]) -> Any:
+    from qdrant_edge import FieldCondition, Filter, MatchAny
+
+    must: list[Any] = []
+    if allowed is not None:
+        must.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(allowed))))
+    must_not: list[Any] = []
+    if exclude:
+        must_not.append(FieldCondition(key=LABEL_FIELD, match=MatchAny(list(exclude))))
+    if not must and not must_not:
+        return None
+    return Filter(must=must or None, must_not=must_not or None)
+
+
+def grouped(
+    shard: Any,
+    vectors: Sequence[SearchVector],
+    groups: int,
+    group_size: int,
+    labels: Sequence[Sequence[str] | None],
+) -> list[list[Group]]:
+    # Qdrant Edge has no group-by; this is its exact equivalent in batched rounds.
+    # 1. Nearest neighbours among the labels not seen yet, until `groups` labels are
+    #    seen or the examples run out. Labels first seen in a round are nearer (by
+    #    their best example) than every label still unseen, so the seen labels, in
+    #    order, are the top groups. Excluding seen labels keeps a label with many
+    #    near-duplicates from filling every round.
+    # 2. One filtered search per top label that holds fewer than group_size hits.
+    found, complete = _rounds(shard, vectors, groups, group_size, labels)
+    _complete_groups(shard, vectors, found, complete, groups, group_size)
+    answer = []
+    for by_label in found:
+        ranked = sorted(by_label.items(), key=lambda item: item[1][0].similarity, reverse=True)
+        answer.append([Group(label, tuple(hits[:group_size])) for label, hits in ranked[:groups]])
+    return answer
+
+
+def _rounds(
+    shard: Any,
+    vectors: Sequence[SearchVector],
+    groups: int,
+    group_size: int,
+    labels: Sequence[Sequence[str] | None],
+) -> tuple[list[dict[str, list[Hit]]], list[set[str]]]:
+    """Step 1: per query, its nearest examples by label, and the labels whose every
+    example was seen."""
+    from qdrant_edge import QueryBatchRequest
+
+    fetch = min(groups * group_size * 2, 4096)
+    found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
+    pending = list(range(len(vectors)))
+    # Labels whose every example has been seen: first seen in a round that
+    # returned fewer points than it asked for.
+    complete: list[set[str]] = [set() for _ in vectors]
+    while pending:
+        requests = [nearest(vectors[i], fetch, labels[i], exclude=list(found[i])) for i in pending]
+        results = shard.query_batch(QueryBatchRequest(requests))
+        still = []
+        for position, points in zip(pending, results, strict=True):
+            by_label = found[position]
+            new: set[str] = set()
+            for point in points:
+                hit = hit_from_payload(point.id, point.score, point.payload)
+                if hit.label not in by_label:
+                    new.add(hit.label)
+                by_label.setdefault(hit.label, []).append(hit)
+            if len(points) < fetch:
+                complete[position] |= new
+            elif len(by_label) < groups:
+                still.append(position)
+        pending = still
+
+    return found, complete
+
+
+def _complete_groups(
+    shard: Any,
+    vectors: Sequence[SearchVector],
+    found: list[dict[str, list[Hit]]],
+    complete: list[set[str]],
+    groups: int,
+    group_size: int,
+) -> None:
+    """Step 2: fill each top label's group to ``group_size`` with a filtered search."""
+    from qdrant_edge import QueryBatchRequest
+
+    plan = [
+        (position, label)
+        for position, by_label in enumerate(found)
+        for label in list(by_label)[:groups]
+        if len(by_label[label]) < group_size and label not in complete[position]
+    ]
+    if plan:
+        requests = [nearest(vectors[i], group_size, [label]) for i, label in plan]
+        completed = shard.query_batch(QueryBatchRequest(requests))
+        for (position, label), points in zip(plan, completed, strict=True):
+            found[position][label] = [hit_from_payload(p.id, p.score, p.payload) for p in points]
