@@ -1,6 +1,7 @@
 """``Client`` and ``AsyncClient``: one long-lived channel each, with a default deadline,
 retries on UNAVAILABLE (gRPC's own retry policy, from the service config), TLS or mTLS,
-and a bearer token on every call."""
+a bearer token on every call, and calls spread over every address the target resolves
+to (``dns:///routers:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``: round_robin)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,26 @@ __all__ = ["AsyncClient", "Client", "service_config"]
 DEFAULT_TIMEOUT_S = 30.0
 # Retried by the channel itself: the router's service and its health checks.
 _RETRIED_SERVICES = ("qroute.v1.RouterService", "grpc.health.v1.Health")
+_POLICIES = ("round_robin", "pick_first")
 
 
 def service_config(
-    max_attempts: int = 5, initial_backoff_s: float = 0.1, max_backoff_s: float = 2.0
+    max_attempts: int = 5,
+    initial_backoff_s: float = 0.1,
+    max_backoff_s: float = 2.0,
+    load_balancing: str = "round_robin",
 ) -> str:
     """gRPC service config JSON: retry UNAVAILABLE (no router there yet, or one still
     loading its models) with exponential backoff and jitter, up to ``max_attempts`` tries
-    in all (gRPC caps it at 5). Every try shares the call's one deadline."""
+    in all (gRPC caps it at 5). Every try shares the call's one deadline.
+    ``load_balancing``: ``round_robin`` keeps a connection to every address the target
+    resolves to and sends each call to the next ready one; ``pick_first`` uses one."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    if load_balancing not in _POLICIES:
+        raise ValueError(
+            f"load_balancing must be one of {', '.join(_POLICIES)}, got {load_balancing!r}"
+        )
     method: dict[str, Any] = {"name": [{"service": s} for s in _RETRIED_SERVICES]}
     if max_attempts > 1:
         method["retryPolicy"] = {
@@ -42,7 +53,7 @@ def service_config(
             "backoffMultiplier": 2,
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    return json.dumps({"methodConfig": [method]})
+    return json.dumps({"loadBalancingConfig": [{load_balancing: {}}], "methodConfig": [method]})
 
 
 def _read(path: str | Path | None, what: str) -> bytes | None:
@@ -87,6 +98,7 @@ class _Options:
         token: str | None,
         server_name: str | None,
         max_attempts: int,
+        load_balancing: str,
         options: Sequence[tuple[str, Any]],
     ) -> None:
         if timeout <= 0:
@@ -96,7 +108,7 @@ class _Options:
         self.credentials = _credentials(tls, ca_file, cert_file, key_file)
         defaults: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", service_config(max_attempts)),
+            ("grpc.service_config", service_config(max_attempts, load_balancing=load_balancing)),
             # A router that is not up yet is dialled again soon, not after gRPC's 1 s
             # default, so that a retry finds it.
             ("grpc.initial_reconnect_backoff_ms", 100),
@@ -122,7 +134,9 @@ class _Connection:
     client's own certificate (mTLS); ``server_name`` is the name to verify the router's
     certificate by when it is not the address's host. ``token`` is sent as
     ``authorization: Bearer <token>`` on every call. ``max_attempts``: tries per call on
-    UNAVAILABLE (1: no retries). ``options``: more gRPC channel options."""
+    UNAVAILABLE (1: no retries). ``load_balancing``: ``round_robin`` (calls spread over
+    every address ``address`` resolves to, e.g. ``dns:///routers:50051``) or
+    ``pick_first``. ``options``: more gRPC channel options."""
 
     def __init__(
         self,
@@ -136,6 +150,7 @@ class _Connection:
         token: str | None = None,
         server_name: str | None = None,
         max_attempts: int = 5,
+        load_balancing: str = "round_robin",
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self._options = _Options(
@@ -148,6 +163,7 @@ class _Connection:
             token=token,
             server_name=server_name,
             max_attempts=max_attempts,
+            load_balancing=load_balancing,
             options=options,
         )
         self._open(self._options)
