@@ -389,3 +389,16 @@ async def test_round_robin_spreads_calls_over_two_replicas(start_router: Start) 
     assert await answered_by() == versions
     # pick_first: one connection, every call to the same replica.
     assert len(await answered_by(load_balancing="pick_first")) == 1
+
+
+async def test_round_robin_skips_a_replica_that_is_not_serving(start_router: Start) -> None:
+    first, one = await start_router("a", router={"max_text_chars": 1000})
+    second, two = await start_router("b", router={"max_text_chars": 999})
+    await second._set_health(serving=False)
+    target = "ipv4:" + ",".join((one, two))
+    async with AsyncClient(target, timeout=5, skip_unhealthy=True) as client:
+        answers = [await client.classify("환율 얼마야") for _ in range(8)]
+    assert {a.config_version for a in answers} == {first.settings.version}
+    # Without it, a router's own NOT_SERVING is an answer, not a refusal.
+    async with AsyncClient(two, timeout=5) as client:
+        assert await client.health() == "NOT_SERVING"
