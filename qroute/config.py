@@ -10,8 +10,11 @@ directory (embedded Qdrant Edge, one process at a time per version) or an
 Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
 ``server.index_poll_s``/``config_poll_s``/``shutdown_grace_s``. Restart-only:
 ``retrieval.mode``, ``encoder.*``, ``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``,
-``server.bind`` and ``server.metrics_port``/``metrics_host``; a reload that changes them
-keeps the running values and says so (``Settings.reloaded`` is the one place that decides).
+``server.bind``, ``server.metrics_port``/``metrics_host``, ``server.tls``, ``server.auth`` and
+``server.reflection``; a reload that changes them keeps the running values and says so
+(``Settings.reloaded`` is the one place that decides). The files that ``server.tls`` and
+``server.auth`` name are re-read while the router runs: certificates and tokens rotate
+without a restart, only the paths need one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from qroute.configfile import config_file, read_config_file
 from qroute.errors import ConfigError
 
 __all__ = [
+    "AuthSettings",
     "BatchingSettings",
     "ClientSettings",
     "EncoderSettings",
@@ -47,6 +51,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StoreSettings",
+    "TLSSettings",
     "TableSettings",
     "TunedSettings",
     "ZeroShotSettings",
@@ -55,7 +60,7 @@ __all__ = [
 
 # Restart-only: the sections and fields a hot reload keeps at their running values.
 RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
-RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host")
+RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host", "tls", "auth", "reflection")
 
 
 class _Section(BaseModel):
@@ -183,6 +188,9 @@ class RouterSettings(_Section):
     max_batch_texts: int = Field(256, ge=1)
     # Labels one request's allowed_labels may list; more is INVALID_ARGUMENT.
     max_allowed_labels: int = Field(1000, ge=1)
+    # Send each neighbour's example text in responses. False: row ids, labels and
+    # similarities only, for a table that callers must not read back.
+    return_texts: bool = True
 
     @field_validator("label_thresholds")
     @classmethod
@@ -302,6 +310,42 @@ class TunedSettings(_Section):
     figures: dict[str, float | None] = Field(default_factory=dict)
 
 
+class TLSSettings(_Section):
+    """The router's certificate (restart-only paths; the files are re-read when they
+    change, so certificates rotate without a restart). None: plaintext."""
+
+    # PEM: the certificate chain (leaf first) and its private key.
+    cert_file: str | None = None
+    key_file: str | None = None
+    # PEM CA certificate(s): set, clients must present a certificate signed by one (mTLS).
+    client_ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the router's TLS pair)")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file (mTLS) needs cert_file and key_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class AuthSettings(_Section):
+    """Bearer-token auth of every call but health (restart-only path; the file is
+    re-read when it changes)."""
+
+    # One token per line, or its digest as sha256:<64 hex>; blank lines and # comments
+    # are ignored. None: no auth.
+    tokens_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.tokens_file is not None
+
+
 class ServerSettings(_Section):
     bind: str = "127.0.0.1:50051"
     # How often the router looks for a newly published index version, and for a
@@ -314,6 +358,15 @@ class ServerSettings(_Section):
     # On SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused (UNAVAILABLE),
     # and accepted ones get this long to finish before they are cancelled.
     shutdown_grace_s: float = Field(5.0, ge=0)
+    tls: TLSSettings = TLSSettings()
+    auth: AuthSettings = AuthSettings()
+    # gRPC server reflection (grpcurl without the proto). None: on unless auth is on
+    # (with auth, reflection calls need a token like any other).
+    reflection: bool | None = None
+
+    @property
+    def reflection_enabled(self) -> bool:
+        return self.reflection if self.reflection is not None else not self.auth.enabled
 
 
 class ClientSettings(_Section):
@@ -327,6 +380,8 @@ class ClientSettings(_Section):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # The name the router's certificate is verified by, when it is not the address's host.
+    server_name: str | None = None
     # Sent as `authorization: Bearer <token>` on every call.
     token: SecretStr | None = None
     # Default deadline of a classify call, retries on UNAVAILABLE included.

@@ -31,9 +31,11 @@ from qroute.routing.router import Router
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2
 
+from .auth import TokenAuthInterceptor, TokenFile
 from .metrics import Metrics
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
+from .tls import CertificateFiles, is_loopback
 
 __all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
@@ -52,9 +54,16 @@ class RouterApp:
         self.metrics = Metrics()
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
+        auth = settings.server.auth
+        self.tokens = TokenFile(auth.tokens_file) if auth.tokens_file is not None else None
+        # Cross-cutting request concerns, outermost first: each sees a call before the
+        # ones after it (auth refuses before any work is done).
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.tokens is not None:
+            interceptors.append(TokenAuthInterceptor(self.tokens))
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
         # start without an error and take half of the connections.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self.port = 0
         self.router = Router(settings.batching, on_batch=self.metrics.batch_size.observe)
         self._tasks: list[asyncio.Task[None]] = []
@@ -75,16 +84,30 @@ class RouterApp:
         return await self.router.classify(queries, deadline)
 
     async def start(self, bind: str | None = None) -> int:
-        add_to_server(RouterServicer(self.classify, self.metrics), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        server = self.settings.server
+        # Read before binding: a missing token or certificate file ends the start.
+        if self.tokens is not None:
+            self.tokens.load()
+        credentials = CertificateFiles(server.tls).credentials() if server.tls.enabled else None
+        add_to_server(
+            RouterServicer(self.classify, self.metrics, lambda: self.settings.router.return_texts),
+            self.server,
         )
-        address = bind or self.settings.server.bind
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if server.reflection_enabled:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            )
+        address = bind or server.bind
         try:
             # A port that is not a number is caught here, before grpc logs its own lines.
             valid = address.startswith("unix:") or 0 <= int(address.rpartition(":")[2]) <= 65535
-            self.port = self.server.add_insecure_port(address) if valid else 0
+            if not valid:
+                self.port = 0
+            elif credentials is not None:
+                self.port = self.server.add_secure_port(address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(address)
         except (ValueError, RuntimeError):  # RuntimeError: grpc's "Failed to bind"
             self.port = 0
         if self.port == 0:
@@ -108,11 +131,19 @@ class RouterApp:
                 ) from None
         self.metrics.config.info({"version": self.settings.version})
         log.info(
-            "router listening on %s (port %d), metrics on port %s",
+            "router listening on %s (port %d, %s, %s), metrics on port %s",
             address,
             self.port,
+            ("mTLS" if server.tls.client_ca_file else "TLS") if credentials else "plaintext",
+            "token auth" if self.tokens is not None else "no auth",
             self.metrics_port,
         )
+        if credentials is None and not is_loopback(address):
+            log.warning(
+                "serving plaintext on %s: whoever reaches it can read calls and answers "
+                "on the way; set server.tls.cert_file and key_file (docs/serving.md#security)",
+                address,
+            )
         return self.port
 
     async def load(self, classifier: Classifier | Callable[[], Classifier] | None = None) -> None:

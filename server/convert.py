@@ -34,9 +34,11 @@ def _scores(scores: Iterable[LabelScore]) -> list[pb.LabelScore]:
     return [pb.LabelScore(label=s.label, score=s.score) for s in scores]
 
 
-def _neighbour(hit: Hit) -> pb.Neighbour:
+def _neighbour(hit: Hit, with_text: bool) -> pb.Neighbour:
     return pb.Neighbour(
-        text=hit.text,
+        # router.return_texts false: the table's texts stay inside the router; the row
+        # id still says which example matched, to whoever may read the table.
+        text=hit.text if with_text else "",
         label=hit.label,
         similarity=hit.similarity,
         row_id=hit.row_id,
@@ -45,13 +47,15 @@ def _neighbour(hit: Hit) -> pb.Neighbour:
     )
 
 
-def to_pb_prediction(prediction: Prediction) -> pb.ClassifyResponse:
+def to_pb_prediction(prediction: Prediction, *, with_texts: bool) -> pb.ClassifyResponse:
+    """The response for ``prediction``; ``with_texts`` (``router.return_texts``): whether
+    the neighbours carry their example texts."""
     return pb.ClassifyResponse(
         label=prediction.label or "",
         confidence=prediction.confidence,
         path=_DECISION[prediction.decision],
         reason=prediction.reason,
-        neighbours=[_neighbour(h) for h in prediction.neighbours],
+        neighbours=[_neighbour(h, with_texts) for h in prediction.neighbours],
         knn_scores=_scores(prediction.knn_scores),
         zero_shot_scores=_scores(prediction.zero_shot_scores),
         index_version=prediction.index_version,

@@ -91,9 +91,17 @@ def add_to_server(servicer: RouterServicer, server: grpc.aio.Server) -> None:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
-    def __init__(self, classify: Classify, metrics: Metrics) -> None:
+    """``return_texts``: the current ``router.return_texts`` (hot-reloadable)."""
+
+    def __init__(
+        self,
+        classify: Classify,
+        metrics: Metrics,
+        return_texts: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._classify = classify
         self._metrics = metrics
+        self._return_texts = return_texts
         # A broken client sends malformed requests at its full rate.
         self._malformed_log = _RateLimited(every_s=10.0)
 
@@ -137,7 +145,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         self, request: pb.ClassifyRequest | Malformed, context: Context
     ) -> pb.ClassifyResponse:
         [prediction] = await self._run("Classify", request, lambda r: [from_pb_query(r)], context)
-        return to_pb_prediction(prediction)
+        return to_pb_prediction(prediction, with_texts=self._return_texts())
 
     async def ClassifyBatch(
         self, request: pb.ClassifyBatchRequest | Malformed, context: Context
@@ -145,4 +153,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         predictions = await self._run(
             "ClassifyBatch", request, lambda r: [from_pb_query(q) for q in r.requests], context
         )
-        return pb.ClassifyBatchResponse(responses=[to_pb_prediction(p) for p in predictions])
+        with_texts = self._return_texts()
+        return pb.ClassifyBatchResponse(
+            responses=[to_pb_prediction(p, with_texts=with_texts) for p in predictions]
+        )

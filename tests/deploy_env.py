@@ -20,19 +20,23 @@ NOT_SETTINGS = {"QROUTE_CONFIG"}
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
 
 
-def settings_field(name: str) -> tuple[str, str]:
-    """``QROUTE_A__B`` -> ``("a", "b")``; fails unless Settings has a section ``a`` with
-    a field ``b`` (pydantic-settings would otherwise ignore or reject the variable at
-    start, far from the manifest that set it)."""
+def settings_field(name: str) -> tuple[str, ...]:
+    """``QROUTE_A__B`` -> ``("a", "b")``, ``QROUTE_A__B__C`` -> ``("a", "b", "c")``; fails
+    unless Settings has that section and (nested) field (pydantic-settings would otherwise
+    ignore or reject the variable at start, far from the manifest that set it)."""
     assert name.startswith("QROUTE_"), f"{name} is not a qroute variable"
     parts = name.removeprefix("QROUTE_").lower().split("__")
-    assert len(parts) == 2, f"{name}: expected QROUTE_<SECTION>__<FIELD>"
-    section, field = parts
-    assert section in Settings.model_fields, f"{name}: Settings has no section {section!r}"
-    model = Settings.model_fields[section].annotation
-    assert isinstance(model, type) and issubclass(model, BaseModel), f"{name}: {section}?"
-    assert field in model.model_fields, f"{name}: settings section {section} has no {field!r}"
-    return section, field
+    assert len(parts) >= 2, f"{name}: expected QROUTE_<SECTION>__<FIELD>"
+    model: Any = Settings
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "Settings"
+        assert isinstance(model, type) and issubclass(model, BaseModel), f"{name}: {where}?"
+        if depth == 0:
+            assert part in model.model_fields, f"{name}: Settings has no section {part!r}"
+        else:
+            assert part in model.model_fields, f"{name}: settings section {where} has no {part!r}"
+        model = model.model_fields[part].annotation
+    return tuple(parts)
 
 
 def qroute_variables(env: dict[str, Any]) -> list[str]:

@@ -242,6 +242,10 @@ def test_variable_check_rejects_unknown_settings() -> None:
     with pytest.raises(AssertionError, match="no section"):
         settings_field("QROUTE_SERVERS__BIND")
     assert settings_field("QROUTE_STORE__REPLICATION_FACTOR") == ("store", "replication_factor")
+    # Nested sections: server.auth.tokens_file.
+    assert settings_field("QROUTE_SERVER__AUTH__TOKENS_FILE") == ("server", "auth", "tokens_file")
+    with pytest.raises(AssertionError, match=r"server\.auth has no 'token'"):
+        settings_field("QROUTE_SERVER__AUTH__TOKEN")
 
 
 @pytest.mark.parametrize("name", ROUTERS)

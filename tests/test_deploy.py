@@ -268,3 +268,22 @@ def test_deploy_configs_route_like_the_example(config: str) -> None:
         data.pop("store", None)
         data.pop("server", None)
     assert deployed == example
+
+
+def test_routers_read_their_tokens_from_the_secret(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """server.auth.tokens_file is the file the Secret's `tokens` key is mounted as."""
+    spec = _pod_specs(objects)["Deployment"]
+    (container,) = spec["containers"]
+    server = _settings(objects, container, monkeypatch, tmp_path).server
+    assert server.auth.tokens_file is not None
+    # Reflection is off under auth unless turned on.
+    assert not server.reflection_enabled
+    mounted = {}
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+            for item in volume["secret"]["items"]:
+                mounted[item["key"]] = f"{mount['mountPath']}/{item['path']}"
+    assert mounted["tokens"] == server.auth.tokens_file

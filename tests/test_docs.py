@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from qroute.config import RESTART_ONLY, Settings
+from qroute.config import RESTART_ONLY, RESTART_ONLY_SERVER, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "docs" / "configuration.md"
@@ -79,7 +79,12 @@ def test_restart_only_sections_say_so() -> None:
     wrong = sorted(
         key
         for key, cells in rows.items()
-        if (key.split(".")[0] in RESTART_ONLY or key == "retrieval.mode") and cells[-1] != "restart"
+        if (
+            key.split(".")[0] in RESTART_ONLY
+            or key == "retrieval.mode"
+            or (key.startswith("server.") and key.split(".")[1] in RESTART_ONLY_SERVER)
+        )
+        and cells[-1] != "restart"
     )
     assert not wrong, f"docs/configuration.md: these need a restart (qroute/config.py): {wrong}"
 

@@ -44,6 +44,11 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA certificate(s) to verify the router by (PEM)")
     parser.add_argument("--cert-file", help="the client's certificate for mTLS (PEM)")
     parser.add_argument("--key-file", help="the client's private key for mTLS (PEM)")
+    parser.add_argument(
+        "--server-name",
+        help="name to verify the router's certificate by (default: client.server_name, "
+        "else the address's host)",
+    )
 
 
 def _client(args: argparse.Namespace, timeout: float | None) -> Client:
@@ -62,6 +67,7 @@ def _client(args: argparse.Namespace, timeout: float | None) -> Client:
             ca_file=args.ca_file or c.ca_file,
             cert_file=cert_file,
             key_file=key_file,
+            server_name=args.server_name or c.server_name,
             token=c.token.get_secret_value() if c.token is not None else None,
         )
     except ValueError as exc:  # an unreadable certificate file, a half mTLS pair

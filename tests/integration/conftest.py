@@ -26,9 +26,7 @@ from qroute.v1 import router_pb2_grpc
 
 
 class RunningRouter:
-    def __init__(
-        self, app: RouterApp, channel: grpc.aio.Channel, config: Path, port: int
-    ) -> None:
+    def __init__(self, app: RouterApp, channel: grpc.aio.Channel, config: Path, port: int) -> None:
         self.app = app
         self.config = config
         self.address = f"127.0.0.1:{port}"

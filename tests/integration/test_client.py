@@ -4,8 +4,6 @@ inject failures, read the metadata that arrives, and serve TLS)."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import re
@@ -18,10 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -40,6 +34,7 @@ from qroute_client.v1 import router_pb2_grpc
 from qroute.cli import main
 from qroute.testing import BagOfWordsEncoder
 from tests.conftest import ROOT
+from tests.integration.certificates import certificates
 from tests.integration.conftest import RunningRouter, ServeRouter
 
 ROWS = [
@@ -266,59 +261,8 @@ def _sync_classify(address: str, **options: Any) -> str:
 # ------------------------------------------------------------------ TLS
 
 
-def _certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
-    as PEM files."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def issue(
-        subject: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, **ext: Any
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        issuer_name, issuer_key = issuer or (name, key)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
-        )
-        if "san" in ext:
-            builder = builder.add_extension(x509.SubjectAlternativeName(ext["san"]), False)
-        return builder.sign(issuer_key, hashes.SHA256()), key
-
-    ca, ca_key = issue("qroute test CA", None)
-    server, server_key = issue(
-        "router",
-        (ca.subject, ca_key),
-        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
-    client, client_key = issue("caller", (ca.subject, ca_key))
-    files = {}
-    for name, cert, key in (
-        ("ca", ca, ca_key),
-        ("server", server, server_key),
-        ("client", client, client_key),
-    ):
-        files[f"{name}.pem"] = directory / f"{name}.pem"
-        files[f"{name}.pem"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files[f"{name}.key"] = directory / f"{name}.key"
-        files[f"{name}.key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return files
-
-
 async def test_tls_and_mtls(scripted: Serve, tmp_path: Path) -> None:
-    pem = _certificates(tmp_path)
+    pem = certificates(tmp_path)
     server_pair = [(pem["server.key"].read_bytes(), pem["server.pem"].read_bytes())]
     tls_port = await scripted(
         ScriptedRouter(), credentials=grpc.ssl_server_credentials(server_pair)

@@ -1,6 +1,7 @@
 """``Client`` and ``AsyncClient``: one long-lived channel each, with a default deadline,
 retries on UNAVAILABLE (gRPC's own retry policy, from the service config), TLS or mTLS,
-and a bearer token on every call."""
+a bearer token on every call, and calls spread over every address the target resolves
+to (``dns:///routers:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``: round_robin)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,29 @@ __all__ = ["AsyncClient", "Client", "service_config"]
 DEFAULT_TIMEOUT_S = 30.0
 # Retried by the channel itself: the router's service and its health checks.
 _RETRIED_SERVICES = ("qroute.v1.RouterService", "grpc.health.v1.Health")
+_POLICIES = ("round_robin", "pick_first")
 
 
 def service_config(
-    max_attempts: int = 5, initial_backoff_s: float = 0.1, max_backoff_s: float = 2.0
+    max_attempts: int = 5,
+    initial_backoff_s: float = 0.1,
+    max_backoff_s: float = 2.0,
+    load_balancing: str = "round_robin",
+    skip_unhealthy: bool = False,
 ) -> str:
     """gRPC service config JSON: retry UNAVAILABLE (no router there yet, or one still
     loading its models) with exponential backoff and jitter, up to ``max_attempts`` tries
-    in all (gRPC caps it at 5). Every try shares the call's one deadline."""
+    in all (gRPC caps it at 5). Every try shares the call's one deadline.
+    ``load_balancing``: ``round_robin`` keeps a connection to every address the target
+    resolves to and sends each call to the next ready one; ``pick_first`` uses one.
+    ``skip_unhealthy`` (round_robin): leave out routers whose health service does not say
+    SERVING; with every router left out a call fails UNAVAILABLE, ``health()`` too."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    if load_balancing not in _POLICIES:
+        raise ValueError(
+            f"load_balancing must be one of {', '.join(_POLICIES)}, got {load_balancing!r}"
+        )
     method: dict[str, Any] = {"name": [{"service": s} for s in _RETRIED_SERVICES]}
     if max_attempts > 1:
         method["retryPolicy"] = {
@@ -42,7 +56,16 @@ def service_config(
             "backoffMultiplier": 2,
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    return json.dumps({"methodConfig": [method]})
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{load_balancing: {}}],
+        "methodConfig": [method],
+    }
+    if skip_unhealthy:
+        # gRPC's client-side health checking (round_robin): a router whose health
+        # service does not say SERVING for RouterService gets no call at all, health
+        # checks included. A server without the health service counts as healthy.
+        config["healthCheckConfig"] = {"serviceName": _RETRIED_SERVICES[0]}
+    return json.dumps(config)
 
 
 def _read(path: str | Path | None, what: str) -> bytes | None:
@@ -87,6 +110,8 @@ class _Options:
         token: str | None,
         server_name: str | None,
         max_attempts: int,
+        load_balancing: str,
+        skip_unhealthy: bool,
         options: Sequence[tuple[str, Any]],
     ) -> None:
         if timeout <= 0:
@@ -96,7 +121,12 @@ class _Options:
         self.credentials = _credentials(tls, ca_file, cert_file, key_file)
         defaults: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", service_config(max_attempts)),
+            (
+                "grpc.service_config",
+                service_config(
+                    max_attempts, load_balancing=load_balancing, skip_unhealthy=skip_unhealthy
+                ),
+            ),
             # A router that is not up yet is dialled again soon, not after gRPC's 1 s
             # default, so that a retry finds it.
             ("grpc.initial_reconnect_backoff_ms", 100),
@@ -122,7 +152,11 @@ class _Connection:
     client's own certificate (mTLS); ``server_name`` is the name to verify the router's
     certificate by when it is not the address's host. ``token`` is sent as
     ``authorization: Bearer <token>`` on every call. ``max_attempts``: tries per call on
-    UNAVAILABLE (1: no retries). ``options``: more gRPC channel options."""
+    UNAVAILABLE (1: no retries). ``load_balancing``: ``round_robin`` (calls spread over
+    every address ``address`` resolves to, e.g. ``dns:///routers:50051``) or
+    ``pick_first``. ``skip_unhealthy``: send no call to a router whose health service does
+    not say SERVING (then ``health()`` fails UNAVAILABLE rather than answer NOT_SERVING).
+    ``options``: more gRPC channel options."""
 
     def __init__(
         self,
@@ -136,6 +170,8 @@ class _Connection:
         token: str | None = None,
         server_name: str | None = None,
         max_attempts: int = 5,
+        load_balancing: str = "round_robin",
+        skip_unhealthy: bool = False,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self._options = _Options(
@@ -148,6 +184,8 @@ class _Connection:
             token=token,
             server_name=server_name,
             max_attempts=max_attempts,
+            load_balancing=load_balancing,
+            skip_unhealthy=skip_unhealthy,
             options=options,
         )
         self._open(self._options)
