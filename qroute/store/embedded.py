@@ -27,16 +27,14 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
-from qroute.store import edge
+from qroute.store import edge, sharing
 from qroute.store.base import (
     LEXICAL,
     Candidate,
@@ -54,7 +52,6 @@ __all__ = ["EmbeddedStore"]
 log = logging.getLogger(__name__)
 
 _META = "qroute.json"
-_READERS = ".readers"
 _CURRENT = "CURRENT"
 _ISSUED = "ISSUED"
 _PUBLISHED = ".published"
@@ -62,42 +59,6 @@ _PUBLISHED = ".published"
 # reopening it this often keeps a million-row index under a few hundred MB of RSS
 # (see bench/RESULTS.md, indexer) at no measurable cost.
 _REOPEN_EVERY = 50_000
-
-
-@dataclass
-class _Reader:
-    shard: Any
-    # The shared flock on the version's .readers file; None where the store is
-    # read-only (no lock can be taken there, and no writer can remove the version).
-    lock_file: TextIO | None
-    owned: bool = True  # False: the shard is this store's own writer, borrowed
-    active: int = 0
-    retired: bool = False
-    guard: threading.Lock = field(default_factory=threading.Lock)
-
-    def close(self) -> None:
-        if self.owned:
-            self.shard.close()
-            if self.lock_file is not None:
-                self.lock_file.close()  # releases the shared flock
-
-
-def _reader_lock(path: Path) -> TextIO | None:
-    """A shared flock on ``path``/.readers, which tells a writer's ``_try_remove`` that
-    the version is in use. Opened read-only (flock needs no write access), so a router
-    can serve from a read-only store; None where the file is missing and cannot be
-    created there, since then no writer can remove the version either."""
-    for mode in ("r", "a"):  # "a": a version written before writers created the file
-        try:
-            handle = (path / _READERS).open(mode, encoding="utf-8")
-        except FileNotFoundError:
-            continue
-        except OSError as exc:  # read-only mount, no permission
-            log.info("reading %s without a reader lock: %s", path, exc)
-            return None
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        return handle
-    return None
 
 
 class EmbeddedStore:
@@ -112,7 +73,7 @@ class EmbeddedStore:
         self._drain_s = drain_s
         self._writers: dict[str, Any] = {}
         self._unflushed: dict[str, int] = {}
-        self._readers: dict[str, _Reader] = {}
+        self._readers: dict[str, sharing.Reader] = {}
         self._lock = threading.Lock()
         self._loading = threading.Lock()
         self._make_root()
@@ -182,7 +143,7 @@ class EmbeddedStore:
         path.mkdir()
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
         # Created by the writer so that a reader on a read-only mount can still lock it.
-        (path / _READERS).touch()
+        (path / sharing.READERS).touch()
         # No write-ahead log: a version is written once, flushed before it is published,
         # and read-only after; an unflushed one is a draft the next run removes. Without
         # a WAL (and its lock) a router and an indexer can both open a published version.
@@ -332,7 +293,7 @@ class EmbeddedStore:
         if not path.is_dir():
             return
         deadline = time.monotonic() + self._drain_s
-        while not self._try_remove(path):
+        while not sharing.try_remove(path):
             if time.monotonic() >= deadline:
                 log.warning(
                     "version %s is still open by a reader; a later run's retention will remove it",
@@ -341,27 +302,9 @@ class EmbeddedStore:
                 return
             await asyncio.sleep(0.1)
 
-    def _try_remove(self, path: Path) -> bool:
-        """Remove a version directory unless a reader holds it open."""
-        try:
-            handle = (path / _READERS).open("a")
-        except FileNotFoundError:
-            handle = None
-        try:
-            if handle is not None:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return False
-            shutil.rmtree(path, ignore_errors=True)
-            return True
-        finally:
-            if handle is not None:
-                handle.close()
-
     # -- reading -------------------------------------------------------------
 
-    async def _acquire(self, version: str) -> _Reader:
+    async def _acquire(self, version: str) -> sharing.Reader:
         """The open reader of ``version`` (counted active until ``_release``), opening it
         off the event loop when it is not open: a shard load takes long for a large
         version. (Qdrant Edge holds the GIL while it loads, so the loop still pauses for
@@ -369,7 +312,7 @@ class EmbeddedStore:
         writer = self._writers.get(version)
         if writer is not None:
             # The indexer checks its own unpublished version through its writer.
-            return _Reader(writer, None, owned=False)
+            return sharing.Reader(writer, None, owned=False)
         with self._lock:
             reader = self._readers.get(version)
             if reader is not None:
@@ -378,7 +321,7 @@ class EmbeddedStore:
                 return reader
         return await asyncio.to_thread(self._load, version)
 
-    def _load(self, version: str) -> _Reader:
+    def _load(self, version: str) -> sharing.Reader:
         from qdrant_edge import EdgeShard
 
         # One load at a time; the event loop only ever takes the short ``_lock``, which
@@ -393,7 +336,7 @@ class EmbeddedStore:
             path = self._root / version
             if not (path / _META).is_file():
                 raise VersionMissing(f"index version {version} does not exist in {self._root}")
-            lock_file = _reader_lock(path)
+            lock_file = sharing.reader_lock(path)
             try:
                 shard = EdgeShard.load(str(path))
             except Exception as exc:
@@ -406,7 +349,7 @@ class EmbeddedStore:
                         "write access to the store, or serve it from a Qdrant server)"
                     )
                 raise StoreUnavailable(f"cannot open index version {path}: {exc}{hint}") from exc
-            reader = _Reader(shard, lock_file, active=1)
+            reader = sharing.Reader(shard, lock_file, active=1)
             idle = []
             with self._lock:
                 # A router only ever needs the newest version it was asked for:
@@ -422,7 +365,7 @@ class EmbeddedStore:
                 old.close()
             return reader
 
-    async def _release(self, version: str, reader: _Reader) -> None:
+    async def _release(self, version: str, reader: sharing.Reader) -> None:
         if not reader.owned:
             return
         with reader.guard:

@@ -22,6 +22,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from qroute.errors import IndexWriteError, StoreUnavailable, VersionMissing
+from qroute.store import qdrant_forms as forms
 from qroute.store.base import (
     LEXICAL,
     RRF_K,
@@ -37,13 +38,6 @@ from qroute.store.metadata import LABEL_FIELD, hit_from_payload
 from qroute.types import Hit, SparseVector
 
 __all__ = ["ServerStore"]
-
-
-def _is_not_found(exc: Exception) -> bool:
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code == 404
-    text = str(exc).lower()
-    return "not found" in text or "doesn't exist" in text or "not_found" in text
 
 
 # A writer refreshes its lock this often; a lock not refreshed for _LEASE_S belongs to
@@ -97,7 +91,7 @@ class ServerStore:
                 raise StoreUnavailable(f"{self._unreachable()} ({what}): {exc.details()}") from exc
             raise
         except (UnexpectedResponse, ValueError, KeyError) as exc:
-            if version is not None and _is_not_found(exc):
+            if version is not None and forms.is_not_found(exc):
                 raise VersionMissing(f"index version {version} does not exist") from exc
             raise
 
@@ -186,7 +180,7 @@ class ServerStore:
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
         structs = [
-            models.PointStruct(id=p.id, vector=_point_vector(p), payload=dict(p.payload))
+            models.PointStruct(id=p.id, vector=forms.point_vector(p), payload=dict(p.payload))
             for p in points
         ]
         await self._call(
@@ -282,7 +276,9 @@ class ServerStore:
         self, version: str, vectors: Sequence[SearchVector], k: int
     ) -> list[list[Hit]]:
         requests = [
-            models.QueryRequest(query=_query(v), using=_using(v), limit=k, with_payload=True)
+            models.QueryRequest(
+                query=forms.query(v), using=forms.using(v), limit=k, with_payload=True
+            )
             for v in vectors
         ]
         responses = await self._call(
@@ -308,10 +304,12 @@ class ServerStore:
         # 1. Candidates from both vectors, fused by rank (no vectors returned).
         fused = []
         for d, s, allowed in zip(dense, sparse, labels, strict=True):
-            query_filter = _filter(allowed)
+            query_filter = forms.label_filter(allowed)
             prefetch = [
-                models.Prefetch(query=_query(d), limit=limit, filter=query_filter),
-                models.Prefetch(query=_query(s), using=LEXICAL, limit=limit, filter=query_filter),
+                models.Prefetch(query=forms.query(d), limit=limit, filter=query_filter),
+                models.Prefetch(
+                    query=forms.query(s), using=LEXICAL, limit=limit, filter=query_filter
+                ),
             ]
             fused.append(
                 models.QueryRequest(
@@ -335,8 +333,10 @@ class ServerStore:
                 must=[models.HasIdCondition(has_id=[p.id for p in response.points])]
             )
             n = max(len(response.points), 1)
-            scoring.append(models.QueryRequest(query=_query(d), filter=ids, limit=n))
-            scoring.append(models.QueryRequest(query=_query(s), using=LEXICAL, filter=ids, limit=n))
+            scoring.append(models.QueryRequest(query=forms.query(d), filter=ids, limit=n))
+            scoring.append(
+                models.QueryRequest(query=forms.query(s), using=LEXICAL, filter=ids, limit=n)
+            )
         scores = await self._call(
             "hybrid scores",
             self._client.query_batch_points(
@@ -365,9 +365,9 @@ class ServerStore:
                 self._client.query_points_groups(
                     collection_name=version,
                     group_by=LABEL_FIELD,
-                    query=_query(vector),
-                    using=_using(vector),
-                    query_filter=_filter(allowed),
+                    query=forms.query(vector),
+                    using=forms.using(vector),
+                    query_filter=forms.label_filter(allowed),
                     limit=groups,
                     group_size=group_size,
                     with_payload=True,
@@ -443,34 +443,3 @@ class ServerStore:
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def _point_vector(point: Point) -> Any:
-    dense = [float(x) for x in point.vector]
-    if point.sparse is None:
-        return dense
-    named: dict[str, Any] = {
-        LEXICAL: models.SparseVector(
-            indices=list(point.sparse.indices), values=list(point.sparse.values)
-        )
-    }
-    if dense:
-        named[""] = dense
-    return named
-
-
-def _query(vector: SearchVector) -> Any:
-    if isinstance(vector, SparseVector):
-        return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
-    return [float(x) for x in vector]
-
-
-def _using(vector: SearchVector) -> str | None:
-    return LEXICAL if isinstance(vector, SparseVector) else None
-
-
-def _filter(allowed: Sequence[str] | None) -> models.Filter | None:
-    if allowed is None:
-        return None
-    match = models.MatchAny(any=list(allowed))
-    return models.Filter(must=[models.FieldCondition(key=LABEL_FIELD, match=match)])
