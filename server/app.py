@@ -41,6 +41,9 @@ __all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
 log = logging.getLogger(__name__)
 
+# How long a stopping router keeps refusing calls itself before gRPC stops (see stop).
+_SETTLE_S = 0.5
+
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -250,6 +253,10 @@ class RouterApp:
         self.router.stop_accepting()
         await self.health.enter_graceful_shutdown()
         await self.router.drained(grace)
+        # gRPC's own stop cancels every call it has received but not yet handed to a
+        # handler: keep answering (UNAVAILABLE) a moment longer, so that callers who
+        # retry see that instead and only a call in the last instant can race the stop.
+        await asyncio.sleep(max(0.0, min(_SETTLE_S, until - loop.time())))
         # What is left of the grace, and a moment for answers still being sent.
         await self.server.stop(max(until - loop.time(), min(grace, 0.5)))
         for task in self._tasks:
