@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from qroute.config import Settings
 from qroute.errors import (
@@ -29,10 +28,11 @@ from qroute.errors import (
 )
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
-from qroute.types import Prediction, Query
+from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2
 
 from .metrics import Metrics
+from .reflection import enable_reflection
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
 
@@ -84,17 +84,10 @@ class RouterApp:
     async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
         """Validate the queries of one request, then queue them for the batcher.
         Raises InvalidQuery (naming each bad query), NotReady, Overloaded."""
-        if self._stopping:
-            raise NotReady("the router is shutting down")
-        classifier = self.classifier
-        if classifier is None:
-            raise NotReady("the router is still loading its models")
+        classifier = self._current()
         if not queries:
             raise InvalidQuery("requests is empty", "requests")
-        limit, setting = min(
-            (classifier.settings.router.max_batch_texts, "router.max_batch_texts"),
-            (self.settings.batching.max_queue, "batching.max_queue"),
-        )
+        limit, setting = classifier.batch_limit()
         if len(queries) > limit:
             raise InvalidQuery(
                 f"requests has {len(queries)} texts; the limit is {limit} ({setting}): "
@@ -111,12 +104,22 @@ class RouterApp:
             if not self._in_flight:
                 self._idle.set()
 
+    def _current(self) -> Classifier:
+        """The classifier a new call uses; NotReady while loading or shutting down."""
+        if self._stopping:
+            raise NotReady("the router is shutting down")
+        if self.classifier is None:
+            raise NotReady("the router is still loading its models")
+        return self.classifier
+
+    def index_info(self) -> IndexInfo:
+        """What this router serves (GetIndexInfo). Raises NotReady, NotIndexed."""
+        return self._current().index_info()
+
     async def start(self, bind: str | None = None) -> int:
-        add_to_server(RouterServicer(self.classify, self.metrics), self.server)
+        add_to_server(RouterServicer(self.classify, self.metrics, self.index_info), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), self.server)
         address = bind or self.settings.server.bind
         try:
             # A port that is not a number is caught here, before grpc logs its own lines.
