@@ -15,8 +15,10 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
+from qroute_client import AsyncClient, Client, FailedPrecondition, RetrievalMode, ZeroShotMethod
 from qroute_server.app import RouterApp
 
+from qroute.cli import main
 from qroute.config import Settings
 from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
@@ -135,6 +137,31 @@ async def test_index_info_counts_its_requests(serve_router: ServeRouter) -> None
     labels = {"method": "GetIndexInfo", "code": "OK"}
     registry = router.app.metrics.registry
     assert registry.get_sample_value("qroute_requests_total", labels) == 1.0
+
+
+async def test_the_clients_and_the_cli_read_index_info(
+    serve_router: ServeRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    router = await _router(serve_router)
+
+    def sync_call() -> Any:
+        with Client(router.address, timeout=10) as client:
+            return client.index_info()
+
+    info = await asyncio.to_thread(sync_call)
+    async with AsyncClient(router.address, timeout=10) as client:
+        assert await client.index_info() == info
+        answer = await client.classify("kospi index today")
+    assert info.labels == tuple(LABELS) and info.rows == len(ROWS)
+    assert info.retrieval_mode is RetrievalMode.DENSE
+    assert info.limits.max_text_chars == router.app.settings.router.max_text_chars
+    assert answer.zero_shot_method_kind is ZeroShotMethod.UNSPECIFIED
+
+    assert await asyncio.to_thread(main, ["info", "--address", router.address]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("index test_v1: 9 rows, 3 labels (dense; bag-of-words|dim=1024)")
+    assert "labels: finance, movie, weather" in printed
+    assert "thresholds never tuned" in printed
 
 
 # ------------------------------------------------------------------ zero-shot method
@@ -288,6 +315,21 @@ async def test_nothing_indexed_is_failed_precondition_naming_the_collection(
     assert (resource.resource_type, resource.resource_name) == ("qroute index", "test")
     assert "qroute index TABLE" in resource.description
     assert error_details_pb2.RetryInfo not in details  # retrying unchanged cannot help
+
+
+async def test_the_client_exposes_the_reason_and_the_cli_says_why(
+    unindexed: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, _ = unindexed
+    address = f"127.0.0.1:{app.port}"
+    async with AsyncClient(address, timeout=10) as client:
+        with pytest.raises(FailedPrecondition) as info:
+            await client.index_info()
+    assert (info.value.reason, info.value.domain) == ("NOT_INDEXED", "qroute")
+    assert info.value.retry_delay_s is None
+    assert await asyncio.to_thread(main, ["info", "--address", address]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qroute: FAILED_PRECONDITION: no index has been published yet")
 
 
 async def test_an_index_of_another_encoder_names_the_version(serve_router: ServeRouter) -> None:
