@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from qroute.errors import DeadlineExceeded
 from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
@@ -120,11 +121,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
                 await context.abort(status.code, status.message)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                status = Status(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    "the deadline passed before the work started",
-                )
-                await context.abort(status.code, status.message)
+                status = status_for(DeadlineExceeded("the deadline passed before the work started"))
+                await context.abort(status.code, status.message, status.trailing_metadata())
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             try:
                 predictions = await self._classify(to_queries(request), deadline)
