@@ -102,6 +102,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         # A broken client sends malformed requests at its full rate.
         self._malformed_log = _RateLimited(every_s=10.0)
 
+    def _malformed(self, request: Malformed) -> Status:
+        self._malformed_log.warning("malformed %s: %s", request.message, request.reason)
+        return Status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request does not parse as {request.message}: {request.reason}",
+        )
+
     async def _run(
         self,
         method: str,
@@ -113,11 +120,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         status = Status(grpc.StatusCode.OK, "")
         try:
             if isinstance(request, Malformed):
-                self._malformed_log.warning("malformed %s: %s", request.message, request.reason)
-                status = Status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request does not parse as {request.message}: {request.reason}",
-                )
+                status = self._malformed(request)
                 await context.abort(status.code, status.message)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
@@ -155,10 +158,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         status = Status(grpc.StatusCode.OK, "")
         try:
             if isinstance(request, Malformed):
-                status = Status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request does not parse as {request.message}: {request.reason}",
-                )
+                status = self._malformed(request)
                 await context.abort(status.code, status.message)
             try:
                 info = self._describe()

@@ -139,6 +139,17 @@ async def test_index_info_counts_its_requests(serve_router: ServeRouter) -> None
     assert registry.get_sample_value("qroute_requests_total", labels) == 1.0
 
 
+async def test_a_malformed_index_info_request_is_invalid_argument(
+    serve_router: ServeRouter,
+) -> None:
+    router = await _router(serve_router)
+    async with grpc.aio.insecure_channel(router.address) as channel:
+        call = channel.unary_unary("/qroute.v1.RouterService/GetIndexInfo")
+        error = await _fails(call(b"\x0a\x05ab", timeout=10))  # truncated bytes
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "qroute.v1.GetIndexInfoRequest" in (error.details() or "")
+
+
 async def test_the_clients_and_the_cli_read_index_info(
     serve_router: ServeRouter, capsys: pytest.CaptureFixture[str]
 ) -> None:
