@@ -120,7 +120,12 @@ class InvalidQuery(QrouteError):
 
 
 class NotIndexed(QrouteError):
-    pass
+    """No index version can be searched. ``resource`` names what is missing or
+    unusable: the collection nothing was published to, or the version."""
+
+    def __init__(self, message: str, resource: str = "") -> None:
+        super().__init__(message)
+        self.resource = resource
 
 
 class StoreUnavailable(QrouteError):

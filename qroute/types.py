@@ -12,9 +12,11 @@ __all__ = [
     "FallbackReason",
     "Group",
     "Hit",
+    "IndexInfo",
     "LabelScore",
     "Prediction",
     "Query",
+    "RequestLimits",
     "SparseVector",
     "Thresholds",
     "is_blank",
@@ -132,3 +134,29 @@ class Prediction:
     fallback_reasons: tuple[FallbackReason, ...] = ()
     top_labels: tuple[LabelScore, ...] = ()
     zero_shot_method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may carry; more is an InvalidQuery naming the setting."""
+
+    max_text_chars: int
+    max_batch_texts: int
+    max_allowed_labels: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexInfo:
+    """What a classifier serves: the index version and its labels, how it is searched
+    (``encoder_fingerprint``: what the similarities come from), the configuration and
+    the encoder its thresholds were tuned with ("" if never tuned), and the limits."""
+
+    index_version: str
+    labels: tuple[str, ...]
+    rows: int
+    retrieval_mode: str
+    encoder_fingerprint: str
+    config_version: str
+    tuned_encoder: str
+    uses_head: bool
+    limits: RequestLimits

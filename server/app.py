@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from qroute.config import Settings
 from qroute.errors import (
@@ -28,11 +27,12 @@ from qroute.errors import (
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
 from qroute.routing.router import Router
-from qroute.types import Prediction, Query
+from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2
 
 from .auth import TokenAuthInterceptor, TokenFile
 from .metrics import Metrics
+from .reflection import enable_reflection
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
 from .tls import CertificateFiles, is_loopback
@@ -86,6 +86,10 @@ class RouterApp:
         """What the servicer calls: the core Router's answer (see qroute.routing.router)."""
         return await self.router.classify(queries, deadline)
 
+    def index_info(self) -> IndexInfo:
+        """What this router serves (GetIndexInfo). Raises NotReady, NotIndexed."""
+        return self.router.current().index_info()
+
     async def start(self, bind: str | None = None) -> int:
         server = self.settings.server
         # Read before binding: a missing token or certificate file ends the start.
@@ -93,14 +97,17 @@ class RouterApp:
             self.tokens.load()
         credentials = CertificateFiles(server.tls).credentials() if server.tls.enabled else None
         add_to_server(
-            RouterServicer(self.classify, self.metrics, lambda: self.settings.router.return_texts),
+            RouterServicer(
+                self.classify,
+                self.metrics,
+                self.index_info,
+                lambda: self.settings.router.return_texts,
+            ),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if server.reflection_enabled:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-            )
+            enable_reflection((SERVICE_NAME, health.SERVICE_NAME), self.server)
         address = bind or server.bind
         try:
             # A port that is not a number is caught here, before grpc logs its own lines.

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qroute.types import Decision, FallbackReason, Hit, LabelScore, Prediction, Query
+from qroute.types import (
+    Decision,
+    FallbackReason,
+    Hit,
+    IndexInfo,
+    LabelScore,
+    Prediction,
+    Query,
+)
 from qroute.v1 import router_pb2 as pb
 
-__all__ = ["from_pb_query", "to_pb_prediction"]
+__all__ = ["from_pb_query", "to_pb_index_info", "to_pb_prediction"]
 
 _DECISION = {
     Decision.KNN: pb.DECISION_PATH_KNN,
@@ -19,6 +27,21 @@ _REASON = {
     FallbackReason.LOW_SIMILARITY: pb.FALLBACK_REASON_LOW_SIMILARITY,
     FallbackReason.AMBIGUOUS: pb.FALLBACK_REASON_AMBIGUOUS,
     FallbackReason.FEW_AGREEING: pb.FALLBACK_REASON_FEW_AGREEING,
+}
+
+
+# Prediction.zero_shot_method (the scorer's name) -> the enum; "" when none ran.
+_ZERO_SHOT = {
+    "": pb.ZERO_SHOT_METHOD_UNSPECIFIED,
+    "nli-independent": pb.ZERO_SHOT_METHOD_NLI,
+    "nli-single": pb.ZERO_SHOT_METHOD_NLI_SINGLE,
+    "embedding": pb.ZERO_SHOT_METHOD_EMBEDDING,
+}
+
+_RETRIEVAL = {
+    "dense": pb.RETRIEVAL_MODE_DENSE,
+    "lexical": pb.RETRIEVAL_MODE_LEXICAL,
+    "hybrid": pb.RETRIEVAL_MODE_HYBRID,
 }
 
 
@@ -68,5 +91,26 @@ def to_pb_prediction(prediction: Prediction, *, with_texts: bool) -> pb.Classify
         ),
         config_version=prediction.config_version,
         top_labels=_scores(prediction.top_labels),
+        # The deprecated string stays filled for clients that read it.
         zero_shot_method=prediction.zero_shot_method,
+        zero_shot_method_kind=_ZERO_SHOT[prediction.zero_shot_method],
+    )
+
+
+def to_pb_index_info(info: IndexInfo) -> pb.GetIndexInfoResponse:
+    return pb.GetIndexInfoResponse(
+        index_version=info.index_version,
+        labels=info.labels,
+        retrieval_mode=_RETRIEVAL[info.retrieval_mode],
+        encoder_fingerprint=info.encoder_fingerprint,
+        rows=info.rows,
+        label_count=len(info.labels),
+        config_version=info.config_version,
+        tuned_encoder_fingerprint=info.tuned_encoder,
+        limits=pb.RequestLimits(
+            max_text_chars=info.limits.max_text_chars,
+            max_batch_texts=info.limits.max_batch_texts,
+            max_allowed_labels=info.limits.max_allowed_labels,
+        ),
+        uses_head=info.uses_head,
     )

@@ -1,4 +1,5 @@
-"""RouterServicer: protobuf in, the router's classify, protobuf out. Nothing else.
+"""RouterServicer: protobuf in, the router's classify (or index info), protobuf out.
+Nothing else.
 
 Requests are parsed here, not by grpc: a request that does not parse (invalid UTF-8 in a
 string, truncated bytes) would otherwise surface as UNKNOWN with the parser's traceback
@@ -18,21 +19,24 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from qroute.types import Prediction, Query
+from qroute.errors import DeadlineExceeded
+from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
 
-from .convert import from_pb_query, to_pb_prediction
+from .convert import from_pb_query, to_pb_index_info, to_pb_prediction
 from .errors import Status, status_for
 from .metrics import Metrics
 
-__all__ = ["Classify", "Malformed", "RouterServicer", "add_to_server"]
+__all__ = ["Classify", "Describe", "Malformed", "RouterServicer", "add_to_server"]
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # (queries, deadline in loop.time() seconds or None) -> predictions
 Classify = Callable[[Sequence[Query], float | None], Awaitable[list[Prediction]]]
+# () -> what the router serves; raises NotReady, NotIndexed, ...
+Describe = Callable[[], IndexInfo]
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["RouterService"]
 
@@ -91,19 +95,29 @@ def add_to_server(servicer: RouterServicer, server: grpc.aio.Server) -> None:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
-    """``return_texts``: the current ``router.return_texts`` (hot-reloadable)."""
+    """``describe``: what GetIndexInfo answers; ``return_texts``: the current
+    ``router.return_texts`` (hot-reloadable)."""
 
     def __init__(
         self,
         classify: Classify,
         metrics: Metrics,
+        describe: Describe,
         return_texts: Callable[[], bool] = lambda: True,
     ) -> None:
         self._classify = classify
+        self._describe = describe
         self._metrics = metrics
         self._return_texts = return_texts
         # A broken client sends malformed requests at its full rate.
         self._malformed_log = _RateLimited(every_s=10.0)
+
+    def _malformed(self, request: Malformed) -> Status:
+        self._malformed_log.warning("malformed %s: %s", request.message, request.reason)
+        return Status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request does not parse as {request.message}: {request.reason}",
+        )
 
     async def _run(
         self,
@@ -116,19 +130,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         status = Status(grpc.StatusCode.OK, "")
         try:
             if isinstance(request, Malformed):
-                self._malformed_log.warning("malformed %s: %s", request.message, request.reason)
-                status = Status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request does not parse as {request.message}: {request.reason}",
-                )
+                status = self._malformed(request)
                 await context.abort(status.code, status.message)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                status = Status(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    "the deadline passed before the work started",
-                )
-                await context.abort(status.code, status.message)
+                status = status_for(DeadlineExceeded("the deadline passed before the work started"))
+                await context.abort(status.code, status.message, status.trailing_metadata())
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             try:
                 predictions = await self._classify(to_queries(request), deadline)
@@ -157,3 +164,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         return pb.ClassifyBatchResponse(
             responses=[to_pb_prediction(p, with_texts=with_texts) for p in predictions]
         )
+
+    async def GetIndexInfo(
+        self, request: pb.GetIndexInfoRequest | Malformed, context: Context
+    ) -> pb.GetIndexInfoResponse:
+        status = Status(grpc.StatusCode.OK, "")
+        try:
+            if isinstance(request, Malformed):
+                status = self._malformed(request)
+                await context.abort(status.code, status.message)
+            try:
+                info = self._describe()
+            except Exception as exc:  # mapped to a status code in server/errors.py
+                status = status_for(exc)
+                await context.abort(status.code, status.message, status.trailing_metadata())
+            return to_pb_index_info(info)
+        finally:
+            self._metrics.requests.labels("GetIndexInfo", status.code.name).inc()

@@ -1,6 +1,6 @@
-"""``qroute serve`` runs the router; ``classify`` and ``health`` ask a running one, through
-the client (``qroute_client``) with the address, TLS and token of ``client.*`` (default:
-dial ``server.bind``); flags override them."""
+"""``qroute serve`` runs the router; ``classify``, ``info`` and ``health`` ask a running
+one, through the client (``qroute_client``) with the address, TLS and token of
+``client.*`` (default: dial ``server.bind``); flags override them."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from qroute.cli.common import Command, settings_of, with_config
 from qroute.errors import ConfigError
 
 if TYPE_CHECKING:
-    from qroute_client import Classification, Client, LabelScore, QrouteClientError
+    from qroute_client import Classification, Client, IndexInfo, LabelScore, QrouteClientError
 
-__all__ = ["COMMANDS", "format_response"]
+__all__ = ["COMMANDS", "format_info", "format_response"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -132,6 +132,53 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _info_arguments(info: argparse.ArgumentParser) -> None:
+    _connection_arguments(info)
+    info.add_argument("--json", action="store_true", help="print GetIndexInfo's JSON")
+    info.add_argument("--timeout", type=float, help="seconds (default: client.timeout_s)")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from qroute_client import QrouteClientError
+
+    try:
+        with _client(args, args.timeout) as client:
+            info = client.index_info()
+    except QrouteClientError as exc:
+        print(f"qroute: {_describe(exc)}", file=sys.stderr)
+        return 1
+    print(format_info(info, as_json=args.json))
+    return 0
+
+
+def format_info(info: IndexInfo, *, as_json: bool) -> str:
+    """GetIndexInfo's answer: a few lines, or (``as_json``) the JSON of
+    ``qroute.v1.GetIndexInfoResponse`` with proto field names and full enum names."""
+    if as_json:
+        data = dataclasses.asdict(info)
+        data["retrieval_mode"] = f"RETRIEVAL_MODE_{info.retrieval_mode.value}"
+        return json.dumps(data, ensure_ascii=False)
+    limits = info.limits
+    tuned = info.tuned_encoder_fingerprint
+    if not tuned:
+        tuning = "thresholds never tuned (`qroute tune`)"
+    elif tuned == info.encoder_fingerprint:
+        tuning = "thresholds tuned with this encoder"
+    else:
+        tuning = f"thresholds tuned with {tuned!r}: re-run `qroute tune`"
+    head = ", linear head" if info.uses_head else ""
+    return "\n".join(
+        [
+            f"index {info.index_version}: {info.rows} rows, {info.label_count} labels "
+            f"({info.retrieval_mode.value.lower()}{head}; {info.encoder_fingerprint})",
+            f"  labels: {', '.join(info.labels)}",
+            f"  limits: {limits.max_text_chars} chars a text, {limits.max_batch_texts} texts "
+            f"a batch, {limits.max_allowed_labels} allowed_labels",
+            f"  config {info.config_version}; {tuning}",
+        ]
+    )
+
+
 def _describe(exc: QrouteClientError) -> str:
     """The error in one line, with each field violation the router attached."""
     from qroute_client import InvalidArgument
@@ -148,6 +195,7 @@ def _as_json(answer: Classification) -> dict[str, Any]:
     data = dataclasses.asdict(answer)
     data["path"] = f"DECISION_PATH_{answer.path.value}"
     data["fallback_reasons"] = [f"FALLBACK_REASON_{r.value}" for r in answer.fallback_reasons]
+    data["zero_shot_method_kind"] = f"ZERO_SHOT_METHOD_{answer.zero_shot_method_kind.value}"
     data["neighbours"] = [
         {key: value for key, value in n.items() if value is not None} for n in data["neighbours"]
     ]
@@ -196,5 +244,6 @@ def format_response(
 COMMANDS = (
     Command("serve", "run the gRPC router", with_config, _serve),
     Command("classify", "ask a running router to label texts", _classify_arguments, _classify),
+    Command("info", "what a running router serves: index, labels, limits", _info_arguments, _info),
     Command("health", "exit 0 when the router reports SERVING", _health_arguments, _health),
 )

@@ -39,9 +39,11 @@ from qroute.store.metadata import IndexMetadata
 from qroute.types import (
     Decision,
     Group,
+    IndexInfo,
     LabelScore,
     Prediction,
     Query,
+    RequestLimits,
     is_blank,
 )
 
@@ -59,6 +61,12 @@ class IndexState:
     labels: tuple[str, ...]
     lexicon: Lexicon | None = None
     head: LinearHead | None = None
+    # Examples (table rows) the version holds, as its metadata records.
+    rows: int = 0
+
+
+def _not_indexed(collection: str) -> NotIndexed:
+    return NotIndexed("no index has been published yet: run `qroute index TABLE`", collection)
 
 
 class Classifier:
@@ -220,6 +228,44 @@ class Classifier:
             labels=metadata.labels,
             lexicon=lexicon,
             head=head,
+            rows=metadata.rows,
+        )
+
+    def batch_limit(self) -> tuple[int, str]:
+        """The most queries one request may carry, and the setting that sets it: the
+        batcher's queue caps router.max_batch_texts, as a larger batch could never fit."""
+        return min(
+            (self.settings.router.max_batch_texts, "router.max_batch_texts"),
+            (self.settings.batching.max_queue, "batching.max_queue"),
+        )
+
+    def limits(self) -> RequestLimits:
+        router = self.settings.router
+        return RequestLimits(
+            max_text_chars=router.max_text_chars,
+            max_batch_texts=self.batch_limit()[0],
+            max_allowed_labels=router.max_allowed_labels,
+        )
+
+    def index_info(self) -> IndexInfo:
+        """What this classifier serves. Raises NotIndexed, or why the published version
+        could not be loaded (EncoderMismatch, StoreUnavailable), while none serves."""
+        index = self._index
+        if index is None:
+            if self._failure is not None:
+                raise self._failure.with_traceback(None)
+            raise _not_indexed(self.settings.store.collection)
+        tuned = self.settings.tuned
+        return IndexInfo(
+            index_version=index.version,
+            labels=index.labels,
+            rows=index.rows,
+            retrieval_mode=self.retriever.mode,
+            encoder_fingerprint=self.retriever.fingerprint,
+            config_version=self.config_version,
+            tuned_encoder=tuned.encoder if tuned is not None else "",
+            uses_head=index.head is not None and self.settings.router.use_head,
+            limits=self.limits(),
         )
 
     def validate(self, query: Query) -> None:
@@ -291,7 +337,7 @@ class Classifier:
             index = await self.refresh_index()
         for attempt in range(2):
             if index is None:
-                raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
+                raise _not_indexed(self.settings.store.collection)
             embedded = await loop.run_in_executor(
                 self._executor, self.retriever.embed, texts, index.lexicon
             )

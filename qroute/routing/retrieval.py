@@ -109,7 +109,8 @@ class Retriever:
                 raise EncoderMismatch(
                     f"index version {version} was built with {what}, but this router runs "
                     f"{self.encoder.fingerprint!r} ({self.mode} mode): re-index with this "
-                    "configuration, or restart the router with the index's"
+                    "configuration, or restart the router with the index's",
+                    version,
                 )
         if self.lexical is None:
             return None
@@ -120,7 +121,8 @@ class Retriever:
                 f"index version {version} was built with {what}, but this router's "
                 f"{self.mode} mode needs {self.lexical.fingerprint!r}: re-index with "
                 "this configuration (`qroute index TABLE`), or restart the router with "
-                "the index's retrieval settings"
+                "the index's retrieval settings",
+                version,
             )
         return Lexicon.from_metadata(metadata.lexicon)
 

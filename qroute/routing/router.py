@@ -35,7 +35,6 @@ class Router:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._classifier: Classifier | None = None
-        self._max_queue = batching.max_queue
         self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
             self._run,
             max_batch_size=batching.max_batch_size,
@@ -53,6 +52,14 @@ class Router:
     def classifier(self) -> Classifier | None:
         return self._classifier
 
+    def current(self) -> Classifier:
+        """The classifier a new request uses; NotReady while loading or shutting down."""
+        if not self._accepting:
+            raise NotReady("the router is shutting down")
+        if self._classifier is None:
+            raise NotReady("the router is still loading its models")
+        return self._classifier
+
     def install(self, classifier: Classifier) -> None:
         """Serve with ``classifier`` from the next batch on."""
         self._classifier = classifier
@@ -63,19 +70,10 @@ class Router:
     async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
         """The predictions for one request's queries (``deadline`` in loop.time()
         seconds, or None)."""
-        if not self._accepting:
-            raise NotReady("the router is shutting down")
-        classifier = self._classifier
-        if classifier is None:
-            raise NotReady("the router is still loading its models")
+        classifier = self.current()
         if not queries:
             raise InvalidQuery("requests is empty", "requests")
-        # A batch over the queue's size could never be queued: that is the caller's
-        # request, not an overload.
-        limit, setting = min(
-            (classifier.settings.router.max_batch_texts, "router.max_batch_texts"),
-            (self._max_queue, "batching.max_queue"),
-        )
+        limit, setting = classifier.batch_limit()
         if len(queries) > limit:
             raise InvalidQuery(
                 f"requests has {len(queries)} texts; the limit is {limit} ({setting}): "

@@ -20,6 +20,20 @@ class FallbackReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FALLBACK_REASON_LOW_SIMILARITY: _ClassVar[FallbackReason]
     FALLBACK_REASON_AMBIGUOUS: _ClassVar[FallbackReason]
     FALLBACK_REASON_FEW_AGREEING: _ClassVar[FallbackReason]
+
+class ZeroShotMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ZERO_SHOT_METHOD_UNSPECIFIED: _ClassVar[ZeroShotMethod]
+    ZERO_SHOT_METHOD_NLI: _ClassVar[ZeroShotMethod]
+    ZERO_SHOT_METHOD_NLI_SINGLE: _ClassVar[ZeroShotMethod]
+    ZERO_SHOT_METHOD_EMBEDDING: _ClassVar[ZeroShotMethod]
+
+class RetrievalMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_MODE_UNSPECIFIED: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_DENSE: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_LEXICAL: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_HYBRID: _ClassVar[RetrievalMode]
 DECISION_PATH_UNSPECIFIED: DecisionPath
 DECISION_PATH_KNN: DecisionPath
 DECISION_PATH_ZERO_SHOT: DecisionPath
@@ -28,6 +42,14 @@ FALLBACK_REASON_UNSPECIFIED: FallbackReason
 FALLBACK_REASON_LOW_SIMILARITY: FallbackReason
 FALLBACK_REASON_AMBIGUOUS: FallbackReason
 FALLBACK_REASON_FEW_AGREEING: FallbackReason
+ZERO_SHOT_METHOD_UNSPECIFIED: ZeroShotMethod
+ZERO_SHOT_METHOD_NLI: ZeroShotMethod
+ZERO_SHOT_METHOD_NLI_SINGLE: ZeroShotMethod
+ZERO_SHOT_METHOD_EMBEDDING: ZeroShotMethod
+RETRIEVAL_MODE_UNSPECIFIED: RetrievalMode
+RETRIEVAL_MODE_DENSE: RetrievalMode
+RETRIEVAL_MODE_LEXICAL: RetrievalMode
+RETRIEVAL_MODE_HYBRID: RetrievalMode
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("text", "allowed_labels", "top_labels")
@@ -82,7 +104,7 @@ class Thresholds(_message.Message):
     def __init__(self, similarity: _Optional[float] = ..., margin: _Optional[float] = ..., min_agreeing: _Optional[int] = ..., zero_shot: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method")
+    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method", "zero_shot_method_kind")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +118,7 @@ class ClassifyResponse(_message.Message):
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOP_LABELS_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_METHOD_KIND_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     path: DecisionPath
@@ -109,10 +132,49 @@ class ClassifyResponse(_message.Message):
     config_version: str
     top_labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
     zero_shot_method: str
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ...) -> None: ...
+    zero_shot_method_kind: ZeroShotMethod
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ..., zero_shot_method_kind: _Optional[_Union[ZeroShotMethod, str]] = ...) -> None: ...
 
 class ClassifyBatchResponse(_message.Message):
     __slots__ = ("responses",)
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     responses: _containers.RepeatedCompositeFieldContainer[ClassifyResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[ClassifyResponse, _Mapping]]] = ...) -> None: ...
+
+class GetIndexInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RequestLimits(_message.Message):
+    __slots__ = ("max_text_chars", "max_batch_texts", "max_allowed_labels")
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALLOWED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    max_text_chars: int
+    max_batch_texts: int
+    max_allowed_labels: int
+    def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_allowed_labels: _Optional[int] = ...) -> None: ...
+
+class GetIndexInfoResponse(_message.Message):
+    __slots__ = ("index_version", "labels", "retrieval_mode", "encoder_fingerprint", "rows", "label_count", "config_version", "tuned_encoder_fingerprint", "limits", "uses_head")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_MODE_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TUNED_ENCODER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    USES_HEAD_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    retrieval_mode: RetrievalMode
+    encoder_fingerprint: str
+    rows: int
+    label_count: int
+    config_version: str
+    tuned_encoder_fingerprint: str
+    limits: RequestLimits
+    uses_head: bool
+    def __init__(self, index_version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., retrieval_mode: _Optional[_Union[RetrievalMode, str]] = ..., encoder_fingerprint: _Optional[str] = ..., rows: _Optional[int] = ..., label_count: _Optional[int] = ..., config_version: _Optional[str] = ..., tuned_encoder_fingerprint: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., uses_head: _Optional[bool] = ...) -> None: ...

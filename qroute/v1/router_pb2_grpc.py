@@ -35,7 +35,17 @@ class RouterServiceStub:
     names the field, and the status details carry a google.rpc.BadRequest with one field
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
-    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
+    published one was built with another encoder.
+
+    Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
+    UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
+    reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
+    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
+    was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
+    UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
+    retrying. (UNAVAILABLE from the channel itself, with no router reached, has none.)
     """
 
     def __init__(self, channel):
@@ -54,6 +64,11 @@ class RouterServiceStub:
                 request_serializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.SerializeToString,
                 response_deserializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.FromString,
                 _registered_method=True)
+        self.GetIndexInfo = channel.unary_unary(
+                '/qroute.v1.RouterService/GetIndexInfo',
+                request_serializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.SerializeToString,
+                response_deserializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -66,17 +81,37 @@ class RouterServiceServicer:
     names the field, and the status details carry a google.rpc.BadRequest with one field
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
-    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
+    published one was built with another encoder.
+
+    Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
+    UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
+    reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
+    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
+    was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
+    UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
+    retrying. (UNAVAILABLE from the channel itself, with no router reached, has none.)
     """
 
     def Classify(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Labels one text.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ClassifyBatch(self, request, context):
         """Classifies every text in one call; responses come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIndexInfo(self, request, context):
+        """Describes the index version being served, the configuration and the request
+        limits, so that a client can size its batches and check its labels before it
+        calls Classify. FAILED_PRECONDITION while no index is being served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +129,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ClassifyBatch,
                     request_deserializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.FromString,
                     response_serializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.SerializeToString,
+            ),
+            'GetIndexInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIndexInfo,
+                    request_deserializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.FromString,
+                    response_serializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -113,7 +153,17 @@ class RouterService:
     names the field, and the status details carry a google.rpc.BadRequest with one field
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
-    cannot reach its store. FAILED_PRECONDITION: no index has been published yet.
+    cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
+    published one was built with another encoder.
+
+    Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
+    UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
+    reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
+    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
+    was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
+    UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
+    retrying. (UNAVAILABLE from the channel itself, with no router reached, has none.)
     """
 
     @staticmethod
@@ -160,6 +210,33 @@ class RouterService:
             '/qroute.v1.RouterService/ClassifyBatch',
             qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.SerializeToString,
             qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIndexInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qroute.v1.RouterService/GetIndexInfo',
+            qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.SerializeToString,
+            qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

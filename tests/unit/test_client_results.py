@@ -7,10 +7,10 @@ import dataclasses
 import json
 
 from google.protobuf import json_format
-from qroute_client import Classification, DecisionPath, FallbackReason
+from qroute_client import Classification, DecisionPath, FallbackReason, IndexInfo
 from qroute_client.v1 import router_pb2 as pb
 
-from qroute.cli.router import format_response
+from qroute.cli.router import format_info, format_response
 
 
 def _response() -> pb.ClassifyResponse:
@@ -41,6 +41,7 @@ def _response() -> pb.ClassifyResponse:
             pb.LabelScore(label="날씨", score=0.1),
         ],
         zero_shot_method="nli-independent",
+        zero_shot_method_kind=pb.ZERO_SHOT_METHOD_NLI,
     )
 
 
@@ -75,3 +76,27 @@ def test_explain_names_the_decision() -> None:
     assert "q\n  -> 금융  [ZERO_SHOT, confidence 0.91, index idx_v3]" in text
     assert "fallback reasons: LOW_SIMILARITY, AMBIGUOUS" in text
     assert "0.600 (dense 0.550, lexical 0.800)  날씨" in text
+
+
+def test_index_info_json_is_protobufs_json_mapping() -> None:
+    response = pb.GetIndexInfoResponse(
+        index_version="idx_v3",
+        labels=["금융", "날씨"],
+        retrieval_mode=pb.RETRIEVAL_MODE_HYBRID,
+        encoder_fingerprint="hybrid:e+l",
+        rows=12,
+        label_count=2,
+        config_version="abc",
+        limits=pb.RequestLimits(max_text_chars=10, max_batch_texts=20, max_allowed_labels=30),
+    )
+    printed = json.loads(format_info(IndexInfo.from_pb(response), as_json=True))
+    expected = json_format.MessageToDict(
+        response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
+    expected["rows"] = int(expected["rows"])  # int64 is a string in proto JSON
+    assert printed == expected
+
+
+def test_every_index_info_field_has_a_result_field() -> None:
+    fields = {f.name for f in dataclasses.fields(IndexInfo)}
+    assert fields == {f.name for f in pb.GetIndexInfoResponse.DESCRIPTOR.fields}

@@ -22,9 +22,13 @@ from qroute_client.results import (
     Classification,
     DecisionPath,
     FallbackReason,
+    IndexInfo,
     LabelScore,
     Neighbour,
+    RequestLimits,
+    RetrievalMode,
     Thresholds,
+    ZeroShotMethod,
 )
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "FailedPrecondition",
     "FallbackReason",
     "FieldViolation",
+    "IndexInfo",
     "Internal",
     "InvalidArgument",
     "LabelScore",
@@ -44,9 +49,12 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "QrouteClientError",
+    "RequestLimits",
     "ResourceExhausted",
+    "RetrievalMode",
     "Thresholds",
     "Unauthenticated",
     "Unavailable",
+    "ZeroShotMethod",
     "service_config",
 ]

@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qroute_client.errors import from_rpc_error
-from qroute_client.results import Classification
+from qroute_client.results import Classification, IndexInfo
 from qroute_client.v1 import router_pb2 as pb
 from qroute_client.v1 import router_pb2_grpc
 
@@ -253,6 +253,19 @@ class Client(_Connection):
             raise from_rpc_error(exc) from None
         return [Classification.from_pb(r) for r in response.responses]
 
+    def index_info(self, *, timeout: float | None = None) -> IndexInfo:
+        """The index version served, its labels, the configuration and the request
+        limits (GetIndexInfo). FailedPrecondition while no index is served."""
+        try:
+            response = self._stub.GetIndexInfo(
+                pb.GetIndexInfoRequest(),
+                timeout=self._options.deadline(timeout),
+                metadata=self._options.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return IndexInfo.from_pb(response)
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The ``grpc.health.v1`` status name: SERVING, NOT_SERVING, ..."""
         try:
@@ -328,6 +341,17 @@ class AsyncClient(_Connection):
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return [Classification.from_pb(r) for r in response.responses]
+
+    async def index_info(self, *, timeout: float | None = None) -> IndexInfo:
+        try:
+            response = await self._stub.GetIndexInfo(
+                pb.GetIndexInfoRequest(),
+                timeout=self._options.deadline(timeout),
+                metadata=self._options.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return IndexInfo.from_pb(response)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         try:

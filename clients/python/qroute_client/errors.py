@@ -62,6 +62,19 @@ class QrouteClientError(Exception):
             return None
         return float(info.retry_delay.ToTimedelta().total_seconds())
 
+    @property
+    def reason(self) -> str:
+        """The ``google.rpc.ErrorInfo`` reason (``NOT_INDEXED``, ``OVERLOADED``, ...;
+        docs/clients.md lists them), or "" where the status carried none."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return info.reason if isinstance(info, error_details_pb2.ErrorInfo) else ""
+
+    @property
+    def domain(self) -> str:
+        """The ``google.rpc.ErrorInfo`` domain (``qroute`` for the router's own)."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return info.domain if isinstance(info, error_details_pb2.ErrorInfo) else ""
+
 
 class InvalidArgument(QrouteClientError):
     """The request was refused as it stands (empty text, unknown label, ...)."""

@@ -14,9 +14,13 @@ __all__ = [
     "Classification",
     "DecisionPath",
     "FallbackReason",
+    "IndexInfo",
     "LabelScore",
     "Neighbour",
+    "RequestLimits",
+    "RetrievalMode",
     "Thresholds",
+    "ZeroShotMethod",
 ]
 
 
@@ -38,7 +42,26 @@ class FallbackReason(enum.StrEnum):
     FEW_AGREEING = "FEW_AGREEING"
 
 
-_Enum = TypeVar("_Enum", DecisionPath, FallbackReason)
+class ZeroShotMethod(enum.StrEnum):
+    """The zero-shot scorer that ran (``ZERO_SHOT_METHOD_*`` without the prefix);
+    UNSPECIFIED when none ran."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    NLI = "NLI"
+    NLI_SINGLE = "NLI_SINGLE"
+    EMBEDDING = "EMBEDDING"
+
+
+class RetrievalMode(enum.StrEnum):
+    """How the index is searched (``RETRIEVAL_MODE_*`` without the prefix)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    DENSE = "DENSE"
+    LEXICAL = "LEXICAL"
+    HYBRID = "HYBRID"
+
+
+_Enum = TypeVar("_Enum", DecisionPath, FallbackReason, ZeroShotMethod, RetrievalMode)
 
 
 def _enum(kind: type[_Enum], wrapper: object, value: int, prefix: str) -> _Enum:
@@ -140,7 +163,9 @@ class Classification:
     thresholds: Thresholds
     config_version: str
     top_labels: tuple[LabelScore, ...]
+    # The scorer's name ("nli-independent", ...): the deprecated string of the wire.
     zero_shot_method: str
+    zero_shot_method_kind: ZeroShotMethod
 
     @classmethod
     def from_pb(cls, message: pb.ClassifyResponse) -> Classification:
@@ -161,4 +186,58 @@ class Classification:
             config_version=message.config_version,
             top_labels=_scores(message.top_labels),
             zero_shot_method=message.zero_shot_method,
+            zero_shot_method_kind=_enum(
+                ZeroShotMethod,
+                pb.ZeroShotMethod,
+                message.zero_shot_method_kind,
+                "ZERO_SHOT_METHOD_",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may carry; more is refused with InvalidArgument."""
+
+    max_text_chars: int
+    # Texts in one classify_batch.
+    max_batch_texts: int
+    max_allowed_labels: int
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the router serves; the fields mirror ``qroute.v1.GetIndexInfoResponse``."""
+
+    index_version: str
+    labels: tuple[str, ...]
+    retrieval_mode: RetrievalMode
+    encoder_fingerprint: str
+    rows: int
+    label_count: int
+    config_version: str
+    # Empty when the thresholds were never tuned (``qroute tune``).
+    tuned_encoder_fingerprint: str
+    limits: RequestLimits
+    uses_head: bool
+
+    @classmethod
+    def from_pb(cls, message: pb.GetIndexInfoResponse) -> IndexInfo:
+        return cls(
+            index_version=message.index_version,
+            labels=tuple(message.labels),
+            retrieval_mode=_enum(
+                RetrievalMode, pb.RetrievalMode, message.retrieval_mode, "RETRIEVAL_MODE_"
+            ),
+            encoder_fingerprint=message.encoder_fingerprint,
+            rows=message.rows,
+            label_count=message.label_count,
+            config_version=message.config_version,
+            tuned_encoder_fingerprint=message.tuned_encoder_fingerprint,
+            limits=RequestLimits(
+                max_text_chars=message.limits.max_text_chars,
+                max_batch_texts=message.limits.max_batch_texts,
+                max_allowed_labels=message.limits.max_allowed_labels,
+            ),
+            uses_head=message.uses_head,
         )
