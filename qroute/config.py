@@ -17,6 +17,7 @@ keeps the running values and says so (``Settings.reloaded`` is the one place tha
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,6 +87,10 @@ class LexicalSettings(_Section):
     jamo: bool = False
     # Terms are hashed into this many dimensions.
     dimensions: int = Field(2**20, ge=1024, le=2**31)
+    # What the terms are: char (character n-grams), morph (Korean morphemes from
+    # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both,
+    # hashed into the same dimensions).
+    analyzer: Literal["char", "morph", "char+morph"] = "char"
 
     @model_validator(mode="after")
     def _range(self) -> LexicalSettings:
@@ -186,6 +191,34 @@ class RouterSettings(_Section):
     max_batch_texts: int = Field(256, ge=1)
     # Labels one request's allowed_labels may list; more is INVALID_ARGUMENT.
     max_allowed_labels: int = Field(1000, ge=1)
+    # Calibration written by ``qroute tune``: per decision path ("knn": the vote share,
+    # "head": the head's probability, "zero_shot": the zero-shot score), (score,
+    # probability of being right) knots, interpolated piecewise-linearly. A response's
+    # confidence is that probability where its path has knots.
+    calibration: dict[Literal["knn", "head", "zero_shot"], list[tuple[float, float]]] = Field(
+        default_factory=dict
+    )
+    # Answer only when the (calibrated) confidence reaches this: below it the kNN answer
+    # goes to the fallback, a zero-shot answer becomes NO_MATCH. 0: off.
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("calibration")
+    @classmethod
+    def _monotone_knots(
+        cls, value: dict[str, list[tuple[float, float]]]
+    ) -> dict[str, list[tuple[float, float]]]:
+        for path, knots in value.items():
+            xs = [x for x, _ in knots]
+            ys = [y for _, y in knots]
+            if any(b <= a for a, b in itertools.pairwise(xs)):
+                raise ValueError(f"calibration.{path}: scores must increase strictly")
+            if any(b < a for a, b in itertools.pairwise(ys)) or not all(
+                0.0 <= y <= 1.0 for y in ys
+            ):
+                raise ValueError(
+                    f"calibration.{path}: probabilities must be in [0, 1] and never decrease"
+                )
+        return value
 
     @field_validator("label_thresholds")
     @classmethod
@@ -273,6 +306,10 @@ class TableSettings(_Section):
     on_duplicate: Policy = "skip"
     on_conflicting_labels: Policy = "error"
     on_rare_label: Policy = "warn"
+    # The label that marks out-of-scope rows (e.g. "oos"): they are indexed so the head
+    # learns a none class, but the vote never answers it; a query whose head picks it,
+    # or whose nearest labels are all it, is NO_MATCH. None: every label is a label.
+    none_label: str | None = None
 
 
 class IndexSettings(_Section):
@@ -302,7 +339,12 @@ class TunedSettings(_Section):
     objective: str = ""
     data: str = ""
     at: str = ""
+    # Point estimates: with cross-validation, pooled over the held-out folds.
     figures: dict[str, float | None] = Field(default_factory=dict)
+    # The expected range of each figure on unseen data: figure -> [low, high] (95%
+    # Wilson score interval of the pooled held-out figure).
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    folds: int = 0
 
 
 class ServerSettings(_Section):

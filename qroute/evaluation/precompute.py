@@ -39,6 +39,16 @@ class Precomputed:
         self.zero_shot += other.zero_shot
         self.head += other.head
 
+    def subset(self, rows: Sequence[int]) -> Precomputed:
+        """These queries only (a cross-validation fold)."""
+        return Precomputed(
+            [self.truth[i] for i in rows],
+            [self.groups[i] for i in rows],
+            [self.zero_shot[i] for i in rows],
+            self.method,
+            [self.head[i] for i in rows] if self.head else [],
+        )
+
     def label_ids(self) -> dict[str, int]:
         """Every label the sweep may meet, numbered in name order."""
         labels = {g.label for gs in self.groups for g in gs} | set(self.truth)

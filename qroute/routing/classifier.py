@@ -33,7 +33,7 @@ from qroute.errors import (
 )
 from qroute.routing.head import LinearHead
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
-from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
+from qroute.routing.vote import Vote, calibrate, shares, take_vote, zero_shot_accepts
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
 from qroute.types import (
@@ -328,10 +328,11 @@ class Classifier:
 
     def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
         settings = self.settings.zero_shot
+        none = self.settings.table.none_label
         if settings.candidates == "all" or not vote.scores:
-            labels = query.allowed_labels or index.labels
+            labels = [label for label in query.allowed_labels or index.labels if label != none]
         else:
-            labels = tuple(s.label for s in vote.scores[: settings.top_n])
+            labels = [s.label for s in vote.scores if s.label != none][: settings.top_n]
         return tuple(labels)
 
     async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
@@ -349,12 +350,14 @@ class Classifier:
         heads = await self.head_scores(index, embedded, [q.allowed_labels for q in queries])
         router_settings, zero_shot_settings = self.settings.router, self.settings.zero_shot
         votes = [
-            take_vote(groups, router_settings, zero_shot_settings, h)
+            take_vote(
+                groups, router_settings, zero_shot_settings, h, self.settings.table.none_label
+            )
             for groups, h in zip(found, heads, strict=True)
         ]
 
         scorer = self.zero_shot
-        fallback = [i for i, vote in enumerate(votes) if vote.reasons]
+        fallback = [i for i, vote in enumerate(votes) if vote.reasons and not vote.none]
         zero_shot: dict[int, list[LabelScore]] = {}
         if scorer is not None and fallback:
             items = [
@@ -390,9 +393,12 @@ class Classifier:
         top_n = max(query.top_labels, 1)
         label: str | None
         if not vote.reasons:
-            decision, label, confidence = Decision.KNN, knn_shares[0].label, knn_shares[0].score
+            decision, label, confidence = Decision.KNN, knn_shares[0].label, vote.confidence
             path = "head" if vote.head else "kNN"
             reason, top = f"{path}: {vote.detail}", knn_shares[:top_n]
+        elif vote.none:
+            decision, label, confidence = Decision.NO_MATCH, None, knn_shares[0].score
+            reason, top, method = vote.detail, knn_shares[:top_n], ""
         elif zero_shot is None:
             decision, label, confidence = Decision.NO_MATCH, None, 0.0
             reason, top, method = f"{vote.detail}; zero-shot is off", knn_shares[:top_n], ""
@@ -400,13 +406,24 @@ class Classifier:
             threshold = settings.zero_shot.threshold
             best = zero_shot[0] if zero_shot else LabelScore("", 0.0)
             single = method == "nli-single"
-            if zero_shot and zero_shot_accepts(best.score, threshold, single):
-                decision, label, confidence = Decision.ZERO_SHOT, best.label, best.score
+            knots = settings.router.calibration.get("zero_shot")
+            least = settings.router.min_confidence
+            if zero_shot and zero_shot_accepts(best.score, threshold, single, knots, least):
+                confidence = float(calibrate(best.score, knots))
+                decision, label = Decision.ZERO_SHOT, best.label
                 rule = "single-label mode" if single else f">= {threshold:.3f}"
                 verdict = f"{method} {best.score:.3f} for {best.label!r} ({rule})"
             else:
                 decision, label, confidence = Decision.NO_MATCH, None, 1.0 - best.score
-                verdict = f"best {method} score {best.score:.3f} < {threshold:.3f}: none of these"
+                if zero_shot and zero_shot_accepts(best.score, threshold, single):
+                    verdict = (
+                        f"{method} {best.score:.3f} for {best.label!r}: confidence "
+                        f"{calibrate(best.score, knots):.3f} < min_confidence {least:.3f}"
+                    )
+                else:
+                    verdict = (
+                        f"best {method} score {best.score:.3f} < {threshold:.3f}: none of these"
+                    )
             reason = f"{vote.detail}; {verdict} among {len(zero_shot)} candidate labels"
             top = zero_shot[:top_n]
         neighbours = sorted(
