@@ -193,7 +193,8 @@ class _Trial:
         return replay(a, thresholds, margin, self.min_agreeing, z, self.single, self.method)
 
     def right(self, pred: np.ndarray) -> np.ndarray:
-        return np.where(self.oos, pred == -1, pred == self.truth)
+        right: np.ndarray = np.where(self.oos, pred == -1, pred == self.truth)
+        return right
 
     def run(
         self, a: VoteArrays, thresholds: np.ndarray, margin: float, z: float

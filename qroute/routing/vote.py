@@ -292,7 +292,7 @@ def replay(
     zs_threshold: float,
     single: bool,
     method: str,
-    calibration: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    calibration: Mapping[Any, Sequence[tuple[float, float]]] | None = None,
     min_confidence: float = 0.0,
 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
     """The decision for every query at once, ``thresholds`` per query: (predicted label
