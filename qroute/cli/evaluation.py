@@ -53,31 +53,34 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.evaluation.plots import plot_confusion, plot_curve
-    from qroute.evaluation.precompute import precompute
-    from qroute.evaluation.run import evaluate
-    from qroute.evaluation.tune import sweep
+    from qroute.evaluation.plots import plot_confusion, plot_curve, plot_reliability
+    from qroute.evaluation.run import evaluate_once
+    from qroute.evaluation.tune import expected_calibration_error, sweep
     from qroute.routing.classifier import Classifier
 
     examples, table = _read_labelled(args.data, settings)
+    oos_label = args.oos_label or settings.table.none_label
+    args.oos_label = oos_label
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
         warning = classifier.tuning_warning()
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-        result, _ = await evaluate(
-            classifier, examples, oos_label=args.oos_label, progress=not args.no_progress
+        once = await evaluate_once(
+            classifier, examples, oos_label=oos_label, progress=not args.no_progress
         )
+        result, pre = once.result, once.pre
         router = settings.router
-        pre = await precompute(classifier, examples, k_max=router.k, progress=not args.no_progress)
         fallback = await _fallback_figures(classifier, examples, result, args)
     finally:
         await classifier.close()
+    ece, bins = expected_calibration_error(once.confidence, once.right, bins=15)
     curve = sweep(
         pre,
         router,
         settings.zero_shot,
-        oos_label=args.oos_label,
+        oos_label=oos_label,
+        none_label=settings.table.none_label,
         ks=[router.k],
         margins=[router.min_margin],
         zero_shot_thresholds=[settings.zero_shot.threshold],
@@ -89,6 +92,15 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     report["table"] = {"rows": table.rows, "evaluated": len(examples), "left_out": table.dropped()}
     if fallback:
         report["fallback"] = fallback
+    report["calibration"] = {
+        "ece": round(ece, 4),
+        "bins": 15,
+        "answered": len(once.confidence),
+        "calibrated": sorted(router.calibration),
+        "reliability": [
+            {"confidence": round(c, 4), "accuracy": round(a, 4), "rows": n} for c, a, n in bins
+        ],
+    }
     (out / "eval.json").write_text(
         json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -102,7 +114,13 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
         mark=router.similarity_threshold,
     )
     (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
+    plot_reliability(bins, ece, out / "reliability.png")
     print(result.render())
+    calibrated = ", ".join(sorted(router.calibration)) or "none: uncalibrated"
+    print(
+        f"expected calibration error {ece:.4f} over {len(once.confidence)} answers "
+        f"(calibrated paths: {calibrated})"
+    )
     for row in fallback:
         print(
             f"fallback {row['nli_model']}: zero-shot path accuracy {row['zero_shot_path_accuracy']}"
@@ -115,7 +133,10 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}")
+    print(
+        f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}, "
+        f"{out / 'reliability.png'}"
+    )
     return 0
 
 

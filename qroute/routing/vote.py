@@ -25,6 +25,7 @@ from qroute.types import FallbackReason, Group, LabelScore, Thresholds
 __all__ = [
     "Vote",
     "VoteArrays",
+    "answer_confidence",
     "calibrate",
     "label_scores",
     "leave_reasons",
@@ -284,6 +285,24 @@ def vote_arrays(
     return out
 
 
+def answer_confidence(
+    a: VoteArrays,
+    used: npt.NDArray[np.bool_],
+    calibration: Mapping[Any, Sequence[tuple[float, float]]] | None,
+) -> FloatArray:
+    """Each query's answer confidence, as the classifier reports it: the calibrated
+    zero-shot score where the zero-shot scorer answered (``used``), else the calibrated
+    vote share (head probability where the head picked)."""
+    calibration = calibration or {}
+    knn = np.where(
+        a.via_head,
+        calibrate(a.share, calibration.get("head")),
+        calibrate(a.share, calibration.get("knn")),
+    )
+    out: FloatArray = np.where(used, calibrate(a.zs_score, calibration.get("zero_shot")), knn)
+    return out
+
+
 def replay(
     a: VoteArrays,
     thresholds: FloatArray,
@@ -302,11 +321,7 @@ def replay(
     low, ambiguous, few = leave_reasons(
         a.best, a.margin, agreeing, thresholds, margin, min_agreeing
     )
-    confidence = np.where(
-        a.via_head,
-        calibrate(a.share, calibration.get("head")),
-        calibrate(a.share, calibration.get("knn")),
-    )
+    confidence = answer_confidence(a, np.zeros(len(a.winner), dtype=bool), calibration)
     leave = (low | ambiguous | few | (confidence < min_confidence)) & ~a.none
     if not method:
         zs_answer = np.full_like(a.winner, -1)
