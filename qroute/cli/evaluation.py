@@ -311,6 +311,12 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
         )
         index = classifier.index
         fingerprint = classifier.retriever.fingerprint
+        if pre.reused:
+            print(
+                f"searched {pre.reused} of {len(examples)} rows with their stored vectors "
+                "(no re-encoding)",
+                file=sys.stderr,
+            )
     finally:
         await classifier.close()
     if args.cross_validate and index is not None and index.head and settings.router.use_head:

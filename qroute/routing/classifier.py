@@ -278,9 +278,11 @@ class Classifier:
         *,
         groups: int,
         group_size: int,
+        embedded: Embedded | None = None,
     ) -> tuple[IndexState, Embedded, list[list[Group]]]:
-        """Embed ``texts`` (on the model thread) and find their label groups in the
-        published version, following it if the indexer replaced it meanwhile."""
+        """Embed ``texts`` (on the model thread; ``embedded``: already done) and find
+        their label groups in the published version, following it if the indexer
+        replaced it meanwhile."""
         loop = asyncio.get_running_loop()
         index = self._index
         if index is None:
@@ -292,9 +294,10 @@ class Classifier:
         for attempt in range(2):
             if index is None:
                 raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
-            embedded = await loop.run_in_executor(
-                self._executor, self.retriever.embed, texts, index.lexicon
-            )
+            if embedded is None or attempt:
+                embedded = await loop.run_in_executor(
+                    self._executor, self.retriever.embed, texts, index.lexicon
+                )
             try:
                 found = await self.retriever.search_groups(
                     self.store,

@@ -247,3 +247,29 @@ async def test_eval_searches_each_row_once_and_scores_as_the_classifier(
     assert once.result.accuracy == served.accuracy
     assert once.result.per_path == served.per_path
     assert len(once.confidence) == round(served.coverage * len(examples))
+
+
+async def test_leave_one_out_searches_with_the_stored_vectors_not_the_encoder(
+    indexed: tuple[Settings, Classifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qroute.evaluation import precompute as module
+
+    settings, classifier = indexed
+    examples = read_table(_table(Path(settings.store.location).parent / "rows.csv", ROWS))
+    encoder = classifier.retriever.encoder
+    assert isinstance(encoder, BagOfWordsEncoder)
+    encoder.calls.clear()
+    reused = await precompute(classifier, examples, k_max=3, leave_one_out=True, progress=False)
+    assert encoder.calls == [] and reused.reused == len(examples)
+
+    async def nothing_stored(*args: object) -> None:
+        return None
+
+    monkeypatch.setattr(module, "_stored", nothing_stored)
+    encoded = await precompute(classifier, examples, k_max=3, leave_one_out=True, progress=False)
+    assert sum(len(c) for c in encoder.calls) == len(examples) and encoded.reused == 0
+    # The same neighbours either way: the stored vector is the one the encoder gives.
+    for a, b in zip(reused.groups, encoded.groups, strict=True):
+        assert [(g.label, [round(h.similarity, 5) for h in g.hits]) for g in a] == [
+            (g.label, [round(h.similarity, 5) for h in g.hits]) for g in b
+        ]
