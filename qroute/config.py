@@ -307,8 +307,8 @@ class TableSettings(_Section):
     on_conflicting_labels: Policy = "error"
     on_rare_label: Policy = "warn"
     # The label that marks out-of-scope rows (e.g. "oos"): they are indexed so the head
-    # learns a none class, but the vote never answers it; a query whose head picks it,
-    # or whose nearest labels are all it, is NO_MATCH. None: every label is a label.
+    # learns a none class, but it never votes and is never answered: a query whose head
+    # picks it is NO_MATCH (no fallback). None: every label is a label.
     none_label: str | None = None
 
 

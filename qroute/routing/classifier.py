@@ -393,18 +393,20 @@ class Classifier:
         settings = self.settings
         temperature = settings.router.vote_temperature
         knn_shares = list(vote.scores) if vote.head else shares(vote.scores, temperature)
+        # The head's scores include the none label's probability; a ranked answer never.
+        ranked = [s for s in knn_shares if s.label != settings.table.none_label]
         top_n = max(query.top_labels, 1)
         label: str | None
         if not vote.reasons:
             decision, label, confidence = Decision.KNN, knn_shares[0].label, vote.confidence
             path = "head" if vote.head else "kNN"
-            reason, top = f"{path}: {vote.detail}", knn_shares[:top_n]
+            reason, top = f"{path}: {vote.detail}", ranked[:top_n]
         elif vote.none:
             decision, label, confidence = Decision.NO_MATCH, None, knn_shares[0].score
-            reason, top, method = vote.detail, knn_shares[:top_n], ""
+            reason, top, method = vote.detail, ranked[:top_n], ""
         elif zero_shot is None:
             decision, label, confidence = Decision.NO_MATCH, None, 0.0
-            reason, top, method = f"{vote.detail}; zero-shot is off", knn_shares[:top_n], ""
+            reason, top, method = f"{vote.detail}; zero-shot is off", ranked[:top_n], ""
         else:
             threshold = settings.zero_shot.threshold
             best = zero_shot[0] if zero_shot else LabelScore("", 0.0)
