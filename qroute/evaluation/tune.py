@@ -604,8 +604,15 @@ def write_tuned(
         k: round(v, 4) for k, v in sorted(choice.label_thresholds.items())
     }
     if calibration is not None:
+        from ruamel.yaml.comments import CommentedSeq
+
+        def knot(x: float, y: float) -> CommentedSeq:
+            pair = CommentedSeq([x, y])
+            pair.fa.set_flow_style()  # one "- [score, probability]" line per knot
+            return pair
+
         router["calibration"] = {
-            path: [[x, y] for x, y in knots] for path, knots in calibration.items()
+            path: [knot(x, y) for x, y in knots] for path, knots in calibration.items()
         }
     document.setdefault("zero_shot", {})["threshold"] = round(choice.zero_shot_threshold, 4)
     document["tuned"] = {
