@@ -181,3 +181,71 @@ def test_calibration_knots_must_be_monotone() -> None:
         RouterSettings(calibration={"knn": [(0.2, 0.5), (0.5, 0.4)]})
     with pytest.raises(ValueError, match=r"calibration\.knn"):
         RouterSettings(calibration={"knn": [(0.5, 0.1), (0.5, 0.4)]})
+
+
+@st.composite
+def _head(draw: st.DrawFn) -> list[LabelScore]:
+    labels = draw(st.permutations(["a", "b", "c", "d"]))[: draw(st.integers(1, 4))]
+    weights = [draw(st.floats(0.01, 1.0)) for _ in labels]
+    total = sum(weights)
+    scores = [LabelScore(label, w / total) for label, w in zip(labels, weights, strict=True)]
+    return sorted(scores, key=lambda s: s.score, reverse=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    queries=st.lists(st.tuples(_query(), _head()), min_size=1, max_size=8),
+    threshold=_similarity,
+    min_confidence=st.sampled_from([0.0, 0.3, 0.6]),
+    calibrated=st.booleans(),
+    none_label=st.sampled_from([None, "d"]),
+)
+def test_the_replay_decides_as_the_vote_with_the_head(
+    queries: list[tuple[tuple[list[Group], dict[str, float]], list[LabelScore]]],
+    threshold: float,
+    min_confidence: float,
+    calibrated: bool,
+    none_label: str | None,
+) -> None:
+    router = RouterSettings(
+        k=4,
+        group_size=3,
+        similarity_threshold=threshold,
+        calibration={"head": [(0.2, 0.1), (0.8, 0.7)]} if calibrated else {},
+        min_confidence=min_confidence,
+    )
+    zs = ZeroShotSettings(threshold=0.5, candidates="vote", top_n=2)
+    groups = [g for (g, _), _ in queries]
+    scores = [z for (_, z), _ in queries]
+    heads = [h for _, h in queries]
+    ids = {label: i for i, label in enumerate("abcd")}
+    arrays = vote_arrays(groups, heads, scores, router.k, router, zs, ids, none_label)
+    predicted, _ = replay(
+        arrays,
+        np.full(len(queries), threshold),
+        0.0,
+        1,
+        0.5,
+        False,
+        "nli",
+        router.calibration,
+        min_confidence,
+    )
+    names = {i: label for label, i in ids.items()}
+    for q in range(len(queries)):
+        vote = take_vote(groups[q], router, zs, heads[q], none_label)
+        expected: str | None
+        if vote.none:
+            expected = None
+        elif not vote.reasons:
+            expected = vote.scores[0].label
+        else:
+            candidates = [s.label for s in vote.scores if s.label != none_label][: zs.top_n]
+            scored = sorted(((scores[q][c], c) for c in candidates if c in scores[q]), reverse=True)
+            accepted = bool(scored) and zero_shot_accepts(
+                scored[0][0], 0.5, False, None, min_confidence
+            )
+            expected = scored[0][1] if accepted else None
+        got = None if int(predicted[q]) == -1 else names[int(predicted[q])]
+        assert got == expected, (q, vote.detail)
+        assert got != none_label or none_label is None
