@@ -75,9 +75,10 @@ class Classifier:
     ) -> None:
         self.settings = settings
         self.config_version = settings.version
-        self.retriever = Retriever(
-            settings.retrieval.mode, encoder, LexicalEncoder(settings.lexical)
-        )
+        mode = settings.retrieval.mode
+        # Not in dense mode: the morph analyser would load a model for nothing.
+        lexical = LexicalEncoder(settings.lexical) if mode != "dense" else None
+        self.retriever = Retriever(mode, encoder, lexical)
         self.encoder = self.retriever.encoder
         self.nli = nli
         self.embedding = EmbeddingZeroShot(self.encoder) if self.encoder is not None else None

@@ -88,3 +88,19 @@ async def test_the_router_refuses_an_index_built_with_another_analyser(
             await char.refresh_index()
     finally:
         await store.close()
+
+
+def test_a_dense_router_never_loads_the_analyser(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qroute.testing import BagOfWordsEncoder
+
+    monkeypatch.setitem(sys.modules, "kiwipiepy", None)
+    lexical_module._morphemes.cache_clear()
+    try:
+        settings = make_settings(lexical={"analyzer": "morph"}, zero_shot={"method": "off"})
+        store = EmbeddedStore(settings.store.location, settings.store.collection)
+        classifier = Classifier(settings, BagOfWordsEncoder(), None, store)
+        assert classifier.retriever.lexical is None
+    finally:
+        lexical_module._morphemes.cache_clear()
