@@ -20,6 +20,7 @@ without a restart, only the paths need one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -88,6 +89,10 @@ class LexicalSettings(_Section):
     jamo: bool = False
     # Terms are hashed into this many dimensions.
     dimensions: int = Field(2**20, ge=1024, le=2**31)
+    # What the terms are: char (character n-grams), morph (Korean morphemes from
+    # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both,
+    # hashed into the same dimensions).
+    analyzer: Literal["char", "morph", "char+morph"] = "char"
 
     @model_validator(mode="after")
     def _range(self) -> LexicalSettings:
@@ -191,6 +196,34 @@ class RouterSettings(_Section):
     # Send each neighbour's example text in responses. False: row ids, labels and
     # similarities only, for a table that callers must not read back.
     return_texts: bool = True
+    # Calibration written by ``qroute tune``: per decision path ("knn": the vote share,
+    # "head": the head's probability, "zero_shot": the zero-shot score), (score,
+    # probability of being right) knots, interpolated piecewise-linearly. A response's
+    # confidence is that probability where its path has knots.
+    calibration: dict[Literal["knn", "head", "zero_shot"], list[tuple[float, float]]] = Field(
+        default_factory=dict
+    )
+    # Answer only when the (calibrated) confidence reaches this: below it the kNN answer
+    # goes to the fallback, a zero-shot answer becomes NO_MATCH. 0: off.
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("calibration")
+    @classmethod
+    def _monotone_knots(
+        cls, value: dict[str, list[tuple[float, float]]]
+    ) -> dict[str, list[tuple[float, float]]]:
+        for path, knots in value.items():
+            xs = [x for x, _ in knots]
+            ys = [y for _, y in knots]
+            if any(b <= a for a, b in itertools.pairwise(xs)):
+                raise ValueError(f"calibration.{path}: scores must increase strictly")
+            if any(b < a for a, b in itertools.pairwise(ys)) or not all(
+                0.0 <= y <= 1.0 for y in ys
+            ):
+                raise ValueError(
+                    f"calibration.{path}: probabilities must be in [0, 1] and never decrease"
+                )
+        return value
 
     @field_validator("label_thresholds")
     @classmethod
@@ -278,6 +311,10 @@ class TableSettings(_Section):
     on_duplicate: Policy = "skip"
     on_conflicting_labels: Policy = "error"
     on_rare_label: Policy = "warn"
+    # The label that marks out-of-scope rows (e.g. "oos"): they are indexed so the head
+    # learns a none class, but it never votes and is never answered: a query whose head
+    # picks it is NO_MATCH (no fallback). None: every label is a label.
+    none_label: str | None = None
 
 
 class IndexSettings(_Section):
@@ -307,7 +344,12 @@ class TunedSettings(_Section):
     objective: str = ""
     data: str = ""
     at: str = ""
+    # Point estimates: with cross-validation, pooled over the held-out folds.
     figures: dict[str, float | None] = Field(default_factory=dict)
+    # The expected range of each figure on unseen data: figure -> [low, high] (95%
+    # Wilson score interval of the pooled held-out figure).
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    folds: int = 0
 
 
 class TLSSettings(_Section):

@@ -53,31 +53,34 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from qroute.evaluation.plots import plot_confusion, plot_curve
-    from qroute.evaluation.precompute import precompute
-    from qroute.evaluation.run import evaluate
-    from qroute.evaluation.tune import sweep
+    from qroute.evaluation.plots import plot_confusion, plot_curve, plot_reliability
+    from qroute.evaluation.run import evaluate_once
+    from qroute.evaluation.tune import expected_calibration_error, sweep
     from qroute.routing.classifier import Classifier
 
     examples, table = _read_labelled(args.data, settings)
+    oos_label = args.oos_label or settings.table.none_label
+    args.oos_label = oos_label
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
         warning = classifier.tuning_warning()
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-        result, _ = await evaluate(
-            classifier, examples, oos_label=args.oos_label, progress=not args.no_progress
+        once = await evaluate_once(
+            classifier, examples, oos_label=oos_label, progress=not args.no_progress
         )
+        result, pre = once.result, once.pre
         router = settings.router
-        pre = await precompute(classifier, examples, k_max=router.k, progress=not args.no_progress)
         fallback = await _fallback_figures(classifier, examples, result, args)
     finally:
         await classifier.close()
+    ece, bins = expected_calibration_error(once.confidence, once.right, bins=15)
     curve = sweep(
         pre,
         router,
         settings.zero_shot,
-        oos_label=args.oos_label,
+        oos_label=oos_label,
+        none_label=settings.table.none_label,
         ks=[router.k],
         margins=[router.min_margin],
         zero_shot_thresholds=[settings.zero_shot.threshold],
@@ -89,6 +92,15 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     report["table"] = {"rows": table.rows, "evaluated": len(examples), "left_out": table.dropped()}
     if fallback:
         report["fallback"] = fallback
+    report["calibration"] = {
+        "ece": round(ece, 4),
+        "bins": 15,
+        "answered": len(once.confidence),
+        "calibrated": sorted(router.calibration),
+        "reliability": [
+            {"confidence": round(c, 4), "accuracy": round(a, 4), "rows": n} for c, a, n in bins
+        ],
+    }
     (out / "eval.json").write_text(
         json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -102,7 +114,13 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
         mark=router.similarity_threshold,
     )
     (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
+    plot_reliability(bins, ece, out / "reliability.png")
     print(result.render())
+    calibrated = ", ".join(sorted(router.calibration)) or "none: uncalibrated"
+    print(
+        f"expected calibration error {ece:.4f} over {len(once.confidence)} answers "
+        f"(calibrated paths: {calibrated})"
+    )
     for row in fallback:
         print(
             f"fallback {row['nli_model']}: zero-shot path accuracy {row['zero_shot_path_accuracy']}"
@@ -115,7 +133,10 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}")
+    print(
+        f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}, "
+        f"{out / 'reliability.png'}"
+    )
     return 0
 
 
@@ -181,7 +202,29 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--target", type=float, default=0.9, help="OOS recall floor or zero-shot rate ceiling"
     )
-    tune.add_argument("--oos-label", help="label that marks out-of-scope rows")
+    tune.add_argument(
+        "--oos-label", help="label that marks out-of-scope rows (default: table.none_label)"
+    )
+    tune.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="cross-validation folds that measure the choice on rows it did not see "
+        "(0: report the fitted figures only)",
+    )
+    tune.add_argument(
+        "--no-label-thresholds", action="store_true", help="tune one shared threshold only"
+    )
+    tune.add_argument(
+        "--min-label-threshold",
+        type=float,
+        help="floor for per-label thresholds (default: the shared threshold minus 0.1)",
+    )
+    tune.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="do not fit router.calibration (confidence as the probability of being right)",
+    )
     tune.add_argument("--out", default="qroute-tune", help="folder for the report and curve")
     tune.add_argument(
         "--write", action="store_true", help="write the chosen values into the config file"
@@ -223,6 +266,8 @@ def _write_tuned(
     fingerprint: str,
     version: str,
     source: str,
+    validated: Any,
+    calibration: Any,
 ) -> None:
     from qroute.configfile import config_file
     from qroute.evaluation.tune import write_tuned
@@ -237,6 +282,8 @@ def _write_tuned(
         index_version=version,
         objective=args.objective,
         data=str(source),
+        validated=validated,
+        calibration=calibration,
     )
     print(f"wrote the tuned values into {path}")
 
@@ -247,9 +294,11 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
 
     from qroute.evaluation.plots import plot_curve
     from qroute.evaluation.precompute import precompute
-    from qroute.evaluation.tune import sweep
+    from qroute.evaluation.tune import cross_validate, fit_calibration, sweep
     from qroute.routing.classifier import Classifier
 
+    if args.folds == 1 or args.folds < 0:
+        raise ConfigError(f"--folds {args.folds}: use 0 (no cross-validation) or 2 and more")
     source, examples = _tune_rows(settings, args)
     classifier = await asyncio.to_thread(Classifier.from_settings, settings)
     try:
@@ -262,6 +311,12 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
         )
         index = classifier.index
         fingerprint = classifier.retriever.fingerprint
+        if pre.reused:
+            print(
+                f"searched {pre.reused} of {len(examples)} rows with their stored vectors "
+                "(no re-encoding)",
+                file=sys.stderr,
+            )
     finally:
         await classifier.close()
     if args.cross_validate and index is not None and index.head and settings.router.use_head:
@@ -271,18 +326,52 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
             "separate labelled data (qroute tune DATA) for figures that carry to new queries",
             file=sys.stderr,
         )
+    oos_label = args.oos_label or settings.table.none_label
+    none_label = settings.table.none_label
+    options: dict[str, Any] = {
+        "objective": args.objective,
+        "target": args.target,
+        "per_label": not args.no_label_thresholds,
+        "min_label_threshold": args.min_label_threshold,
+    }
     result = sweep(
         pre,
         settings.router,
         settings.zero_shot,
-        objective=args.objective,
-        target=args.target,
-        oos_label=args.oos_label,
+        oos_label=oos_label,
+        none_label=none_label,
+        **options,
     )
     choice = result.best
+    validated = (
+        cross_validate(
+            pre,
+            settings.router,
+            settings.zero_shot,
+            folds=args.folds,
+            oos_label=oos_label,
+            none_label=none_label,
+            **options,
+        )
+        if args.folds
+        else None
+    )
+    calibration = None
+    if not args.no_calibration:
+        router, zero_shot = choice.settings(settings.router, settings.zero_shot)
+        calibration = fit_calibration(
+            pre, router, zero_shot, oos_label=oos_label, none_label=none_label
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"choice": choice.__dict__, "evaluated": result.evaluated, "curve": result.curve}
+    report = {
+        "choice": choice.__dict__,
+        "fitted": choice.figures(),
+        "held_out": None if validated is None else validated.__dict__,
+        "calibration": calibration,
+        "evaluated": result.evaluated,
+        "curve": result.curve,
+    }
     (out / "tune.json").write_text(
         json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -300,10 +389,40 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
         f"zero_shot.threshold={choice.zero_shot_threshold:.3f} "
         f"per-label overrides={len(choice.label_thresholds)}"
     )
-    print("reached: " + ", ".join(f"{k} {v}" for k, v in choice.figures().items()))
+    print("fitted (on the rows it was chosen on): " + _render(choice.figures(), {}))
+    if validated is not None:
+        print(
+            f"expected on unseen data ({validated.folds}-fold held-out, 95% range): "
+            + _render(validated.figures, validated.ranges)
+        )
+    if not choice.meets_target:
+        print(
+            f"warning: no setting meets {args.objective} target {args.target} on its 95% "
+            "lower bound over these rows: the choice is the closest; add rows or relax it",
+            file=sys.stderr,
+        )
+    if calibration:
+        print(f"calibrated confidence for: {', '.join(sorted(calibration))}")
     if args.write:
-        _write_tuned(settings, args, choice, fingerprint, index.version if index else "", source)
+        _write_tuned(
+            settings,
+            args,
+            choice,
+            fingerprint,
+            index.version if index else "",
+            source,
+            validated,
+            calibration,
+        )
     return 0
+
+
+def _render(figures: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> str:
+    return ", ".join(
+        f"{k} {v}" + (f" [{ranges[k][0]}, {ranges[k][1]}]" if k in ranges else "")
+        for k, v in figures.items()
+        if v is not None
+    )
 
 
 def _typos_arguments(typos: argparse.ArgumentParser) -> None:

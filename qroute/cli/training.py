@@ -139,7 +139,14 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
                 without="To fine-tune without it: --no-hard-negatives (draws negatives at random).",
             )
         )
-        data = prepare_table(examples, settings.zero_shot, encoder, options, source=args.table)
+        data = prepare_table(
+            examples,
+            settings.zero_shot,
+            encoder,
+            options,
+            source=args.table,
+            none_label=settings.table.none_label,
+        )
     print(
         "pairs: " + ", ".join(f"{k} {v}" for k, v in data.counts.items()),
         file=sys.stderr,

@@ -6,6 +6,11 @@ Unicode NFC, optionally over jamo (Hangul syllables decomposed) so that a one-ja
 or a dropped 받침 changes a few terms instead of every n-gram of the syllable. Terms
 are hashed into a fixed space: no vocabulary to ship or grow.
 
+``lexical.analyzer: morph`` (or ``char+morph``) adds Korean morphemes from kiwipiepy
+(the ``[morph]`` extra, its model included): each morpheme's form/POS, and each pair of
+neighbouring ones, hashed into the same dimensions under their own prefix, so "알려"
+and "알리" meet as the verb 알리/VV whatever the ending.
+
 Weights are set so that Qdrant's IDF modifier scores a query against an example with
 their IDF-weighted cosine: the store multiplies each shared term by its IDF,
 ``idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))`` over the version's N points; an
@@ -17,15 +22,19 @@ indexer over the version it writes, and travel in the version's metadata (a
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from qroute.config import LexicalSettings
+from qroute.hub import optional_import
 from qroute.types import SparseVector
 
 __all__ = ["LexicalEncoder", "Lexicon", "SparseVector"]
@@ -39,19 +48,60 @@ def _words(text: str, jamo: bool) -> list[str]:
     return text.split()
 
 
+class _Morphemes:
+    """One kiwipiepy analyser per process (its model takes seconds to load), behind a
+    lock: a call is well under a millisecond, and the analyser is not documented as
+    safe to share between threads."""
+
+    def __init__(self) -> None:
+        kiwipiepy = optional_import("kiwipiepy", "morph", "lexical.analyzer: morph")
+        self.version = str(kiwipiepy.__version__)
+        self._kiwi = kiwipiepy.Kiwi()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> list[str]:
+        """Each morpheme as "form/POS", in order."""
+        with self._lock:
+            tokens = self._kiwi.tokenize(text)
+        return [f"{t.form}/{t.tag}" for t in tokens]
+
+
+@cache
+def _morphemes() -> _Morphemes:
+    return _Morphemes()
+
+
 class LexicalEncoder:
-    """Turns texts into hashed character n-gram counts (pure Python, thread-safe)."""
+    """Turns texts into hashed character n-gram (and morpheme) counts (thread-safe)."""
 
     def __init__(self, settings: LexicalSettings) -> None:
         self.settings = settings
+        # Fail at start, not on the first query, when the analyser is missing.
+        self._morph = _morphemes() if "morph" in settings.analyzer else None
 
     @property
     def fingerprint(self) -> str:
         s = self.settings
-        return (
+        base = (
             f"char-ngram|{s.ngram_min}-{s.ngram_max}|words={s.word_boundaries}"
             f"|jamo={s.jamo}|dims={s.dimensions}|tf=log|idf=qdrant"
         )
+        if self._morph is None:
+            return base  # char alone: the fingerprint every earlier index carries
+        # The analyser's version: another model may cut the same text differently.
+        return f"{base}|analyzer={s.analyzer}|kiwipiepy={self._morph.version}"
+
+    def morphemes(self, text: str) -> list[str]:
+        """The text's morphemes as "form/POS" (with the morph analyser; else empty)."""
+        if self._morph is None:
+            return []
+        return self._morph(unicodedata.normalize("NFC", text).lower())
+
+    def _morph_terms(self, text: str) -> Iterable[str]:
+        units = self.morphemes(text)
+        # A prefix of their own: a morpheme never shares a hash input with an n-gram.
+        yield from (f"\x00m:{u}" for u in units)
+        yield from (f"\x00m2:{a}+{b}" for a, b in itertools.pairwise(units))
 
     def _grams(self, text: str) -> Iterable[str]:
         s = self.settings
@@ -69,7 +119,12 @@ class LexicalEncoder:
     def terms(self, text: str) -> Counter[int]:
         """Hashed term -> count. crc32, not ``hash``: the same across processes."""
         dims = self.settings.dimensions
-        return Counter(zlib.crc32(g.encode("utf-8")) % dims for g in self._grams(text))
+        analyzer = self.settings.analyzer
+        grams: Iterable[str] = self._grams(text) if analyzer != "morph" else ()
+        morphs: Iterable[str] = self._morph_terms(text) if analyzer != "char" else ()
+        return Counter(
+            zlib.crc32(g.encode("utf-8")) % dims for part in (grams, morphs) for g in part
+        )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from qroute.evaluation.metrics import EvalResult
 
-__all__ = ["plot_confusion", "plot_curve"]
+__all__ = ["plot_confusion", "plot_curve", "plot_reliability"]
 
 
 def _pyplot() -> Any:
@@ -75,6 +75,31 @@ def plot_curve(
         axes.axvline(mark, color="grey", linestyle="--", label=f"chosen {mark:.3f}")
     axes.set_xlabel(xlabel)
     axes.set_ylim(0, 1.01)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_reliability(
+    bins: Sequence[tuple[float, float, int]], ece: float, path: str | Path
+) -> Path:
+    """The reliability diagram: per confidence bin (mean confidence, accuracy, rows),
+    accuracy against confidence beside the diagonal of perfect calibration, as a PNG."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    if bins:
+        confidence, accuracy, _ = zip(*bins, strict=True)
+        axes.plot(confidence, accuracy, marker="o", label="answers")
+        for x, y, n in bins:
+            axes.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"reliability (ECE {ece:.3f})")
     axes.grid(alpha=0.3)
     axes.legend()
     _save(figure, path)

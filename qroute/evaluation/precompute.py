@@ -12,10 +12,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from tqdm import tqdm
 
 from qroute.errors import NotIndexed
-from qroute.routing.classifier import Classifier
+from qroute.routing.classifier import Classifier, IndexState
+from qroute.routing.retrieval import Embedded
 from qroute.routing.zeroshot import ZeroShotItem
 from qroute.types import Example, Group, LabelScore
 
@@ -30,6 +32,8 @@ class Precomputed:
     method: str  # the zero-shot method that produced them, "" when off
     # Per query, the index's linear head's probabilities where the router uses one.
     head: list[list[LabelScore] | None] = field(default_factory=list)
+    # Rows searched with the index's stored vector instead of encoding them again.
+    reused: int = 0
 
     def extend(self, other: Precomputed) -> None:
         """Append another pass's queries (e.g. out-of-scope rows searched without
@@ -38,12 +42,42 @@ class Precomputed:
         self.groups += other.groups
         self.zero_shot += other.zero_shot
         self.head += other.head
+        self.reused += other.reused
+
+    def subset(self, rows: Sequence[int]) -> Precomputed:
+        """These queries only (a cross-validation fold)."""
+        return Precomputed(
+            [self.truth[i] for i in rows],
+            [self.groups[i] for i in rows],
+            [self.zero_shot[i] for i in rows],
+            self.method,
+            [self.head[i] for i in rows] if self.head else [],
+        )
 
     def label_ids(self) -> dict[str, int]:
         """Every label the sweep may meet, numbered in name order."""
         labels = {g.label for gs in self.groups for g in gs} | set(self.truth)
         labels |= {s.label for scores in self.head if scores for s in scores}
         return {label: i for i, label in enumerate(sorted(labels))}
+
+
+async def _stored(
+    classifier: Classifier, index: IndexState, chunk: Sequence[Example]
+) -> Embedded | None:
+    """The rows' own stored dense vectors (their n-gram vectors recomputed: cheap), or
+    None where the mode has no dense vector or a row is not in the index as it is."""
+    retriever = classifier.retriever
+    if retriever.encoder is None:
+        return None
+    found = await classifier.store.vectors(index.version, [e.row_id for e in chunk])
+    if any(e.row_id not in found for e in chunk):
+        return None
+    dense = np.asarray([found[e.row_id] for e in chunk], dtype=np.float32)
+    sparse = None
+    if retriever.lexical is not None:
+        assert index.lexicon is not None
+        sparse = [index.lexicon.vector(retriever.lexical.terms(e.text)) for e in chunk]
+    return Embedded(dense, sparse)
 
 
 async def precompute(
@@ -57,7 +91,8 @@ async def precompute(
 ) -> Precomputed:
     """Groups at ``k_max`` and zero-shot scores for every example. With
     ``leave_one_out`` each example's own row is removed from its neighbours (tuning
-    on the indexed table itself)."""
+    on the indexed table itself), and each is searched with its own stored vector
+    rather than encoded again."""
     index = classifier.index or await classifier.refresh_index()
     if index is None:
         raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
@@ -67,14 +102,19 @@ async def precompute(
     groups_all: list[list[Group]] = []
     scores_all: list[dict[str, float]] = []
     heads_all: list[list[LabelScore] | None] = []
+    reused = 0
+    none_label = classifier.settings.table.none_label
     with tqdm(total=len(examples), unit="row", desc="precomputing", disable=not progress) as bar:
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
+            stored = await _stored(classifier, index, chunk) if leave_one_out else None
+            reused += len(chunk) if stored is not None else 0
             index, embedded, found = await classifier.neighbours(
                 [e.text for e in chunk],
                 [None] * len(chunk),
                 groups=k_max + extra,
                 group_size=router.group_size + extra,
+                embedded=stored,
             )
             heads_all.extend(await classifier.head_scores(index, embedded, [()] * len(chunk)))
             dense = embedded.dense if embedded.dense is not None else [None] * len(chunk)
@@ -90,7 +130,7 @@ async def precompute(
                 groups_all.append(kept[:k_max])
             if scorer is not None:
                 items = [
-                    ZeroShotItem(e.text, v, tuple(g.label for g in gs))
+                    ZeroShotItem(e.text, v, tuple(g.label for g in gs if g.label != none_label))
                     for e, v, gs in zip(chunk, dense, groups_all[-len(chunk) :], strict=True)
                 ]
                 scored = await asyncio.to_thread(scorer.score, items, classifier.settings.zero_shot)
@@ -99,4 +139,6 @@ async def precompute(
                 scores_all.extend({} for _ in chunk)
             bar.update(len(chunk))
     method = scorer.method(classifier.settings.zero_shot) if scorer is not None else ""
-    return Precomputed([e.label for e in examples], groups_all, scores_all, method, heads_all)
+    return Precomputed(
+        [e.label for e in examples], groups_all, scores_all, method, heads_all, reused
+    )

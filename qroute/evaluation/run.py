@@ -14,15 +14,76 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from qroute.evaluation.metrics import EvalResult, metrics
+from qroute.evaluation.precompute import Precomputed, precompute
 from qroute.routing.classifier import Classifier
-from qroute.types import Example, Prediction, Query
+from qroute.types import Decision, Example, Prediction, Query
 
 __all__ = [
     "EvalResult",
+    "Replayed",
     "ZeroShotAlone",
     "evaluate",
+    "evaluate_once",
     "zero_shot_alone",
 ]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """``evaluate_once``'s result: the figures, the pass they came from (for the
+    threshold curve), and each answered row's confidence and whether it was right."""
+
+    result: EvalResult
+    pre: Precomputed
+    confidence: list[float]
+    right: list[bool]
+
+
+async def evaluate_once(
+    classifier: Classifier,
+    examples: Sequence[Example],
+    *,
+    oos_label: str | None = None,
+    latency_rows: int = 200,
+    progress: bool = True,
+) -> Replayed:
+    """Score the classifier from one search pass: its decisions replayed from the
+    precomputed neighbours (``qroute.evaluation.tune.decisions``, which decides as the
+    classifier does; tests/integration/test_tune.py checks it), so the threshold curve
+    needs no second pass. Latency is timed on the classifier's own path over the first
+    ``latency_rows`` rows."""
+    from qroute.evaluation.tune import decisions
+    from qroute.routing.vote import answer_confidence
+
+    settings = classifier.settings
+    pre = await precompute(classifier, examples, k_max=settings.router.k, progress=progress)
+    a, ids, pred, used = decisions(
+        pre, settings.router, settings.zero_shot, settings.table.none_label
+    )
+    names = {i: label for label, i in ids.items()}
+    predicted = [None if int(p) == -1 else names[int(p)] for p in pred]
+    paths = [
+        (Decision.NO_MATCH if p is None else Decision.ZERO_SHOT if u else Decision.KNN).value
+        for p, u in zip(predicted, used.tolist(), strict=True)
+    ]
+    latencies: list[float] = []
+    sample = examples[:latency_rows]
+    for start in range(0, len(sample), 32):
+        chunk = sample[start : start + 32]
+        began = time.perf_counter()
+        await classifier.classify([Query(e.text) for e in chunk])
+        latencies.extend([(time.perf_counter() - began) / len(chunk)] * len(chunk))
+    result = metrics(
+        [e.label for e in examples], predicted, paths, oos_label=oos_label, latencies_s=latencies
+    )
+    confidence = answer_confidence(a, used, settings.router.calibration)
+    answered = [i for i, p in enumerate(predicted) if p is not None]
+    return Replayed(
+        result,
+        pre,
+        [float(confidence[i]) for i in answered],
+        [predicted[i] == examples[i].label for i in answered],
+    )
 
 
 async def evaluate(

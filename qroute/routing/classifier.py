@@ -32,7 +32,7 @@ from qroute.errors import (
 )
 from qroute.routing.head import LinearHead
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
-from qroute.routing.vote import Vote, shares, take_vote, zero_shot_accepts
+from qroute.routing.vote import Vote, calibrate, shares, take_vote, zero_shot_accepts
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
 from qroute.store.metadata import IndexMetadata
@@ -83,9 +83,10 @@ class Classifier:
     ) -> None:
         self.settings = settings
         self.config_version = settings.version
-        self.retriever = Retriever(
-            settings.retrieval.mode, encoder, LexicalEncoder(settings.lexical)
-        )
+        mode = settings.retrieval.mode
+        # Not in dense mode: the morph analyser would load a model for nothing.
+        lexical = LexicalEncoder(settings.lexical) if mode != "dense" else None
+        self.retriever = Retriever(mode, encoder, lexical)
         self.encoder = self.retriever.encoder
         self.nli = nli
         self.embedding = EmbeddingZeroShot(self.encoder) if self.encoder is not None else None
@@ -324,9 +325,11 @@ class Classifier:
         *,
         groups: int,
         group_size: int,
+        embedded: Embedded | None = None,
     ) -> tuple[IndexState, Embedded, list[list[Group]]]:
-        """Embed ``texts`` (on the model thread) and find their label groups in the
-        published version, following it if the indexer replaced it meanwhile."""
+        """Embed ``texts`` (on the model thread; ``embedded``: already done) and find
+        their label groups in the published version, following it if the indexer
+        replaced it meanwhile."""
         loop = asyncio.get_running_loop()
         index = self._index
         if index is None:
@@ -338,9 +341,10 @@ class Classifier:
         for attempt in range(2):
             if index is None:
                 raise _not_indexed(self.settings.store.collection)
-            embedded = await loop.run_in_executor(
-                self._executor, self.retriever.embed, texts, index.lexicon
-            )
+            if embedded is None or attempt:
+                embedded = await loop.run_in_executor(
+                    self._executor, self.retriever.embed, texts, index.lexicon
+                )
             try:
                 found = await self.retriever.search_groups(
                     self.store,
@@ -374,10 +378,11 @@ class Classifier:
 
     def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
         settings = self.settings.zero_shot
+        none = self.settings.table.none_label
         if settings.candidates == "all" or not vote.scores:
-            labels = query.allowed_labels or index.labels
+            labels = [label for label in query.allowed_labels or index.labels if label != none]
         else:
-            labels = tuple(s.label for s in vote.scores[: settings.top_n])
+            labels = [s.label for s in vote.scores if s.label != none][: settings.top_n]
         return tuple(labels)
 
     async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
@@ -401,12 +406,14 @@ class Classifier:
         heads = await self.head_scores(index, embedded, [q.allowed_labels for q in queries])
         router_settings, zero_shot_settings = self.settings.router, self.settings.zero_shot
         votes = [
-            take_vote(groups, router_settings, zero_shot_settings, h)
+            take_vote(
+                groups, router_settings, zero_shot_settings, h, self.settings.table.none_label
+            )
             for groups, h in zip(found, heads, strict=True)
         ]
 
         scorer = self.zero_shot
-        fallback = [i for i, vote in enumerate(votes) if vote.reasons]
+        fallback = [i for i, vote in enumerate(votes) if vote.reasons and not vote.none]
         zero_shot: dict[int, list[LabelScore]] = {}
         if scorer is not None and fallback:
             items = [
@@ -439,26 +446,42 @@ class Classifier:
         settings = self.settings
         temperature = settings.router.vote_temperature
         knn_shares = list(vote.scores) if vote.head else shares(vote.scores, temperature)
+        # The head's scores include the none label's probability; a ranked answer never.
+        ranked = [s for s in knn_shares if s.label != settings.table.none_label]
         top_n = max(query.top_labels, 1)
         label: str | None
         if not vote.reasons:
-            decision, label, confidence = Decision.KNN, knn_shares[0].label, knn_shares[0].score
+            decision, label, confidence = Decision.KNN, knn_shares[0].label, vote.confidence
             path = "head" if vote.head else "kNN"
-            reason, top = f"{path}: {vote.detail}", knn_shares[:top_n]
+            reason, top = f"{path}: {vote.detail}", ranked[:top_n]
+        elif vote.none:
+            decision, label, confidence = Decision.NO_MATCH, None, knn_shares[0].score
+            reason, top, method = vote.detail, ranked[:top_n], ""
         elif zero_shot is None:
             decision, label, confidence = Decision.NO_MATCH, None, 0.0
-            reason, top, method = f"{vote.detail}; zero-shot is off", knn_shares[:top_n], ""
+            reason, top, method = f"{vote.detail}; zero-shot is off", ranked[:top_n], ""
         else:
             threshold = settings.zero_shot.threshold
             best = zero_shot[0] if zero_shot else LabelScore("", 0.0)
             single = method == "nli-single"
-            if zero_shot and zero_shot_accepts(best.score, threshold, single):
-                decision, label, confidence = Decision.ZERO_SHOT, best.label, best.score
+            knots = settings.router.calibration.get("zero_shot")
+            least = settings.router.min_confidence
+            if zero_shot and zero_shot_accepts(best.score, threshold, single, knots, least):
+                confidence = float(calibrate(best.score, knots))
+                decision, label = Decision.ZERO_SHOT, best.label
                 rule = "single-label mode" if single else f">= {threshold:.3f}"
                 verdict = f"{method} {best.score:.3f} for {best.label!r} ({rule})"
             else:
                 decision, label, confidence = Decision.NO_MATCH, None, 1.0 - best.score
-                verdict = f"best {method} score {best.score:.3f} < {threshold:.3f}: none of these"
+                if zero_shot and zero_shot_accepts(best.score, threshold, single):
+                    verdict = (
+                        f"{method} {best.score:.3f} for {best.label!r}: confidence "
+                        f"{calibrate(best.score, knots):.3f} < min_confidence {least:.3f}"
+                    )
+                else:
+                    verdict = (
+                        f"best {method} score {best.score:.3f} < {threshold:.3f}: none of these"
+                    )
             reason = f"{vote.detail}; {verdict} among {len(zero_shot)} candidate labels"
             top = zero_shot[:top_n]
         neighbours = sorted(

@@ -70,7 +70,10 @@ class Retriever:
         the configured one): no model at all for ``lexical``."""
         if encoder is None:
             encoder = load_encoder(settings)
-        return cls(settings.retrieval.mode, encoder, LexicalEncoder(settings.lexical))
+        mode = settings.retrieval.mode
+        # Not in dense mode: the morph analyser loads a model of its own.
+        lexical = LexicalEncoder(settings.lexical) if mode != "dense" else None
+        return cls(mode, encoder, lexical)
 
     @property
     def fingerprint(self) -> str:

@@ -25,6 +25,8 @@ from qroute.types import FallbackReason, Group, LabelScore, Thresholds
 __all__ = [
     "Vote",
     "VoteArrays",
+    "answer_confidence",
+    "calibrate",
     "label_scores",
     "leave_reasons",
     "replay",
@@ -78,10 +80,29 @@ def leave_reasons(
     return low, ambiguous, few
 
 
-def zero_shot_accepts(score: Any, threshold: float, single: bool) -> Any:
+def calibrate(score: Any, knots: Sequence[tuple[float, float]] | None) -> Any:
+    """The probability of being right for a deciding score (elementwise): piecewise-linear
+    through ``knots`` (score, probability), flat beyond the ends; the score itself
+    without knots. Monotone because the knots are (config.py checks them)."""
+    if not knots:
+        return score
+    xs = np.array([x for x, _ in knots], dtype=float)
+    ys = np.array([y for _, y in knots], dtype=float)
+    out = np.interp(score, xs, ys)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def zero_shot_accepts(
+    score: Any,
+    threshold: float,
+    single: bool,
+    knots: Sequence[tuple[float, float]] | None = None,
+    min_confidence: float = 0.0,
+) -> Any:
     """Whether a zero-shot score answers (elementwise): always in single-label NLI mode
-    (a softmax across labels always picks one), else at or above the threshold."""
-    return (score >= threshold) | single
+    (a softmax across labels always picks one), else at or above the threshold; and in
+    both, only where its calibrated confidence reaches ``min_confidence``."""
+    return ((score >= threshold) | single) & (calibrate(score, knots) >= min_confidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +117,11 @@ class Vote:
     thresholds: Thresholds
     detail: str
     head: bool = False
+    # The kNN answer's confidence: its share of the vote (the head's probability with
+    # ``head``), calibrated where router.calibration has knots for the path.
+    confidence: float = 0.0
+    # The head picked the table's none label: NO_MATCH, no fallback.
+    none: bool = False
 
 
 def take_vote(
@@ -103,9 +129,27 @@ def take_vote(
     router: RouterSettings,
     zero_shot: ZeroShotSettings,
     head: Sequence[LabelScore] | None = None,
+    none_label: str | None = None,
 ) -> Vote:
-    """Apply the decision rule to one query's label groups (and the head's scores)."""
+    """Apply the decision rule to one query's label groups (and the head's scores).
+    ``none_label`` (table.none_label) never votes and is never answered."""
+    if none_label is not None:
+        groups = [g for g in groups if g.label != none_label]
     scores = tuple(head) if head is not None else tuple(label_scores(groups, router.label_score))
+    if head is not None and scores and scores[0].label == none_label:
+        thresholds = Thresholds(
+            router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
+        )
+        detail = f"head p={scores[0].score:.3f} for the none label {none_label!r}"
+        return Vote(
+            tuple(groups),
+            scores,
+            (FallbackReason.LOW_SIMILARITY,),
+            thresholds,
+            detail,
+            head=True,
+            none=True,
+        )
     if not scores:
         thresholds = Thresholds(
             router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
@@ -125,6 +169,9 @@ def take_vote(
     low, ambiguous, few = leave_reasons(
         best, margin, agreeing, threshold, router.min_margin, router.min_agreeing
     )
+    deciding = top.score if head is not None else shares(scores, router.vote_temperature)[0].score
+    confidence = float(calibrate(deciding, router.calibration.get("head" if head else "knn")))
+    unsure = confidence < router.min_confidence
 
     reasons = []
     parts = [f"head p={top.score:.3f} for {top.label!r}"] if head is not None else []
@@ -134,8 +181,12 @@ def take_vote(
         parts.append(f"best similarity {best:.3f} < threshold {threshold:.3f}")
     else:
         parts.append(f"best similarity {best:.3f} >= threshold {threshold:.3f}")
-    if low:
+    if low or unsure:
+        # No reason of its own on the wire yet: low confidence reads as LOW_SIMILARITY,
+        # and the detail says which.
         reasons.append(FallbackReason.LOW_SIMILARITY)
+    if unsure:
+        parts.append(f"confidence {confidence:.3f} < min_confidence {router.min_confidence:.3f}")
     if ambiguous:
         reasons.append(FallbackReason.AMBIGUOUS)
         parts.append(
@@ -150,7 +201,13 @@ def take_vote(
     elif not reasons:
         parts.append(f"{agreeing} of the {len(hits)} nearest {top.label!r} examples reach it")
     return Vote(
-        tuple(groups), scores, tuple(reasons), thresholds, "; ".join(parts), head=head is not None
+        tuple(groups),
+        scores,
+        tuple(reasons),
+        thresholds,
+        "; ".join(parts),
+        head=head is not None,
+        confidence=confidence,
     )
 
 
@@ -168,6 +225,9 @@ class VoteArrays:
     sims: FloatArray  # the winner's group similarities, padded with -inf
     zs_label: IntArray  # best zero-shot label id among the candidates, -1 if none
     zs_score: FloatArray
+    share: FloatArray  # the winner's deciding score: vote share, or head probability
+    via_head: npt.NDArray[np.bool_]  # whether the head picked (its calibration applies)
+    none: npt.NDArray[np.bool_]  # the head picked the none label: NO_MATCH, no fallback
 
 
 def vote_arrays(
@@ -178,6 +238,7 @@ def vote_arrays(
     router: RouterSettings,
     zs: ZeroShotSettings,
     ids: dict[str, int],
+    none_label: str | None = None,
 ) -> VoteArrays:
     """The vote's facts for every query at ``k``, for ``replay``. ``ids`` numbers the
     labels; a zero-shot label it lacks is added."""
@@ -189,27 +250,56 @@ def vote_arrays(
         np.full((n, router.group_size), -np.inf),
         np.full(n, -1),
         np.full(n, -np.inf),
+        np.zeros(n),
+        np.zeros(n, dtype=bool),
+        np.zeros(n, dtype=bool),
     )
-    for q, query_groups in enumerate(groups):
+    for q, all_groups in enumerate(groups):
+        query_groups = [g for g in all_groups[:k] if g.label != none_label]
         head = heads[q] if heads else None
-        scores = list(head) if head else label_scores(query_groups[:k], router.label_score)
+        scores = list(head) if head else label_scores(query_groups, router.label_score)
         if not scores:
             continue
+        out.via_head[q] = bool(head)
+        if head and scores[0].label == none_label:
+            out.none[q] = True
+            continue
         top = scores[0].label
+        out.share[q] = scores[0].score if head else shares(scores, router.vote_temperature)[0].score
         out.winner[q] = ids[top]
-        winner = next((g for g in query_groups[:k] if g.label == top), None)
+        winner = next((g for g in query_groups if g.label == top), None)
         similarities = [h.similarity for h in winner.hits] if winner is not None else []
         out.best[q] = similarities[0] if similarities else -np.inf
         out.sims[q, : len(similarities)] = similarities
         if len(scores) > 1:
             out.margin[q] = scores[0].score - scores[1].score
         candidates = (
-            [s.label for s in scores[: zs.top_n]] if zs.candidates == "vote" else list(zero_shot[q])
+            [s.label for s in scores if s.label != none_label][: zs.top_n]
+            if zs.candidates == "vote"
+            else [c for c in zero_shot[q] if c != none_label]
         )
         scored = [(zero_shot[q][c], c) for c in candidates if c in zero_shot[q]]
         if scored:
             score, label = max(scored)
             out.zs_label[q], out.zs_score[q] = ids.setdefault(label, len(ids)), score
+    return out
+
+
+def answer_confidence(
+    a: VoteArrays,
+    used: npt.NDArray[np.bool_],
+    calibration: Mapping[Any, Sequence[tuple[float, float]]] | None,
+) -> FloatArray:
+    """Each query's answer confidence, as the classifier reports it: the calibrated
+    zero-shot score where the zero-shot scorer answered (``used``), else the calibrated
+    vote share (head probability where the head picked)."""
+    calibration = calibration or {}
+    knn = np.where(
+        a.via_head,
+        calibrate(a.share, calibration.get("head")),
+        calibrate(a.share, calibration.get("knn")),
+    )
+    out: FloatArray = np.where(used, calibrate(a.zs_score, calibration.get("zero_shot")), knn)
     return out
 
 
@@ -221,16 +311,24 @@ def replay(
     zs_threshold: float,
     single: bool,
     method: str,
+    calibration: Mapping[Any, Sequence[tuple[float, float]]] | None = None,
+    min_confidence: float = 0.0,
 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
     """The decision for every query at once, ``thresholds`` per query: (predicted label
     id or -1 for NO_MATCH, whether the zero-shot scorer answered)."""
+    calibration = calibration or {}
     agreeing = (a.sims >= thresholds[:, None]).sum(axis=1)
     low, ambiguous, few = leave_reasons(
         a.best, a.margin, agreeing, thresholds, margin, min_agreeing
     )
-    leave = low | ambiguous | few
+    confidence = answer_confidence(a, np.zeros(len(a.winner), dtype=bool), calibration)
+    leave = (low | ambiguous | few | (confidence < min_confidence)) & ~a.none
     if not method:
         zs_answer = np.full_like(a.winner, -1)
     else:
-        zs_answer = np.where(zero_shot_accepts(a.zs_score, zs_threshold, single), a.zs_label, -1)
-    return np.where(leave, zs_answer, a.winner), leave & bool(method)
+        accepts = zero_shot_accepts(
+            a.zs_score, zs_threshold, single, calibration.get("zero_shot"), min_confidence
+        )
+        zs_answer = np.where(accepts, a.zs_label, -1)
+    pred = np.where(a.none, -1, np.where(leave, zs_answer, a.winner))
+    return pred, leave & bool(method)

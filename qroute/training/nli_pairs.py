@@ -219,12 +219,19 @@ def build_pairs(
     negatives: int,
     hard_share: float,
     seed: int = 0,
+    none_label: str | None = None,
 ) -> list[Pair]:
     """One entailment pair and ``negatives`` contradiction pairs per row, hypotheses
-    written with the router's template and label descriptions."""
+    written with the router's template and label descriptions. A row of ``none_label``
+    (table.none_label: out of scope) entails nothing: ``negatives`` + 1 contradiction
+    pairs with labels drawn at random (``labels`` holds no none label)."""
     rng = random.Random(seed)
     pairs = []
     for example in examples:
+        if example.label == none_label:
+            for other in rng.sample(list(labels), min(negatives + 1, len(labels))):
+                pairs.append(Pair(example.text, zero_shot.hypothesis(other), "contradiction"))
+            continue
         pairs.append(Pair(example.text, zero_shot.hypothesis(example.label), "entailment"))
         for other in _negatives(example.label, labels, confusable, negatives, hard_share, rng):
             pairs.append(Pair(example.text, zero_shot.hypothesis(other), "contradiction"))
@@ -263,11 +270,19 @@ def prepare_table(
     options: FinetuneOptions,
     *,
     source: str,
+    none_label: str | None = None,
 ) -> PreparedData:
     """Pairs from a labelled table (rows as ``qroute.table.read_table`` returns them).
-    Without an encoder every negative is drawn at random."""
+    Without an encoder every negative is drawn at random. Rows of ``none_label`` are
+    premises that contradict the labels, never a hypothesis of their own."""
     labels, train_rows, dev_rows = split_table(examples, options.dev_fraction, source)
+    labels = [label for label in labels if label != none_label]
     confusable = confusable_labels(examples, encoder, seed=options.seed) if encoder else {}
+    confusable = {
+        label: [other for other in others if other != none_label]
+        for label, others in confusable.items()
+        if label != none_label
+    }
     share = options.hard_share if encoder else 0.0
     train, dev = (
         build_pairs(
@@ -278,6 +293,7 @@ def prepare_table(
             negatives=options.negatives,
             hard_share=share,
             seed=options.seed + offset,
+            none_label=none_label,
         )
         for offset, rows in enumerate((train_rows, dev_rows))
     )
@@ -290,7 +306,9 @@ def prepare_table(
     return PreparedData(
         train=train,
         dev=dev,
-        dev_cases=_cases(dev_rows, labels, confusable, options),
+        dev_cases=_cases(
+            [e for e in dev_rows if e.label != none_label], labels, confusable, options
+        ),
         source=source,
         mode="table",
         counts={
@@ -300,6 +318,7 @@ def prepare_table(
             "dev_texts": len(dev_rows),
             "train_pairs": len(train),
             "dev_pairs": len(dev),
+            "none_rows": sum(e.label == none_label for e in examples),
         },
         template=zero_shot.template,
         label_descriptions=dict(zero_shot.label_descriptions),

@@ -203,3 +203,73 @@ async def test_router_warns_when_tuned_with_another_encoder(
     fingerprint = classifier.encoder.fingerprint
     same = Settings(**{**settings.model_dump(), "tuned": {"encoder": fingerprint}})
     assert classifier.reconfigure(same).tuning_warning() is None
+
+
+async def test_calibrated_confidence_and_min_confidence_replay_as_served(
+    indexed: tuple[Settings, Classifier], tmp_path: Path
+) -> None:
+    settings, classifier = indexed
+    examples = read_table(_table(tmp_path / "q.csv", QUERIES))
+    pre = await precompute(classifier, examples, k_max=3, progress=False)
+    knots = [(0.3, 0.2), (0.6, 0.55), (0.9, 0.9)]
+    for least in (0.0, 0.5, 0.8):
+        router = settings.router.model_copy(
+            update={"calibration": {"knn": knots}, "min_confidence": least}
+        )
+        live = classifier.reconfigure(settings.model_copy(update={"router": router}))
+        served = await live.classify([Query(e.text) for e in examples])
+        assert predict(pre, router, settings.zero_shot) == [p.label for p in served], least
+        for p in served:
+            if p.label is not None:
+                assert p.confidence >= least and 0.2 <= p.confidence <= 0.9
+
+
+async def test_eval_searches_each_row_once_and_scores_as_the_classifier(
+    indexed: tuple[Settings, Classifier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qroute.evaluation.run import evaluate, evaluate_once
+
+    _, classifier = indexed
+    examples = read_table(_table(tmp_path / "q.csv", QUERIES))
+    served, _ = await evaluate(classifier, examples, oos_label="oos", progress=False)
+    searched: list[int] = []
+    neighbours = classifier.neighbours
+
+    async def counting(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        searched.append(len(texts))
+        return await neighbours(texts, *args, **kwargs)
+
+    monkeypatch.setattr(classifier, "neighbours", counting)
+    once = await evaluate_once(
+        classifier, examples, oos_label="oos", latency_rows=0, progress=False
+    )
+    assert sum(searched) == len(examples)
+    assert once.result.accuracy == served.accuracy
+    assert once.result.per_path == served.per_path
+    assert len(once.confidence) == round(served.coverage * len(examples))
+
+
+async def test_leave_one_out_searches_with_the_stored_vectors_not_the_encoder(
+    indexed: tuple[Settings, Classifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qroute.evaluation import precompute as module
+
+    settings, classifier = indexed
+    examples = read_table(_table(Path(settings.store.location).parent / "rows.csv", ROWS))
+    encoder = classifier.retriever.encoder
+    assert isinstance(encoder, BagOfWordsEncoder)
+    encoder.calls.clear()
+    reused = await precompute(classifier, examples, k_max=3, leave_one_out=True, progress=False)
+    assert encoder.calls == [] and reused.reused == len(examples)
+
+    async def nothing_stored(*args: object) -> None:
+        return None
+
+    monkeypatch.setattr(module, "_stored", nothing_stored)
+    encoded = await precompute(classifier, examples, k_max=3, leave_one_out=True, progress=False)
+    assert sum(len(c) for c in encoder.calls) == len(examples) and encoded.reused == 0
+    # The same neighbours either way: the stored vector is the one the encoder gives.
+    for a, b in zip(reused.groups, encoded.groups, strict=True):
+        assert [(g.label, [round(h.similarity, 5) for h in g.hits]) for g in a] == [
+            (g.label, [round(h.similarity, 5) for h in g.hits]) for g in b
+        ]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from qroute.config import RouterSettings, ZeroShotSettings
 from qroute.routing.vote import (
+    calibrate,
     label_scores,
     replay,
     shares,
@@ -75,6 +76,9 @@ def _query(draw: st.DrawFn) -> tuple[list[Group], dict[str, float]]:
     zs_threshold=st.sampled_from([0.0, 0.5, 0.9]),
     single=st.booleans(),
     method=st.sampled_from(["", "nli"]),
+    min_confidence=st.sampled_from([0.0, 0.4, 0.7]),
+    calibrated=st.booleans(),
+    none_label=st.sampled_from([None, "d"]),
 )
 def test_the_tuners_replay_decides_as_the_vote(
     queries: list[tuple[list[Group], dict[str, float]]],
@@ -84,33 +88,164 @@ def test_the_tuners_replay_decides_as_the_vote(
     zs_threshold: float,
     single: bool,
     method: str,
+    min_confidence: float,
+    calibrated: bool,
+    none_label: str | None,
 ) -> None:
+    # Calibration, min_confidence and the none label are part of the one rule too.
+    knots = {"knn": [(0.3, 0.1), (0.6, 0.5), (0.9, 0.95)], "zero_shot": [(0.0, 0.2), (1.0, 0.8)]}
     router = RouterSettings(
         k=4,
         group_size=3,
         similarity_threshold=threshold,
         min_margin=margin,
         min_agreeing=min_agreeing,
+        calibration=knots if calibrated else {},
+        min_confidence=min_confidence,
     )
     zs = ZeroShotSettings(threshold=zs_threshold, candidates="vote", top_n=2)
     groups = [g for g, _ in queries]
     scores = [z if method else {} for _, z in queries]
     ids = {label: i for i, label in enumerate("abcd")}
-    arrays = vote_arrays(groups, [], scores, router.k, router, zs, ids)
+    arrays = vote_arrays(groups, [], scores, router.k, router, zs, ids, none_label)
     predicted, used = replay(
-        arrays, np.full(len(queries), threshold), margin, min_agreeing, zs_threshold, single, method
+        arrays,
+        np.full(len(queries), threshold),
+        margin,
+        min_agreeing,
+        zs_threshold,
+        single,
+        method,
+        router.calibration,
+        min_confidence,
     )
     names = {i: label for label, i in ids.items()}
     for q, (query_groups, zero_shot) in enumerate(zip(groups, scores, strict=True)):
-        vote = take_vote(query_groups, router, zs)
+        vote = take_vote(query_groups, router, zs, none_label=none_label)
         expected: str | None
         if not vote.reasons:
             expected = vote.scores[0].label
         else:
-            candidates = [s.label for s in vote.scores[: zs.top_n]]
+            candidates = [s.label for s in vote.scores if s.label != none_label][: zs.top_n]
             scored = sorted(((zero_shot[c], c) for c in candidates if c in zero_shot), reverse=True)
-            accepted = bool(scored) and zero_shot_accepts(scored[0][0], zs_threshold, single)
+            accepted = bool(scored) and zero_shot_accepts(
+                scored[0][0],
+                zs_threshold,
+                single,
+                router.calibration.get("zero_shot"),
+                min_confidence,
+            )
             expected = scored[0][1] if method and accepted else None
         got = None if int(predicted[q]) == -1 else names[int(predicted[q])]
         assert got == expected, (q, vote.detail)
+        assert got != none_label or none_label is None
         assert bool(used[q]) == (bool(vote.reasons) and bool(method))
+
+
+def test_calibration_interpolates_monotonically_and_flat_beyond_the_knots() -> None:
+    knots = [(0.2, 0.1), (0.5, 0.4), (0.9, 0.9)]
+    xs = np.linspace(-0.5, 1.5, 201)
+    ys = calibrate(xs, knots)
+    assert np.all(np.diff(ys) >= 0)
+    assert ys[0] == 0.1 and ys[-1] == 0.9
+    assert calibrate(0.35, knots) == pytest.approx(0.25)
+    assert calibrate(0.35, None) == 0.35
+
+
+def test_min_confidence_sends_a_confident_looking_but_uncalibrated_answer_away() -> None:
+    # Similarity passes the threshold; the share is high, but calibration says such
+    # shares are right 30% of the time: below min_confidence the vote falls back.
+    groups = [_group("a", 0.9, 0.9), _group("b", 0.5)]
+    zs = ZeroShotSettings()
+    router = RouterSettings(similarity_threshold=0.5, calibration={"knn": [(0.0, 0.3), (1.0, 0.3)]})
+    assert take_vote(groups, router, zs).reasons == ()
+    assert take_vote(groups, router, zs).confidence == pytest.approx(0.3)
+    strict = router.model_copy(update={"min_confidence": 0.5})
+    vote = take_vote(groups, strict, zs)
+    assert vote.reasons and "min_confidence" in vote.detail
+
+
+def test_the_none_label_never_votes_and_a_head_choosing_it_is_no_match() -> None:
+    zs = ZeroShotSettings()
+    router = RouterSettings(similarity_threshold=0.5)
+    groups = [_group("oos", 0.95, 0.95), _group("a", 0.7)]
+    vote = take_vote(groups, router, zs, none_label="oos")
+    assert vote.scores[0].label == "a" and all(g.label != "oos" for g in vote.groups)
+    head = [LabelScore("oos", 0.8), LabelScore("a", 0.2)]
+    vote = take_vote(groups, router, zs, head, none_label="oos")
+    assert vote.none and vote.reasons
+
+
+def test_calibration_knots_must_be_monotone() -> None:
+    with pytest.raises(ValueError, match=r"calibration\.knn"):
+        RouterSettings(calibration={"knn": [(0.2, 0.5), (0.5, 0.4)]})
+    with pytest.raises(ValueError, match=r"calibration\.knn"):
+        RouterSettings(calibration={"knn": [(0.5, 0.1), (0.5, 0.4)]})
+
+
+@st.composite
+def _head(draw: st.DrawFn) -> list[LabelScore]:
+    labels = draw(st.permutations(["a", "b", "c", "d"]))[: draw(st.integers(1, 4))]
+    weights = [draw(st.floats(0.01, 1.0)) for _ in labels]
+    total = sum(weights)
+    scores = [LabelScore(label, w / total) for label, w in zip(labels, weights, strict=True)]
+    return sorted(scores, key=lambda s: s.score, reverse=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    queries=st.lists(st.tuples(_query(), _head()), min_size=1, max_size=8),
+    threshold=_similarity,
+    min_confidence=st.sampled_from([0.0, 0.3, 0.6]),
+    calibrated=st.booleans(),
+    none_label=st.sampled_from([None, "d"]),
+)
+def test_the_replay_decides_as_the_vote_with_the_head(
+    queries: list[tuple[tuple[list[Group], dict[str, float]], list[LabelScore]]],
+    threshold: float,
+    min_confidence: float,
+    calibrated: bool,
+    none_label: str | None,
+) -> None:
+    router = RouterSettings(
+        k=4,
+        group_size=3,
+        similarity_threshold=threshold,
+        calibration={"head": [(0.2, 0.1), (0.8, 0.7)]} if calibrated else {},
+        min_confidence=min_confidence,
+    )
+    zs = ZeroShotSettings(threshold=0.5, candidates="vote", top_n=2)
+    groups = [g for (g, _), _ in queries]
+    scores = [z for (_, z), _ in queries]
+    heads = [h for _, h in queries]
+    ids = {label: i for i, label in enumerate("abcd")}
+    arrays = vote_arrays(groups, heads, scores, router.k, router, zs, ids, none_label)
+    predicted, _ = replay(
+        arrays,
+        np.full(len(queries), threshold),
+        0.0,
+        1,
+        0.5,
+        False,
+        "nli",
+        router.calibration,
+        min_confidence,
+    )
+    names = {i: label for label, i in ids.items()}
+    for q in range(len(queries)):
+        vote = take_vote(groups[q], router, zs, heads[q], none_label)
+        expected: str | None
+        if vote.none:
+            expected = None
+        elif not vote.reasons:
+            expected = vote.scores[0].label
+        else:
+            candidates = [s.label for s in vote.scores if s.label != none_label][: zs.top_n]
+            scored = sorted(((scores[q][c], c) for c in candidates if c in scores[q]), reverse=True)
+            accepted = bool(scored) and zero_shot_accepts(
+                scored[0][0], 0.5, False, None, min_confidence
+            )
+            expected = scored[0][1] if accepted else None
+        got = None if int(predicted[q]) == -1 else names[int(predicted[q])]
+        assert got == expected, (q, vote.detail)
+        assert got != none_label or none_label is None
