@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -13,11 +16,15 @@ __all__ = [
     "Group",
     "Hit",
     "LabelScore",
+    "Observe",
     "Prediction",
     "Query",
     "SparseVector",
+    "Stage",
+    "StageTime",
     "Thresholds",
     "is_blank",
+    "timed",
 ]
 
 
@@ -132,3 +139,44 @@ class Prediction:
     fallback_reasons: tuple[FallbackReason, ...] = ()
     top_labels: tuple[LabelScore, ...] = ()
     zero_shot_method: str = ""
+
+
+class Stage(StrEnum):
+    """The timed stages of serving a batch (``queue_wait`` is per text)."""
+
+    QUEUE_WAIT = "queue_wait"
+    EMBED = "embed"
+    SEARCH = "search"
+    HEAD = "head"
+    ZERO_SHOT = "zero_shot"
+
+
+@dataclass(frozen=True, slots=True)
+class StageTime:
+    """One stage's duration. ``start_ns`` is wall-clock (``time.time_ns``) so a tracer
+    can place a span; ``seconds`` is measured on the monotonic clock."""
+
+    stage: Stage
+    start_ns: int
+    seconds: float
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + int(self.seconds * 1e9)
+
+
+# The core's timing hook: the apps turn each StageTime into metrics and trace spans,
+# so the core needs neither prometheus nor opentelemetry.
+Observe = Callable[[StageTime], None]
+
+
+@contextlib.contextmanager
+def timed(observe: Observe | None, stage: Stage) -> Iterator[None]:
+    """Report how long the block took to ``observe`` (nothing when it is None, or when
+    the block raised: a failed stage is not a latency sample)."""
+    if observe is None:
+        yield
+        return
+    start_ns, started = time.time_ns(), time.perf_counter()
+    yield
+    observe(StageTime(stage, start_ns, time.perf_counter() - started))

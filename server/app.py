@@ -32,7 +32,7 @@ from qroute.routing.classifier import Classifier
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2
 
-from .metrics import Metrics
+from .metrics import Metrics, MetricsInterceptor
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
 
@@ -52,11 +52,18 @@ class RouterApp:
         self.config_path = config_path
         self.classifier: Classifier | None = None
         self.metrics = Metrics()
+        self.metrics.config.info({"version": settings.version})
+        if settings.server.tracing != "off":
+            from .tracing import Tracing
+
+            self.metrics.tracing = Tracing.from_setting(settings.server.tracing)
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
         # start without an error and take half of the connections.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(self.metrics)], options=[("grpc.so_reuseport", 0)]
+        )
         self._stopping = False
         # Accepted calls not answered yet: a stop waits for them before it stops the
         # gRPC server, which would cancel a call arriving meanwhile instead of refusing it.
@@ -70,7 +77,9 @@ class RouterApp:
             max_wait_s=settings.batching.max_wait_ms / 1000,
             max_queue=settings.batching.max_queue,
             on_batch=self.metrics.batch_size.observe,
+            observe=self.metrics.stage,
         )
+        self.metrics.queue_depth.set_function(lambda: self.batcher.waiting)
         self._tasks: list[asyncio.Task[None]] = []
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
@@ -157,6 +166,7 @@ class RouterApp:
         if not isinstance(classifier, Classifier):
             factory = classifier or (lambda: Classifier.from_settings(self.settings))
             classifier = await asyncio.to_thread(factory)
+        classifier.observe = self.metrics.stage  # reconfigured clones keep it
         self.classifier = classifier
         warning = classifier.tuning_warning()
         if warning:
@@ -265,6 +275,8 @@ class RouterApp:
                 await task
         await self.batcher.stop()
         self.metrics.close()
+        if self.metrics.tracing is not None:
+            self.metrics.tracing.close()
         if self.classifier is not None:
             await self.classifier.close()
 
