@@ -23,7 +23,9 @@ __all__ = [
     "Stage",
     "StageTime",
     "Thresholds",
+    "display_width",
     "is_blank",
+    "pad",
     "timed",
 ]
 
@@ -33,6 +35,26 @@ def is_blank(text: str) -> bool:
     category C (control, format, surrogate, private-use, unassigned) characters, such as
     NUL or a zero-width space. The one emptiness rule of queries and table rows."""
     return all(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: Hangul, CJK and other wide characters two,
+    combining marks none, the rest one."""
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """``text`` padded with spaces to ``width`` display columns (``align`` "<" or ">"),
+    so that columns of Korean labels line up where ``str.format`` counts characters."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if align == ">" else text + fill
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,3 +45,16 @@ def test_plots_are_valid_pngs(tmp_path: Path) -> None:
         with Image.open(path) as image:
             image.verify()
             assert image.size[0] > 100
+
+
+def test_the_per_label_table_lines_up_korean_labels_by_display_width() -> None:
+    from qroute.types import display_width
+
+    labels = ["금융", "영화 리뷰", "weather", "스포츠"]
+    result = metrics(labels, labels, ["KNN"] * 4)
+    lines = result.render().splitlines()
+    table = lines[lines.index(next(l for l in lines if l.startswith("label"))) :]
+    # Where "precision"'s column ends, in terminal columns, on every line.
+    ends = {display_width(line[: line.index(" 1.0000") + 7]) for line in table[1:]}
+    assert len(ends) == 1, table
+    assert display_width(table[0][: table[0].index("precision") + 9]) in ends
