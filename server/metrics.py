@@ -216,29 +216,57 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
             tracing = metrics.tracing
+            done: list[grpc.StatusCode] = []
+
+            def finish(code: grpc.StatusCode) -> None:
+                if done:
+                    return
+                done.append(code)
+                metrics.requests.labels(method, code.name).inc()
+                metrics.latency.labels(method).observe(time.perf_counter() - started)
+                if tracing is not None and span is not None:
+                    tracing.finish(span, code)
+
             with tracing.request(method, metadata) if tracing else nullcontext() as span:
                 try:
-                    return await behavior(request, context)
+                    response = await behavior(request, _Observed(context, finish))
                 except BaseException as exc:
-                    # An abort has set the code; anything else ends as CANCELLED (the
-                    # client went away) or UNKNOWN (raised out of the servicer).
-                    code = _code(context) or (
-                        grpc.StatusCode.CANCELLED
-                        if isinstance(exc, asyncio.CancelledError)
-                        else grpc.StatusCode.UNKNOWN
+                    # Not an abort (that was counted as it went out): CANCELLED when the
+                    # client went away, UNKNOWN when something raised out of the servicer.
+                    finish(
+                        _code(context)
+                        or (
+                            grpc.StatusCode.CANCELLED
+                            if isinstance(exc, asyncio.CancelledError)
+                            else grpc.StatusCode.UNKNOWN
+                        )
                     )
                     raise
-                finally:
-                    if code is grpc.StatusCode.OK:
-                        code = _code(context) or code
-                    metrics.requests.labels(method, code.name).inc()
-                    metrics.latency.labels(method).observe(time.perf_counter() - started)
-                    if tracing is not None and span is not None:
-                        tracing.finish(span, code)
+                finish(_code(context) or grpc.StatusCode.OK)
+                return response
 
         return observed
+
+
+class _Observed:
+    """The call's context, counting an abort before it goes out: grpc's aio ``abort``
+    sends the status at once, so a count taken after it would lag the client's answer."""
+
+    def __init__(
+        self, context: grpc.aio.ServicerContext[Any, Any], finish: Callable[[grpc.StatusCode], None]
+    ) -> None:
+        self._context = context
+        self._finish = finish
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> None:
+        self._finish(code)
+        await self._context.abort(code, details, trailing_metadata)
 
 
 def _code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:

@@ -6,6 +6,7 @@ caller's trace with a child span per stage."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -132,3 +133,14 @@ async def test_a_call_is_a_span_under_the_callers_trace_with_stage_children(
         }
         assert {"queue_wait", "embed", "search"} <= children, children
     provider.shutdown()
+
+
+def test_otlp_tracing_without_the_exporter_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qroute.errors import MissingDependency
+
+    # As if qroute[tracing] were not installed (None in sys.modules fails the import).
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    with pytest.raises(MissingDependency, match=r"qroute\[tracing\]"):
+        Tracing.from_setting("otlp")
