@@ -61,7 +61,15 @@ __all__ = [
 
 # Restart-only: the sections and fields a hot reload keeps at their running values.
 RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
-RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host", "tls", "auth", "reflection")
+RESTART_ONLY_SERVER = (
+    "bind",
+    "metrics_port",
+    "metrics_host",
+    "tls",
+    "auth",
+    "reflection",
+    "tracing",
+)
 
 
 class _Section(BaseModel):
@@ -400,6 +408,9 @@ class ServerSettings(_Section):
     # On SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused (UNAVAILABLE),
     # and accepted ones get this long to finish before they are cancelled.
     shutdown_grace_s: float = Field(5.0, ge=0)
+    # OpenTelemetry spans per request and stage: off, console (stderr) or otlp (the
+    # [tracing] extra; endpoint and headers from the standard OTEL_EXPORTER_OTLP_* vars).
+    tracing: Literal["off", "console", "otlp"] = "off"
     tls: TLSSettings = TLSSettings()
     auth: AuthSettings = AuthSettings()
     # gRPC server reflection (grpcurl without the proto). None: on unless auth is on

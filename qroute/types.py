@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -14,12 +17,18 @@ __all__ = [
     "Hit",
     "IndexInfo",
     "LabelScore",
+    "Observe",
     "Prediction",
     "Query",
     "RequestLimits",
     "SparseVector",
+    "Stage",
+    "StageTime",
     "Thresholds",
+    "display_width",
     "is_blank",
+    "pad",
+    "timed",
 ]
 
 
@@ -28,6 +37,26 @@ def is_blank(text: str) -> bool:
     category C (control, format, surrogate, private-use, unassigned) characters, such as
     NUL or a zero-width space. The one emptiness rule of queries and table rows."""
     return all(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: Hangul, CJK and other wide characters two,
+    combining marks none, the rest one."""
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """``text`` padded with spaces to ``width`` display columns (``align`` "<" or ">"),
+    so that columns of Korean labels line up where ``str.format`` counts characters."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if align == ">" else text + fill
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +189,44 @@ class IndexInfo:
     tuned_encoder: str
     uses_head: bool
     limits: RequestLimits
+
+
+class Stage(StrEnum):
+    """The timed stages of serving a batch (``queue_wait`` is per text)."""
+
+    QUEUE_WAIT = "queue_wait"
+    EMBED = "embed"
+    SEARCH = "search"
+    HEAD = "head"
+    ZERO_SHOT = "zero_shot"
+
+
+@dataclass(frozen=True, slots=True)
+class StageTime:
+    """One stage's duration. ``start_ns`` is wall-clock (``time.time_ns``) so a tracer
+    can place a span; ``seconds`` is measured on the monotonic clock."""
+
+    stage: Stage
+    start_ns: int
+    seconds: float
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + int(self.seconds * 1e9)
+
+
+# The core's timing hook: the apps turn each StageTime into metrics and trace spans,
+# so the core needs neither prometheus nor opentelemetry.
+Observe = Callable[[StageTime], None]
+
+
+@contextlib.contextmanager
+def timed(observe: Observe | None, stage: Stage) -> Iterator[None]:
+    """Report how long the block took to ``observe`` (nothing when it is None, or when
+    the block raised: a failed stage is not a latency sample)."""
+    if observe is None:
+        yield
+        return
+    start_ns, started = time.time_ns(), time.perf_counter()
+    yield
+    observe(StageTime(stage, start_ns, time.perf_counter() - started))

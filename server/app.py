@@ -31,7 +31,7 @@ from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2
 
 from .auth import TokenAuthInterceptor, TokenFile
-from .metrics import Metrics
+from .metrics import Metrics, MetricsInterceptor
 from .reflection import enable_reflection
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
@@ -55,20 +55,31 @@ class RouterApp:
         self.settings = settings
         self.config_path = config_path
         self.metrics = Metrics()
+        self.metrics.config.info({"version": settings.version})
+        if settings.server.tracing != "off":
+            from .tracing import Tracing
+
+            self.metrics.tracing = Tracing.from_setting(settings.server.tracing)
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         auth = settings.server.auth
         self.tokens = TokenFile(auth.tokens_file) if auth.tokens_file is not None else None
         # Cross-cutting request concerns, outermost first: each sees a call before the
         # ones after it (auth refuses before any work is done).
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Metrics first, so that calls auth refuses are counted too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if self.tokens is not None:
             interceptors.append(TokenAuthInterceptor(self.tokens))
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
         # start without an error and take half of the connections.
         self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self.port = 0
-        self.router = Router(settings.batching, on_batch=self.metrics.batch_size.observe)
+        self.router = Router(
+            settings.batching,
+            on_batch=self.metrics.batch_size.observe,
+            observe=self.metrics.stage,
+        )
+        self.metrics.queue_depth.set_function(lambda: self.router.batcher.waiting)
         self._tasks: list[asyncio.Task[None]] = []
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
@@ -162,6 +173,7 @@ class RouterApp:
         if not isinstance(classifier, Classifier):
             factory = classifier or (lambda: Classifier.from_settings(self.settings))
             classifier = await asyncio.to_thread(factory)
+        classifier.observe = self.metrics.stage  # reconfigured clones keep it
         self.router.install(classifier)
         warning = classifier.tuning_warning()
         if warning:
@@ -273,6 +285,8 @@ class RouterApp:
                 await task
         await self.router.stop()
         self.metrics.close()
+        if self.metrics.tracing is not None:
+            self.metrics.tracing.close()
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

@@ -126,27 +126,22 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         to_queries: Callable[[Any], list[Query]],
         context: Context,
     ) -> list[Prediction]:
-        started = time.perf_counter()
-        status = Status(grpc.StatusCode.OK, "")
+        # Counted and timed by the MetricsInterceptor, which reads the status it ends with.
+        if isinstance(request, Malformed):
+            status = self._malformed(request)
+            await context.abort(status.code, status.message)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            status = status_for(DeadlineExceeded("the deadline passed before the work started"))
+            await context.abort(status.code, status.message, status.trailing_metadata())
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         try:
-            if isinstance(request, Malformed):
-                status = self._malformed(request)
-                await context.abort(status.code, status.message)
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                status = status_for(DeadlineExceeded("the deadline passed before the work started"))
-                await context.abort(status.code, status.message, status.trailing_metadata())
-            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
-            try:
-                predictions = await self._classify(to_queries(request), deadline)
-            except Exception as exc:  # mapped to a status code in server/errors.py
-                status = status_for(exc, batch=method == "ClassifyBatch")
-                await context.abort(status.code, status.message, status.trailing_metadata())
-            self._metrics.observe(predictions)
-            return predictions
-        finally:
-            self._metrics.requests.labels(method, status.code.name).inc()
-            self._metrics.latency.labels(method).observe(time.perf_counter() - started)
+            predictions = await self._classify(to_queries(request), deadline)
+        except Exception as exc:  # mapped to a status code in server/errors.py
+            status = status_for(exc, batch=method == "ClassifyBatch")
+            await context.abort(status.code, status.message, status.trailing_metadata())
+        self._metrics.observe(predictions)
+        return predictions
 
     async def Classify(
         self, request: pb.ClassifyRequest | Malformed, context: Context
@@ -168,16 +163,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
     async def GetIndexInfo(
         self, request: pb.GetIndexInfoRequest | Malformed, context: Context
     ) -> pb.GetIndexInfoResponse:
-        status = Status(grpc.StatusCode.OK, "")
+        # Counted by the MetricsInterceptor, like every RPC.
+        if isinstance(request, Malformed):
+            status = self._malformed(request)
+            await context.abort(status.code, status.message)
         try:
-            if isinstance(request, Malformed):
-                status = self._malformed(request)
-                await context.abort(status.code, status.message)
-            try:
-                info = self._describe()
-            except Exception as exc:  # mapped to a status code in server/errors.py
-                status = status_for(exc)
-                await context.abort(status.code, status.message, status.trailing_metadata())
-            return to_pb_index_info(info)
-        finally:
-            self._metrics.requests.labels("GetIndexInfo", status.code.name).inc()
+            info = self._describe()
+        except Exception as exc:  # mapped to a status code in server/errors.py
+            status = status_for(exc)
+            await context.abort(status.code, status.message, status.trailing_metadata())
+        return to_pb_index_info(info)

@@ -26,29 +26,56 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qroute")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _verbosity(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """-v/-q, before the command (``qroute -v index``) or after it (``qroute index -v``):
+    the subcommand's copy defaults to SUPPRESS so that it does not reset the other."""
+    default: object = argparse.SUPPRESS if suppress else False
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log debug messages"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="log only warnings and errors"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qroute",
         description="Label queries with the domain of their nearest labelled examples.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"qroute {_version()}")
+    _verbosity(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():
-        command.add_arguments(
-            sub.add_parser(command.name, help=command.help, formatter_class=HelpFormatter)
-        )
+        subparser = sub.add_parser(command.name, help=command.help, formatter_class=HelpFormatter)
+        command.add_arguments(subparser)
+        _verbosity(subparser, suppress=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return COMMANDS[args.command].run(args)
+        # Log lines go through tqdm.write while a progress bar is drawn, not across it.
+        with logging_redirect_tqdm():
+            return COMMANDS[args.command].run(args)
     except QrouteError as exc:
         print(f"qroute: {exc}", file=sys.stderr)
         return 2

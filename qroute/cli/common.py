@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from qroute.config import Settings, load_settings
+from qroute.types import display_width, pad
 
-__all__ = ["Command", "HelpFormatter", "settings_of", "with_config"]
+__all__ = [
+    "Command",
+    "HelpFormatter",
+    "print_json",
+    "render_table",
+    "settings_of",
+    "with_config",
+    "with_json",
+]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,3 +52,30 @@ def with_config(parser: argparse.ArgumentParser) -> None:
 def settings_of(args: argparse.Namespace) -> Settings:
     """The settings a command runs with: its --config file and the QROUTE_* environment."""
     return load_settings(args.config)
+
+
+def with_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout instead"
+    )
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: str = "") -> str:
+    """Columns padded by display width, so that Korean cells line up; the columns whose
+    index is in ``right`` (e.g. "23") are right-aligned."""
+    widths = [
+        max(display_width(str(cell)) for cell in column)
+        for column in zip(header, *rows, strict=True)
+    ]
+    lines = []
+    for row in (header, *rows):
+        cells = [
+            pad(str(cell), width, ">" if str(i) in right else "<")
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

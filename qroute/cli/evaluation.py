@@ -8,7 +8,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qroute.cli.common import Command, settings_of, with_config
+from qroute.cli.common import Command, print_json, settings_of, with_config, with_json
 from qroute.config import Settings
 from qroute.errors import ConfigError
 
@@ -36,7 +36,8 @@ def _eval_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("data", help="labelled CSV/TSV/JSONL/Parquet (text, label)")
     evaluate.add_argument("--oos-label", help="label that marks out-of-scope rows (e.g. oos)")
     evaluate.add_argument("--out", default="qroute-eval", help="folder for eval.json and PNGs")
-    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    with_json(evaluate)
     evaluate.add_argument(
         "--zero-shot-alone",
         action="store_true",
@@ -115,6 +116,13 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     )
     (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
     plot_reliability(bins, ece, out / "reliability.png")
+    files = [
+        str(out / name)
+        for name in ("eval.json", "confusion.png", "threshold.png", "reliability.png")
+    ]
+    if args.json:
+        print_json({**report, "files": files})
+        return 0
     print(result.render())
     calibrated = ", ".join(sorted(router.calibration)) or "none: uncalibrated"
     print(
@@ -133,10 +141,7 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    print(
-        f"wrote {out / 'eval.json'}, {out / 'confusion.png'}, {out / 'threshold.png'}, "
-        f"{out / 'reliability.png'}"
-    )
+    print(f"wrote {', '.join(files)}")
     return 0
 
 
@@ -197,7 +202,11 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
     )
     tune.add_argument("--table", help="with --cross-validate: the indexed table")
     tune.add_argument(
-        "--objective", choices=["accuracy", "oos", "zero-shot-rate"], default="accuracy"
+        "--objective",
+        choices=["accuracy", "oos", "zero-shot-rate"],
+        default="accuracy",
+        help="what to maximise: accuracy; oos: accuracy with out-of-scope recall at least "
+        "--target; zero-shot-rate: accuracy with the zero-shot share at most --target",
     )
     tune.add_argument(
         "--target", type=float, default=0.9, help="OOS recall floor or zero-shot rate ceiling"
@@ -229,7 +238,8 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--write", action="store_true", help="write the chosen values into the config file"
     )
-    tune.add_argument("--no-progress", action="store_true")
+    tune.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    with_json(tune)
 
 
 def _tune_rows(settings: Settings, args: argparse.Namespace) -> tuple[str, list[Any]]:
@@ -285,7 +295,8 @@ def _write_tuned(
         validated=validated,
         calibration=calibration,
     )
-    print(f"wrote the tuned values into {path}")
+    # Under --json, stdout carries the one JSON document.
+    print(f"wrote the tuned values into {path}", file=sys.stderr if args.json else sys.stdout)
 
 
 async def _tune(settings: Settings, args: argparse.Namespace) -> int:
@@ -383,6 +394,17 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
         xlabel="router.similarity_threshold",
         mark=choice.similarity_threshold,
     )
+    version = index.version if index else ""
+    if args.json:
+        if args.write:
+            _write_tuned(
+                settings, args, choice, fingerprint, version, source, validated, calibration
+            )
+        figures = {"choice": choice.__dict__, "figures": choice.figures()}
+        if validated is not None:
+            figures["held_out"] = validated.__dict__
+        print_json({**figures, "evaluated": result.evaluated, "objective": args.objective})
+        return 0
     print(
         f"best of {result.evaluated} settings ({args.objective}): k={choice.k} "
         f"similarity_threshold={choice.similarity_threshold:.3f} min_margin={choice.min_margin} "
@@ -409,7 +431,7 @@ async def _tune(settings: Settings, args: argparse.Namespace) -> int:
             args,
             choice,
             fingerprint,
-            index.version if index else "",
+            version,
             source,
             validated,
             calibration,
@@ -429,7 +451,9 @@ def _typos_arguments(typos: argparse.ArgumentParser) -> None:
     with_config(typos)
     typos.add_argument("data", help="labelled CSV/TSV/JSONL/Parquet (text, label)")
     typos.add_argument("--out", required=True, help="JSONL to write: text, label, original, kind")
-    typos.add_argument("--seed", type=int, default=0)
+    typos.add_argument(
+        "--seed", type=int, default=0, help="random seed: the same seed writes the same rows"
+    )
 
 
 def _typos(settings: Settings, args: argparse.Namespace) -> int:

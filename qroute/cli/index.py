@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 
-from qroute.cli.common import Command, settings_of, with_config
+from qroute.cli.common import Command, print_json, render_table, settings_of, with_config, with_json
 from qroute.config import Settings
 from qroute.errors import ConfigError
 
@@ -37,21 +38,36 @@ def _arguments(index: argparse.ArgumentParser) -> None:
         "--rollback", action="store_true", help="publish the previous kept version again"
     )
     index.add_argument("--list", action="store_true", help="list the index versions")
+    with_json(index)
 
 
-def _list(settings: Settings) -> int:
+def _list(settings: Settings, *, as_json: bool) -> int:
     from qroute_indexer import list_versions
 
     rows = asyncio.run(list_versions(settings))
+    store = settings.store
+    where = f"collection {store.collection!r} in {store.location}"
+    if as_json:
+        print_json(
+            {
+                "collection": store.collection,
+                "location": store.location,
+                "versions": [dataclasses.asdict(row) for row in rows],
+            }
+        )
+        return 0
+    if not rows:
+        print(f"no index versions in {where}")
+        return 0
+    print(f"index versions of {where}:")
     header = ("version", "state", "points", "labels", "head", "created", "encoder")
-    line = "{:<24} {:<10} {:>8} {:>6} {:>4}  {:<25} {}"
-    print(line.format(*header))
+    table = []
     for row in rows:
         state = "published*" if row.current else ("kept" if row.published else "draft")
         points = "?" if row.points is None else str(row.points)
         head = "yes" if row.head else "no"
-        values = (row.name, state, points, row.labels, head, row.created_at, row.encoder)
-        print(line.format(*values))
+        table.append((row.name, state, points, str(row.labels), head, row.created_at, row.encoder))
+    print(render_table(header, table, right="23"))
     return 0
 
 
@@ -65,10 +81,13 @@ def _index(args: argparse.Namespace) -> int:
         table = settings.table.model_copy(update={"encoding": args.encoding})
         settings = settings.model_copy(update={"table": table})
     if args.list:
-        return _list(settings)
+        return _list(settings, as_json=args.json)
     if args.rollback:
         was, now = asyncio.run(rollback(settings))
-        print(f"rolled back: {now} is published again (was {was})")
+        if args.json:
+            print_json({"published": now, "was": was})
+        else:
+            print(f"rolled back: {now} is published again (was {was})")
         return 0
     if not args.table:
         raise ConfigError("qroute index needs a TABLE (or --list / --rollback)")
@@ -86,6 +105,9 @@ def _index(args: argparse.Namespace) -> int:
             replace_mode=args.replace_mode,
         )
     )
+    if args.json:
+        print_json({k: v for k, v in dataclasses.asdict(report).items() if k != "table"})
+        return 0
     replaced = f", replacing {report.previous}" if report.previous else ""
     print(
         f"published {report.version}: {report.rows} rows, {len(report.labels)} labels{replaced} "

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from qroute.cli.common import Command, settings_of, with_config
+from qroute.cli.common import Command, print_json, settings_of, with_config, with_json
 from qroute.errors import ConfigError
+from qroute.types import pad
 
 if TYPE_CHECKING:
     from qroute_client import Classification, Client, IndexInfo, LabelScore, QrouteClientError
@@ -75,7 +76,12 @@ def _client(args: argparse.Namespace, timeout: float | None) -> Client:
 
 
 def _classify_arguments(classify: argparse.ArgumentParser) -> None:
-    classify.add_argument("texts", nargs="+", metavar="TEXT")
+    classify.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts to label; - reads one per line from stdin"
+    )
+    classify.add_argument(
+        "--file", help="read the texts from this file, one per line (- for stdin)"
+    )
     _connection_arguments(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per line")
     classify.add_argument(
@@ -90,9 +96,36 @@ def _classify_arguments(classify: argparse.ArgumentParser) -> None:
     classify.add_argument("--timeout", type=float, help="seconds (default: client.timeout_s)")
 
 
+def _lines(path: str) -> list[str]:
+    """The non-blank lines of ``path`` (``-``: stdin), without their line ends."""
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+    return [line for line in lines if line.strip()]
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    texts: list[str] = []
+    for text in args.texts:
+        texts.extend(_lines("-") if text == "-" else [text])
+    if args.file:
+        texts.extend(_lines(args.file))
+    if not texts:
+        raise ConfigError("qroute classify needs TEXT, - (one text per line on stdin) or --file")
+    return texts
+
+
 def _classify(args: argparse.Namespace) -> int:
     from qroute_client import QrouteClientError
 
+    args.texts = _texts(args)
     allowed = [label for label in args.allowed_labels.split(",") if label]
     try:
         with _client(args, args.timeout) as client:
@@ -117,6 +150,7 @@ def _classify(args: argparse.Namespace) -> int:
 def _health_arguments(health: argparse.ArgumentParser) -> None:
     _connection_arguments(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    with_json(health)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -128,7 +162,10 @@ def _health(args: argparse.Namespace) -> int:
     except QrouteClientError as exc:
         print(f"qroute: {_describe(exc)}", file=sys.stderr)
         return 1
-    print(status)
+    if args.json:
+        print_json({"status": status})
+    else:
+        print(status)
     return 0 if status == "SERVING" else 1
 
 
@@ -234,7 +271,7 @@ def format_response(
         parts = ""
         if n.dense_similarity is not None and n.lexical_similarity is not None:
             parts = f" (dense {n.dense_similarity:.3f}, lexical {n.lexical_similarity:.3f})"
-        lines.append(f"    {n.similarity:.3f}{parts}  {n.label:<12} {n.text}  ({n.row_id})")
+        lines.append(f"    {n.similarity:.3f}{parts}  {pad(n.label, 12)} {n.text}  ({n.row_id})")
     if len(answer.neighbours) > 10:
         lines.append(f"    ... {len(answer.neighbours) - 10} more (--json shows all)")
     lines.append(f"  config {answer.config_version}")

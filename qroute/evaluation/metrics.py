@@ -9,6 +9,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from qroute.hub import optional_import
+from qroute.types import display_width, pad
+
 __all__ = ["NONE", "EvalResult", "LabelMetrics", "metrics"]
 
 
@@ -54,10 +57,14 @@ class EvalResult:
                 "latency ms per text (batched): "
                 + "   ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items())
             )
-        lines.append(f"{'label':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        width = max([24, *(display_width(label) for label in self.per_label)])
+        lines.append(
+            f"{pad('label', width)} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"
+        )
         for label, m in sorted(self.per_label.items()):
             lines.append(
-                f"{label:<24} {m.precision:>9.4f} {m.recall:>9.4f} {m.f1:>9.4f} {m.support:>8}"
+                f"{pad(label, width)} {m.precision:>9.4f} {m.recall:>9.4f} {m.f1:>9.4f} "
+                f"{m.support:>8}"
             )
         return "\n".join(lines)
 
@@ -85,15 +92,18 @@ def metrics(
     correct = [right(t, p) for t, p in zip(truth, predicted, strict=True)]
     in_scope = [i for i, t in enumerate(truth) if t != oos_label]
     labels = sorted({truth[i] for i in in_scope})
+    sk = optional_import("sklearn.metrics", "eval", "the per-label scores of qroute eval")
+    # NO_MATCH as its own class name: a row answered with nothing is a miss of its label.
+    answered = [p if p is not None else NONE for p in predicted]
     per_label = {}
-    for label in labels:
-        tp = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p == label)
-        fp = sum(1 for t, p in zip(truth, predicted, strict=True) if t != label and p == label)
-        fn = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p != label)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[label] = LabelMetrics(precision, recall, f1, tp + fn)
+    if labels:
+        precision, recall, f1, support = sk.precision_recall_fscore_support(
+            list(truth), answered, labels=labels, zero_division=0
+        )
+        per_label = {
+            label: LabelMetrics(float(p), float(r), float(f), int(s))
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        }
     oos_precision = oos_recall = None
     if oos_label is not None and any(t == oos_label for t in truth):
         oos_rows = [i for i, t in enumerate(truth) if t == oos_label]
@@ -109,11 +119,14 @@ def metrics(
         rows = [i for i, p in enumerate(paths) if p == path]
         per_path[path] = {"share": count / n, "accuracy": sum(correct[i] for i in rows) / count}
     columns = [*labels, *(sorted({p for p in predicted if p is not None} - set(labels))), NONE]
-    index = {label: i for i, label in enumerate(columns)}
-    confusion = [[0] * len(columns) for _ in labels]
-    for t, p in zip(truth, predicted, strict=True):
-        if t != oos_label:
-            confusion[labels.index(t)][index[p if p is not None else NONE]] += 1
+    confusion: list[list[int]] = []
+    if in_scope:
+        matrix = sk.confusion_matrix(
+            [truth[i] for i in in_scope], [answered[i] for i in in_scope], labels=columns
+        )
+        # Rows: the in-scope truth labels (the columns' first ones); no row is ever a
+        # predicted-only label or (none).
+        confusion = [[int(v) for v in row] for row in matrix[: len(labels)]]
     latency = {}
     if latencies_s:
         ordered = sorted(latencies_s)

@@ -13,19 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from qroute.errors import DeadlineExceeded, Overloaded
+from qroute.types import Observe, Stage, StageTime
 
-__all__ = ["MicroBatcher"]
+__all__ = ["MicroBatcher", "batch_contexts"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# The contexts of the submitters whose items the worker is handling now.
+_SERVING: contextvars.ContextVar[tuple[contextvars.Context, ...]] = contextvars.ContextVar(
+    "qroute_batch_contexts", default=()
+)
+
+
+def batch_contexts() -> tuple[contextvars.Context, ...]:
+    """The ``contextvars`` contexts of the ``submit`` calls whose items are being handled
+    (one per item), for code called back from inside the batch (the timing hook), so that
+    a tracer can attach a stage to each request it served. Empty outside a batch."""
+    return _SERVING.get()
 
 
 @dataclass(slots=True)
@@ -33,6 +48,9 @@ class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
     deadline: float | None
+    context: contextvars.Context
+    queued_at: float  # time.perf_counter()
+    queued_ns: int  # time.time_ns()
 
 
 class MicroBatcher(Generic[T, R]):
@@ -44,12 +62,14 @@ class MicroBatcher(Generic[T, R]):
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._handle = handle
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=max_queue)
         self._on_batch = on_batch
+        self._observe = observe
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -79,7 +99,15 @@ class MicroBatcher(Generic[T, R]):
                 f"{self._queue.maxsize} (batching.max_queue); retry later"
             )
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future(), deadline) for item in items]
+        context, queued_at, queued_ns = (
+            contextvars.copy_context(),
+            time.perf_counter(),
+            time.time_ns(),
+        )
+        pending = [
+            _Pending(item, loop.create_future(), deadline, context, queued_at, queued_ns)
+            for item in items
+        ]
         for entry in pending:
             self._queue.put_nowait(entry)
         return list(await asyncio.gather(*(p.future for p in pending)))
@@ -120,6 +148,8 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(live))
+            self._observe_waits(live)
+            _SERVING.set(tuple(entry.context for entry in live))
             try:
                 results = await self._handle([entry.item for entry in live])
             except asyncio.CancelledError:
@@ -131,6 +161,17 @@ class MicroBatcher(Generic[T, R]):
                     if not entry.future.done():
                         entry.future.set_exception(exc)
                 continue
+            finally:
+                _SERVING.set(())
             for entry, result in zip(live, results, strict=True):
                 if not entry.future.done():
                     entry.future.set_result(result)
+
+    def _observe_waits(self, live: list[_Pending[T, R]]) -> None:
+        if self._observe is None:
+            return
+        now = time.perf_counter()
+        for entry in live:
+            _SERVING.set((entry.context,))
+            self._observe(StageTime(Stage.QUEUE_WAIT, entry.queued_ns, now - entry.queued_at))
+        _SERVING.set(())

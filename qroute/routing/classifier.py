@@ -41,10 +41,13 @@ from qroute.types import (
     Group,
     IndexInfo,
     LabelScore,
+    Observe,
     Prediction,
     Query,
     RequestLimits,
+    Stage,
     is_blank,
+    timed,
 )
 
 __all__ = ["Classifier", "IndexState"]
@@ -98,6 +101,8 @@ class Classifier:
         # One thread runs every model call: torch keeps one warm intra-op thread team
         # instead of one per worker thread, and model calls never overlap.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
+        # Told how long each stage of a batch took (the app's metrics and tracing).
+        self.observe: Observe | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -136,6 +141,7 @@ class Classifier:
             executor=self._executor,
         )
         clone.embedding = self.embedding
+        clone.observe = self.observe
         return clone
 
     async def close(self) -> None:
@@ -342,19 +348,21 @@ class Classifier:
             if index is None:
                 raise _not_indexed(self.settings.store.collection)
             if embedded is None or attempt:
-                embedded = await loop.run_in_executor(
-                    self._executor, self.retriever.embed, texts, index.lexicon
-                )
+                with timed(self.observe, Stage.EMBED):
+                    embedded = await loop.run_in_executor(
+                        self._executor, self.retriever.embed, texts, index.lexicon
+                    )
             try:
-                found = await self.retriever.search_groups(
-                    self.store,
-                    index.version,
-                    embedded,
-                    self.settings.retrieval,
-                    groups=groups,
-                    group_size=group_size,
-                    labels=labels,
-                )
+                with timed(self.observe, Stage.SEARCH):
+                    found = await self.retriever.search_groups(
+                        self.store,
+                        index.version,
+                        embedded,
+                        self.settings.retrieval,
+                        groups=groups,
+                        group_size=group_size,
+                        labels=labels,
+                    )
                 return index, embedded, found
             except VersionMissing:
                 if attempt:
@@ -371,9 +379,10 @@ class Classifier:
         head = index.head
         if head is None or not self.settings.router.use_head:
             return [None] * len(embedded)
-        scored = await asyncio.get_running_loop().run_in_executor(
-            self._executor, head.scores, embedded.dense, embedded.sparse, index.lexicon
-        )
+        with timed(self.observe, Stage.HEAD):
+            scored = await asyncio.get_running_loop().run_in_executor(
+                self._executor, head.scores, embedded.dense, embedded.sparse, index.lexicon
+            )
         return [_allowed(s, labels) for s, labels in zip(scored, allowed, strict=True)]
 
     def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
@@ -424,9 +433,10 @@ class Classifier:
                 )
                 for i in fallback
             ]
-            scored = await loop.run_in_executor(
-                self._executor, scorer.score, items, self.settings.zero_shot
-            )
+            with timed(self.observe, Stage.ZERO_SHOT):
+                scored = await loop.run_in_executor(
+                    self._executor, scorer.score, items, self.settings.zero_shot
+                )
             zero_shot = dict(zip(fallback, scored, strict=True))
 
         method = scorer.method(self.settings.zero_shot) if scorer is not None else ""

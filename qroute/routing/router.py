@@ -16,7 +16,7 @@ from qroute.config import BatchingSettings
 from qroute.errors import InvalidQuery, NotReady
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
-from qroute.types import Prediction, Query
+from qroute.types import Observe, Prediction, Query
 
 __all__ = ["Router"]
 
@@ -33,6 +33,7 @@ class Router:
         batching: BatchingSettings,
         *,
         on_batch: Callable[[int], None] | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._classifier: Classifier | None = None
         self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
@@ -41,6 +42,7 @@ class Router:
             max_wait_s=batching.max_wait_ms / 1000,
             max_queue=batching.max_queue,
             on_batch=on_batch,
+            observe=observe,
         )
         self._accepting = True
         # Accepted requests not answered yet: a graceful stop waits for them.

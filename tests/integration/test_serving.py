@@ -272,6 +272,6 @@ async def test_metrics_endpoint(serve_router: ServeRouter) -> None:
     assert 'qroute_fallbacks_total{reason="LOW_SIMILARITY"} 1.0' in body
     assert 'qroute_zero_shot_queries_total{method="nli-independent"} 1.0' in body
     assert "qroute_batch_size_bucket" in body
-    assert "qroute_request_seconds_bucket" in body
+    assert "qroute_request_duration_seconds_bucket" in body
     assert 'qroute_index_info{version="test_v1"} 1.0' in body
     assert f'qroute_config_info{{version="{router.app.settings.version}"}} 1.0' in body
