@@ -205,6 +205,21 @@ class _Trial:
         return _figures(counts), _objective(counts, self.objective, self.target, self.z)
 
 
+def _zero_shot_grid(
+    given: Sequence[float], pre: Precomputed, trial: _Trial, zs: ZeroShotSettings
+) -> list[float]:
+    """The zero-shot thresholds to try: the given ones, else a grid where the fallback
+    scores candidates, else the configured one."""
+    return list(
+        given
+        or (
+            np.round(np.arange(0.0, 1.0001, 0.05), 3)
+            if pre.method and not trial.single
+            else [zs.threshold]
+        )
+    )
+
+
 def sweep(
     pre: Precomputed,
     router: RouterSettings,
@@ -242,14 +257,7 @@ def sweep(
     k_max = max((len(g) for g in pre.groups), default=1)
     ks = sorted({min(k, k_max) for k in (ks or (1, 3, 5, 10, k_max))})
     thresholds = list(thresholds or np.round(np.arange(0.0, 1.0001, 0.01), 3))
-    zero_shot_thresholds = list(
-        zero_shot_thresholds
-        or (
-            np.round(np.arange(0.0, 1.0001, 0.05), 3)
-            if pre.method and not trial.single
-            else [zs.threshold]
-        )
-    )
+    zero_shot_thresholds = _zero_shot_grid(zero_shot_thresholds, pre, trial, zs)
     arrays = {
         k: vote_arrays(pre.groups, pre.head, pre.zero_shot, k, router, zs, ids, none_label)
         for k in ks

@@ -124,6 +124,31 @@ class Vote:
     none: bool = False
 
 
+def _refusal(
+    groups: Sequence[Group],
+    scores: tuple[LabelScore, ...],
+    router: RouterSettings,
+    zero_shot: ZeroShotSettings,
+    detail: str,
+    *,
+    head: bool = False,
+    none: bool = False,
+) -> Vote:
+    """A vote that falls back before any label is weighed (no neighbours, the none label)."""
+    thresholds = Thresholds(
+        router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
+    )
+    return Vote(
+        tuple(groups),
+        scores,
+        (FallbackReason.LOW_SIMILARITY,),
+        thresholds,
+        detail,
+        head=head,
+        none=none,
+    )
+
+
 def take_vote(
     groups: Sequence[Group],
     router: RouterSettings,
@@ -137,26 +162,10 @@ def take_vote(
         groups = [g for g in groups if g.label != none_label]
     scores = tuple(head) if head is not None else tuple(label_scores(groups, router.label_score))
     if head is not None and scores and scores[0].label == none_label:
-        thresholds = Thresholds(
-            router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
-        )
         detail = f"head p={scores[0].score:.3f} for the none label {none_label!r}"
-        return Vote(
-            tuple(groups),
-            scores,
-            (FallbackReason.LOW_SIMILARITY,),
-            thresholds,
-            detail,
-            head=True,
-            none=True,
-        )
+        return _refusal(groups, scores, router, zero_shot, detail, head=True, none=True)
     if not scores:
-        thresholds = Thresholds(
-            router.similarity_threshold, router.min_margin, router.min_agreeing, zero_shot.threshold
-        )
-        return Vote(
-            tuple(groups), scores, (FallbackReason.LOW_SIMILARITY,), thresholds, "no neighbours"
-        )
+        return _refusal(groups, scores, router, zero_shot, "no neighbours")
     top = scores[0]
     threshold = router.threshold_for(top.label)
     thresholds = Thresholds(threshold, router.min_margin, router.min_agreeing, zero_shot.threshold)
