@@ -17,6 +17,7 @@ from qroute.embedding.dense import SentenceTransformerEncoder
 from qroute.errors import EncoderMismatch
 from qroute.routing.retrieval import Retriever
 from qroute.store.embedded import EmbeddedStore
+from qroute.store.metadata import IndexMetadata
 from qroute.testing import TinyModels
 from tests.conftest import example_rows
 
@@ -72,7 +73,7 @@ async def test_router_refuses_and_indexer_rebuilds_after_a_same_named_model_swap
     built = await run_index(before, table, encoder=_encoder(old), progress=False)
 
     store = EmbeddedStore(after.store.location, after.store.collection, drain_s=0.2)
-    metadata = await store.metadata(built.version)
+    metadata = IndexMetadata.from_json(await store.metadata(built.version), built.version)
     with pytest.raises(EncoderMismatch, match="re-index"):
         Retriever.from_settings(after, _encoder(new)).check(built.version, metadata)
 
