@@ -16,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from qroute.errors import NotIndexed
-from qroute.routing.classifier import Classifier, IndexState
+from qroute.routing.classifier import Classifier
+from qroute.routing.published import IndexState
 from qroute.routing.retrieval import Embedded
 from qroute.routing.zeroshot import ZeroShotItem
 from qroute.types import Example, Group, LabelScore

@@ -17,25 +17,22 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from qroute.config import Settings
 from qroute.embedding.dense import Encoder
-from qroute.embedding.lexical import LexicalEncoder, Lexicon
+from qroute.embedding.lexical import LexicalEncoder
 from qroute.errors import (
     IndexRejected,
-    InvalidQuery,
     NotIndexed,
     QrouteError,
     VersionMissing,
-    preview,
 )
-from qroute.routing.head import LinearHead
+from qroute.routing.published import IndexState, follow_published
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
+from qroute.routing.validation import validate_queries, validate_query
 from qroute.routing.vote import Vote, calibrate, shares, take_vote, zero_shot_accepts
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
-from qroute.store.metadata import IndexMetadata
 from qroute.types import (
     Decision,
     Group,
@@ -46,26 +43,12 @@ from qroute.types import (
     Query,
     RequestLimits,
     Stage,
-    is_blank,
     timed,
 )
 
-__all__ = ["Classifier", "IndexState"]
+__all__ = ["Classifier"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class IndexState:
-    """The published index version this classifier searches, its labels, (lexical
-    and hybrid modes) its document frequencies, and its linear head if it has one."""
-
-    version: str
-    labels: tuple[str, ...]
-    lexicon: Lexicon | None = None
-    head: LinearHead | None = None
-    # Examples (table rows) the version holds, as its metadata records.
-    rows: int = 0
 
 
 def _not_indexed(collection: str) -> NotIndexed:
@@ -169,7 +152,9 @@ class Classifier:
         pointer) and the version in use, if any, keeps serving; so it does when the
         published pointer disappears (IndexRejected)."""
         try:
-            state = await self._follow()
+            state = await follow_published(
+                self.store, self.retriever, self.settings.retrieval, self._index
+            )
         except QrouteError as exc:
             self._failure = exc
             raise
@@ -180,63 +165,9 @@ class Classifier:
                 f"cannot read the published index: {type(exc).__name__}: {exc}", "read"
             )
             raise self._failure from exc
+        self._index = state
         self._failure = None
         return state
-
-    async def _follow(self) -> IndexState | None:
-        version = await self.store.current_version()
-        if version is None:
-            if self._index is not None:
-                raise IndexRejected(
-                    f"the store has no published index version any more (was its pointer "
-                    f"removed?); still serving {self._index.version}",
-                    "unpublished",
-                )
-            return None
-        if self._index is not None and self._index.version == version:
-            return self._index
-        metadata = IndexMetadata.from_json(await self.store.metadata(version), version)
-        # Raises EncoderMismatch for vectors this router cannot compare with its own.
-        # Parsing a large version's lexicon and head takes a while: off the loop.
-        state = await asyncio.to_thread(self._state, version, metadata)
-        try:
-            await self.store.open(version)
-            found = await self.retriever.search_groups(
-                self.store,
-                version,
-                self.retriever.probe(state.lexicon),
-                self.settings.retrieval,
-                groups=1,
-                group_size=1,
-                labels=[None],
-            )
-        except Exception as exc:
-            raise IndexRejected(f"index version {version} cannot be served: {exc}", "load") from exc
-        if metadata.rows > 0 and not any(group.hits for group in found[0]):
-            raise IndexRejected(
-                f"index version {version} cannot be served: a probe search found none of "
-                f"its {metadata.rows} examples (damaged files?)",
-                "probe",
-            )
-        self._index = state
-        log.info(
-            "serving index version %s (%d labels%s)",
-            version,
-            len(state.labels),
-            ", with a linear head" if state.head is not None else "",
-        )
-        return state
-
-    def _state(self, version: str, metadata: IndexMetadata) -> IndexState:
-        lexicon = self.retriever.check(version, metadata)
-        head = LinearHead.from_metadata(metadata.head) if metadata.head is not None else None
-        return IndexState(
-            version=version,
-            labels=metadata.labels,
-            lexicon=lexicon,
-            head=head,
-            rows=metadata.rows,
-        )
 
     def batch_limit(self) -> tuple[int, str]:
         """The most queries one request may carry, and the setting that sets it: the
@@ -277,52 +208,12 @@ class Classifier:
 
     def validate(self, query: Query) -> None:
         """Raise InvalidQuery, naming the field, for a request no classification can
-        answer. Echoed labels are bounded (see ``preview``)."""
-        router = self.settings.router
-        if is_blank(query.text):
-            raise InvalidQuery("text is empty", "text")
-        if len(query.text) > router.max_text_chars:
-            raise InvalidQuery(
-                f"text has {len(query.text)} characters; the limit is {router.max_text_chars}",
-                "text",
-            )
-        if query.top_labels < 0:
-            raise InvalidQuery("top_labels must not be negative", "top_labels")
-        if len(query.allowed_labels) > router.max_allowed_labels:
-            raise InvalidQuery(
-                f"allowed_labels lists {len(query.allowed_labels)} labels; the limit is "
-                f"{router.max_allowed_labels} (router.max_allowed_labels)",
-                "allowed_labels",
-            )
-        if query.allowed_labels and self._index is not None:
-            known = set(self._index.labels)
-            unknown = sorted(label for label in set(query.allowed_labels) if label not in known)
-            if unknown:
-                raise InvalidQuery(
-                    f"unknown allowed_labels {preview(unknown)}; index {self._index.version} "
-                    f"knows {len(self._index.labels)} labels",
-                    "allowed_labels",
-                )
+        answer (see ``validate_query``)."""
+        validate_query(query, self.settings.router, self._index)
 
     def validate_all(self, queries: Sequence[Query]) -> None:
-        """``validate`` each query; raise one InvalidQuery whose violations carry the
-        position of every bad query."""
-        errors = []
-        for index, query in enumerate(queries):
-            try:
-                self.validate(query)
-            except InvalidQuery as exc:
-                errors.append(exc.at(index))
-        if len(errors) == 1 and len(queries) == 1:
-            raise errors[0]
-        if errors:
-            violations = [v for error in errors for v in error.violations]
-            shown = "; ".join(f"#{v.index}: {v.description}" for v in violations[:3])
-            more = f" and {len(violations) - 3} more" if len(violations) > 3 else ""
-            raise InvalidQuery(
-                f"{len(errors)} of {len(queries)} queries are invalid: {shown}{more}",
-                violations=violations,
-            )
+        """Raise one InvalidQuery for every bad query, by position (``validate_queries``)."""
+        validate_queries(queries, self.settings.router, self._index)
 
     async def neighbours(
         self,

@@ -16,7 +16,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 from qroute_server.app import RouterApp
 
-from qroute.routing.classifier import Classifier, IndexState
+from qroute.routing.classifier import Classifier
+from qroute.routing.published import IndexState
 from qroute.testing import BagOfWordsEncoder
 from qroute.v1 import router_pb2 as pb
 from tests.integration.conftest import RunningRouter, ServeRouter

@@ -1,0 +1,57 @@
+"""The model sections: the sentence encoder, the lexical analyser and the NLI model
+(all restart-only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from qroute.config.section import Section
+
+
+class EncoderSettings(Section):
+    model: str = "jhgan/ko-sroberta-multitask"
+    device: str = "cpu"
+    batch_size: int = Field(64, ge=1, le=4096)
+    # e5-style models expect a prefix ("query: "); it is applied to table rows
+    # and queries alike, since both are queries.
+    prompt: str = ""
+
+
+class LexicalSettings(Section):
+    """Character n-gram sparse vectors (restart-only: an index is built with them)."""
+
+    ngram_min: int = Field(1, ge=1, le=10)
+    ngram_max: int = Field(3, ge=1, le=10)
+    # n-grams within words (each padded with a space), or across the whole text.
+    word_boundaries: bool = True
+    # Decompose Hangul syllables into jamo first: a one-jamo typo or a dropped 받침
+    # then changes a few terms, not the whole syllable's (use larger n-grams with it).
+    jamo: bool = False
+    # Terms are hashed into this many dimensions.
+    dimensions: int = Field(2**20, ge=1024, le=2**31)
+    # What the terms are: char (character n-grams), morph (Korean morphemes from
+    # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both,
+    # hashed into the same dimensions).
+    analyzer: Literal["char", "morph", "char+morph"] = "char"
+
+    @model_validator(mode="after")
+    def _range(self) -> LexicalSettings:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) > ngram_max ({self.ngram_max})")
+        return self
+
+
+class NLISettings(Section):
+    """The NLI cross-encoder behind the ``nli`` zero-shot method (restart-only)."""
+
+    model: str = "Huffon/klue-roberta-base-nli"
+    device: str = "cpu"
+    max_length: int = Field(128, ge=8, le=4096)
+    # int8: dynamic int8 quantisation of the linear layers on CPU, for faster (bench/RESULTS.md)
+    # zero-shot scoring; check its accuracy on your data (`qroute eval`) before use.
+    quantize: Literal["none", "int8"] = "none"

@@ -1,0 +1,164 @@
+"""The whole configuration: every section, the restart-only rule, and loading a file plus
+the environment."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from qroute.config.data import IndexSettings, StoreSettings, TableSettings
+from qroute.config.models import EncoderSettings, LexicalSettings, NLISettings
+from qroute.config.routing import (
+    BatchingSettings,
+    RetrievalSettings,
+    RouterSettings,
+    TunedSettings,
+    ZeroShotSettings,
+)
+from qroute.config.serving import ClientSettings, ServerSettings
+from qroute.configfile import config_file, read_config_file
+from qroute.errors import ConfigError
+
+# Restart-only: the sections and fields a hot reload keeps at their running values.
+RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
+RESTART_ONLY_SERVER = (
+    "bind",
+    "metrics_port",
+    "metrics_host",
+    "tls",
+    "auth",
+    "reflection",
+    "tracing",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    retrieval: RetrievalSettings = RetrievalSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    lexical: LexicalSettings = LexicalSettings()
+    nli: NLISettings = NLISettings()
+    zero_shot: ZeroShotSettings = ZeroShotSettings()
+    router: RouterSettings = RouterSettings()
+    store: StoreSettings = StoreSettings()
+    table: TableSettings = TableSettings()
+    index: IndexSettings = IndexSettings()
+    server: ServerSettings = ServerSettings()
+    batching: BatchingSettings = BatchingSettings()
+    client: ClientSettings = ClientSettings()
+    tuned: TunedSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lexical_needs_no_model(cls, data: Any) -> Any:
+        # Lexical mode is the one that runs with no model at all: unless a zero-shot
+        # method is chosen, it has none (the default NLI model would need a download).
+        if not isinstance(data, dict):
+            return data
+        retrieval, zero_shot = data.get("retrieval"), data.get("zero_shot")
+        mode = retrieval.get("mode") if isinstance(retrieval, dict) else None
+        chosen = zero_shot.get("method") if isinstance(zero_shot, dict) else None
+        if (
+            mode == "lexical"
+            and chosen is None
+            and (zero_shot is None or isinstance(zero_shot, dict))
+        ):
+            data = {**data, "zero_shot": {**(zero_shot or {}), "method": "off"}}
+        return data
+
+    @model_validator(mode="after")
+    def _embedding_needs_encoder(self) -> Settings:
+        if self.retrieval.mode == "lexical" and self.zero_shot.method == "embedding":
+            raise ValueError(
+                "zero_shot.method 'embedding' needs the sentence encoder, which "
+                "retrieval.mode 'lexical' does not load: use 'nli', 'off', or mode 'hybrid'"
+            )
+        return self
+
+    @property
+    def client_address(self) -> str:
+        """The address a client dials: ``client.address``, else ``server.bind`` with a
+        wildcard host (``0.0.0.0``, ``[::]``) replaced by the matching loopback."""
+        if self.client.address:
+            return self.client.address
+        host, _, port = self.server.bind.rpartition(":")
+        loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
+        return f"{loopback.get(host, host)}:{port}"
+
+    @property
+    def version(self) -> str:
+        """A short digest of every setting: equal settings, equal version."""
+        digest = hashlib.sha256(self.model_dump_json().encode("utf-8")).hexdigest()
+        return digest[:12]
+
+    def reloaded(self, new: Settings) -> tuple[Settings, list[str]]:
+        """What a hot reload to ``new`` runs: ``new`` with every restart-only value kept
+        from these running settings, and the names of those that ``new`` would have
+        changed (they take effect at the next restart)."""
+        kept = [
+            section for section in RESTART_ONLY if getattr(self, section) != getattr(new, section)
+        ]
+        update: dict[str, Any] = {section: getattr(self, section) for section in RESTART_ONLY}
+        if self.retrieval.mode != new.retrieval.mode:
+            kept.append("retrieval.mode")
+        update["retrieval"] = new.retrieval.model_copy(update={"mode": self.retrieval.mode})
+        server_fields = {name: getattr(self.server, name) for name in RESTART_ONLY_SERVER}
+        kept += [
+            f"server.{name}"
+            for name, value in server_fields.items()
+            if getattr(new.server, name) != value
+        ]
+        update["server"] = new.server.model_copy(update=server_fields)
+        return new.model_copy(update=update), kept
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs (see load_settings); the
+        # environment must win over it.
+        return env_settings, init_settings
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"  {field}: {err['msg']}")
+    return f"invalid configuration ({source}):\n" + "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$QROUTE_CONFIG``, or ``./qroute.yaml`` when it
+    exists), then apply ``QROUTE_*`` environment variables.
+
+    ``overrides`` are merged into the file's top-level sections before validation
+    (used by tests and the CLI). Raises ConfigError naming the file and each bad field.
+    """
+    file_path = config_file(path)
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        data = read_config_file(file_path)
+        source = f"{file_path} + QROUTE_* environment"
+    else:
+        source = "defaults + QROUTE_* environment"
+    for section, values in overrides.items():
+        merged = dict(data.get(section) or {})
+        merged.update(values)
+        data[section] = merged
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
