@@ -202,6 +202,16 @@ def _status_name(response: health_pb2.HealthCheckResponse) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
+def _batch(texts: Sequence[str], allowed_labels: Sequence[str], top_labels: int) -> Any:
+    return pb.ClassifyBatchRequest(
+        requests=[_request(t, allowed_labels, top_labels) for t in texts]
+    )
+
+
+def _health_request(service: str) -> Any:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
 class Client(_Connection):
     """A blocking client over one channel; use it as a context manager or ``close()`` it.
     Failed calls raise a :class:`~qroute_client.errors.QrouteClientError` subclass.
@@ -216,6 +226,14 @@ class Client(_Connection):
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
+    def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return rpc(
+                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
     def classify(
         self,
         text: str,
@@ -225,13 +243,7 @@ class Client(_Connection):
         timeout: float | None = None,
     ) -> Classification:
         request = _request(text, allowed_labels, top_labels)
-        try:
-            response = self._stub.Classify(
-                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        return Classification.from_pb(response)
+        return Classification.from_pb(self._call(self._stub.Classify, request, timeout))
 
     def classify_batch(
         self,
@@ -242,41 +254,19 @@ class Client(_Connection):
         timeout: float | None = None,
     ) -> list[Classification]:
         """One answer per text, in order, from one ClassifyBatch call."""
-        batch = pb.ClassifyBatchRequest(
-            requests=[_request(t, allowed_labels, top_labels) for t in texts]
-        )
-        try:
-            response = self._stub.ClassifyBatch(
-                batch, timeout=self._options.deadline(timeout), metadata=self._options.metadata
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        request = _batch(texts, allowed_labels, top_labels)
+        response = self._call(self._stub.ClassifyBatch, request, timeout)
         return [Classification.from_pb(r) for r in response.responses]
 
     def index_info(self, *, timeout: float | None = None) -> IndexInfo:
         """The index version served, its labels, the configuration and the request
         limits (GetIndexInfo). FailedPrecondition while no index is served."""
-        try:
-            response = self._stub.GetIndexInfo(
-                pb.GetIndexInfoRequest(),
-                timeout=self._options.deadline(timeout),
-                metadata=self._options.metadata,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        return IndexInfo.from_pb(response)
+        request = pb.GetIndexInfoRequest()
+        return IndexInfo.from_pb(self._call(self._stub.GetIndexInfo, request, timeout))
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The ``grpc.health.v1`` status name: SERVING, NOT_SERVING, ..."""
-        try:
-            response = self._health.Check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=self._options.deadline(timeout),
-                metadata=self._options.metadata,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        return _status_name(response)
+        return _status_name(self._call(self._health.Check, _health_request(service), timeout))
 
     def close(self) -> None:
         self._channel.close()
@@ -294,8 +284,8 @@ class Client(_Connection):
 
 
 class AsyncClient(_Connection):
-    """The asyncio form of :class:`Client` (same arguments); ``async with`` it or
-    ``await close()``. Create it inside the event loop that uses it."""
+    """The asyncio form of :class:`Client` (same arguments and methods, awaited);
+    ``async with`` it or ``await close()``. Create it inside the event loop that uses it."""
 
     def _open(self, o: _Options) -> None:
         self._channel = (
@@ -306,6 +296,14 @@ class AsyncClient(_Connection):
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
+    async def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await rpc(
+                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
     async def classify(
         self,
         text: str,
@@ -315,13 +313,7 @@ class AsyncClient(_Connection):
         timeout: float | None = None,
     ) -> Classification:
         request = _request(text, allowed_labels, top_labels)
-        try:
-            response = await self._stub.Classify(
-                request, timeout=self._options.deadline(timeout), metadata=self._options.metadata
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        return Classification.from_pb(response)
+        return Classification.from_pb(await self._call(self._stub.Classify, request, timeout))
 
     async def classify_batch(
         self,
@@ -331,37 +323,16 @@ class AsyncClient(_Connection):
         top_labels: int = 0,
         timeout: float | None = None,
     ) -> list[Classification]:
-        batch = pb.ClassifyBatchRequest(
-            requests=[_request(t, allowed_labels, top_labels) for t in texts]
-        )
-        try:
-            response = await self._stub.ClassifyBatch(
-                batch, timeout=self._options.deadline(timeout), metadata=self._options.metadata
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        request = _batch(texts, allowed_labels, top_labels)
+        response = await self._call(self._stub.ClassifyBatch, request, timeout)
         return [Classification.from_pb(r) for r in response.responses]
 
     async def index_info(self, *, timeout: float | None = None) -> IndexInfo:
-        try:
-            response = await self._stub.GetIndexInfo(
-                pb.GetIndexInfoRequest(),
-                timeout=self._options.deadline(timeout),
-                metadata=self._options.metadata,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        return IndexInfo.from_pb(response)
+        request = pb.GetIndexInfoRequest()
+        return IndexInfo.from_pb(await self._call(self._stub.GetIndexInfo, request, timeout))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        try:
-            response = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=self._options.deadline(timeout),
-                metadata=self._options.metadata,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = await self._call(self._health.Check, _health_request(service), timeout)
         return _status_name(response)
 
     async def close(self) -> None:
