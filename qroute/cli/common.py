@@ -1,20 +1,27 @@
-"""What every command group shares: the command record, the --config flag, help format."""
+"""What every command group shares: the command record, the --config flag, help format,
+reading a labelled file."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qroute.config import Settings, load_settings
 from qroute.types import display_width, pad
+
+if TYPE_CHECKING:
+    from qroute.table import TableReport
+    from qroute.types import Example
 
 __all__ = [
     "Command",
     "HelpFormatter",
     "print_json",
+    "read_labelled",
     "render_table",
     "settings_of",
     "with_config",
@@ -52,6 +59,18 @@ def with_config(parser: argparse.ArgumentParser) -> None:
 def settings_of(args: argparse.Namespace) -> Settings:
     """The settings a command runs with: its --config file and the QROUTE_* environment."""
     return load_settings(args.config)
+
+
+def read_labelled(path: str, settings: Settings) -> tuple[list[Example], TableReport]:
+    """The accepted rows of a labelled file, saying on stderr how many were left out."""
+    from qroute.table import iter_examples, scan_table
+
+    report = scan_table(path, settings.table)
+    report.raise_for_errors()
+    note = report.dropped_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return [e for chunk in iter_examples(report, settings.table) for e in chunk], report
 
 
 def with_json(parser: argparse.ArgumentParser) -> None:

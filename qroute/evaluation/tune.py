@@ -5,62 +5,29 @@ query, its label groups at the largest k swept and the zero-shot score of every 
 them. The sweep then replays the decision rule (``qroute.routing.vote``)
 over those numbers for every combination of similarity threshold, ambiguity margin,
 zero-shot threshold and k, vectorised with numpy, and picks the best under an objective.
-Per-label thresholds are then improved one label at a time. ``write_tuned`` puts the
-result into the config file, keeping its comments and every other key.
+Per-label thresholds are then improved one label at a time; ``qroute.evaluation.tuned``
+writes the result into the config file.
 
-A constrained figure (out-of-scope recall >= target, zero-shot rate <= target) is met
-on the 95% Wilson bound of the rows it is measured on, not on the point estimate: on 100
-out-of-scope rows a recall of 0.90 is 0.90 +- 0.06, and a setting chosen on its point
-estimate misses the target on new traffic about half the time. ``cross_validate`` then
-measures the procedure itself: chosen on k-1 folds, scored on the held-out one, pooled;
-those pooled figures, with their intervals, are what the config promises.
+A constrained figure is met on its 95% Wilson bound (``qroute.evaluation.bounds``);
+``qroute.evaluation.crossval`` measures the procedure itself on rows it did not see, and
+``qroute.evaluation.calibration`` fits confidence to the probability of being right.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
 from qroute.config import RouterSettings, ZeroShotSettings
+from qroute.evaluation import bounds
 from qroute.evaluation.precompute import Precomputed
 from qroute.routing.vote import VoteArrays, replay, vote_arrays
 
-__all__ = [
-    "Choice",
-    "CrossValidated",
-    "Sweep",
-    "cross_validate",
-    "decisions",
-    "expected_calibration_error",
-    "fit_calibration",
-    "predict",
-    "sweep",
-    "wilson",
-    "write_tuned",
-]
-
-Z95 = 1.959963984540054
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion: (low, high); (0, 1) without rows."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-Objective = Literal["accuracy", "oos", "zero-shot-rate"]
+__all__ = ["Choice", "Sweep", "decisions", "predict", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -110,63 +77,6 @@ class Sweep:
     curve: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _counts(
-    pred: np.ndarray, used: np.ndarray, truth: np.ndarray, oos: np.ndarray
-) -> dict[str, tuple[int, int]]:
-    """Each figure as (successes, rows it is measured on)."""
-    right = np.where(oos, pred == -1, pred == truth)
-    inside = ~oos
-    n = len(truth)
-    return {
-        "accuracy": (int(right.sum()), n),
-        "in_scope_accuracy": (int(right[inside].sum()), int(inside.sum())),
-        "oos_recall": (int((pred[oos] == -1).sum()), int(oos.sum())),
-        "coverage": (int((pred != -1).sum()), n),
-        "zero_shot_rate": (int(used.sum()), n),
-    }
-
-
-def _figures(counts: Mapping[str, tuple[int, int]]) -> dict[str, float | None]:
-    figures: dict[str, float | None] = {k: s / n if n else 0.0 for k, (s, n) in counts.items()}
-    if counts["oos_recall"][1] == 0:
-        figures["oos_recall"] = None
-    return figures
-
-
-def ranges(counts: Mapping[str, tuple[int, int]], z: float = Z95) -> dict[str, tuple[float, float]]:
-    """Each figure's expected range on unseen data (its Wilson interval)."""
-    return {
-        k: (round(low, 4), round(high, 4))
-        for k, (s, n) in counts.items()
-        if n
-        for low, high in [wilson(s, n, z)]
-    }
-
-
-def _score(
-    pred: np.ndarray, used: np.ndarray, truth: np.ndarray, oos: np.ndarray
-) -> dict[str, float | None]:
-    return _figures(_counts(pred, used, truth, oos))
-
-
-def _objective(
-    counts: Mapping[str, tuple[int, int]], objective: Objective, target: float, z: float
-) -> float:
-    """The value to maximise: the figure the objective names where the constraint holds
-    on its Wilson bound (``z`` 0: on the point estimate), else below every feasible
-    value, closer to feasible the higher."""
-    figures = _figures(counts)
-    if objective == "accuracy":
-        return float(figures["accuracy"] or 0.0)
-    if objective == "oos":
-        hits, n = counts["oos_recall"]
-        low = wilson(hits, n, z)[0] if n else 1.0
-        feasible = n == 0 or low >= target
-        return float(figures["in_scope_accuracy"] or 0.0) if feasible else -1.0 + low
-    high = wilson(*counts["zero_shot_rate"], z)[1]
-    return float(figures["accuracy"] or 0.0) if high <= target else -high
-
-
 def _single(pre: Precomputed, zs: ZeroShotSettings) -> bool:
     """Whether the zero-shot scorer answers with no threshold (NLI in single-label mode)."""
     return zs.mode == "single" and pre.method.startswith("nli")
@@ -183,9 +93,9 @@ class _Trial:
     min_agreeing: int
     single: bool
     method: str
-    objective: Objective
+    objective: bounds.Objective
     target: float
-    z: float = Z95
+    z: float = bounds.Z95
 
     def decide(
         self, a: VoteArrays, thresholds: np.ndarray, margin: float, z: float
@@ -201,8 +111,9 @@ class _Trial:
     ) -> tuple[dict[str, float | None], float]:
         """(figures, objective value) of the decisions with these parameters."""
         pred, used = self.decide(a, thresholds, margin, z)
-        counts = _counts(pred, used, self.truth, self.oos)
-        return _figures(counts), _objective(counts, self.objective, self.target, self.z)
+        counts = bounds.counts(pred, used, self.truth, self.oos)
+        value = bounds.objective_value(counts, self.objective, self.target, self.z)
+        return bounds.figures(counts), value
 
 
 def _zero_shot_grid(
@@ -225,7 +136,7 @@ def sweep(
     router: RouterSettings,
     zs: ZeroShotSettings,
     *,
-    objective: Objective = "accuracy",
+    objective: bounds.Objective = "accuracy",
     target: float = 0.9,
     oos_label: str | None = None,
     ks: Sequence[int] = (),
@@ -235,7 +146,7 @@ def sweep(
     per_label: bool = True,
     min_label_queries: int = 20,
     min_label_threshold: float | None = None,
-    z: float = Z95,
+    z: float = bounds.Z95,
     none_label: str | None = None,
 ) -> Sweep:
     """The best decision parameters under ``objective`` (``oos``: in-scope accuracy with
@@ -362,8 +273,8 @@ def _per_label_thresholds(
             net = int((right[counted] & ~right_now[counted]).sum()) - int(
                 (right_now[counted] & ~right[counted]).sum()
             )
-            counts = _counts(pred, used, trial.truth, trial.oos)
-            value = _objective(counts, trial.objective, trial.target, trial.z)
+            counts = bounds.counts(pred, used, trial.truth, trial.oos)
+            value = bounds.objective_value(counts, trial.objective, trial.target, trial.z)
             if (
                 value > best_value
                 and (value >= 0.0 or trial.objective == "accuracy")
@@ -371,7 +282,7 @@ def _per_label_thresholds(
             ):
                 best_value, figures, current, right_now = (
                     value,
-                    _figures(counts),
+                    bounds.figures(counts),
                     thresholds_now,
                     right,
                 )
@@ -443,197 +354,3 @@ def predict(
     _, ids, pred, _ = decisions(pre, router, zs, none_label)
     names = {i: label for label, i in ids.items()}
     return [None if int(p) == -1 else names[int(p)] for p in pred]
-
-
-@dataclass(frozen=True)
-class CrossValidated:
-    """The tuning procedure measured on rows it did not see: each fold's rows decided by
-    the settings chosen on the other folds, pooled."""
-
-    folds: int
-    figures: dict[str, float | None]
-    ranges: dict[str, tuple[float, float]]
-    # Each fold's chosen (k, similarity_threshold): how stable the choice is.
-    chosen: list[tuple[int, float]]
-
-
-def _folds(truth: Sequence[str], folds: int, seed: int) -> np.ndarray:
-    """A fold number per row, stratified by label (every fold sees each label's rows,
-    the out-of-scope ones too, in proportion)."""
-    rng = np.random.default_rng(seed)
-    key = rng.random(len(truth))
-    order = sorted(range(len(truth)), key=lambda i: (truth[i], key[i]))
-    fold = np.empty(len(truth), dtype=int)
-    fold[order] = np.arange(len(truth)) % folds
-    return fold
-
-
-def cross_validate(
-    pre: Precomputed,
-    router: RouterSettings,
-    zs: ZeroShotSettings,
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    oos_label: str | None = None,
-    none_label: str | None = None,
-    **options: Any,
-) -> CrossValidated:
-    """Choose on ``folds - 1`` folds with ``sweep(**options)``, decide the held-out fold
-    with that choice, and pool the held-out decisions into figures with ranges."""
-    if folds < 2:
-        raise ValueError("cross-validation needs at least 2 folds")
-    fold = _folds(pre.truth, folds, seed)
-    truth: list[str] = []
-    predicted: list[str | None] = []
-    used_all: list[bool] = []
-    chosen = []
-    for f in range(folds):
-        train = pre.subset(np.flatnonzero(fold != f).tolist())
-        test = pre.subset(np.flatnonzero(fold == f).tolist())
-        choice = sweep(
-            train, router, zs, oos_label=oos_label, none_label=none_label, **options
-        ).best
-        chosen.append((choice.k, round(choice.similarity_threshold, 4)))
-        r, z = choice.settings(router, zs)
-        _, ids, pred, used = decisions(test, r, z, none_label)
-        names = {i: label for label, i in ids.items()}
-        truth += test.truth
-        predicted += [None if int(p) == -1 else names[int(p)] for p in pred]
-        used_all += used.tolist()
-    labels = sorted(set(truth) | {p for p in predicted if p is not None})
-    ids = {label: i for i, label in enumerate(labels)}
-    counts = _counts(
-        np.array([-1 if p is None else ids[p] for p in predicted]),
-        np.array(used_all, dtype=bool),
-        np.array([ids[t] for t in truth]),
-        np.array([t == oos_label for t in truth], dtype=bool),
-    )
-    figures = {k: None if v is None else round(v, 4) for k, v in _figures(counts).items()}
-    return CrossValidated(folds, figures, ranges(counts), chosen)
-
-
-def fit_calibration(
-    pre: Precomputed,
-    router: RouterSettings,
-    zs: ZeroShotSettings,
-    *,
-    oos_label: str | None = None,
-    none_label: str | None = None,
-    min_rows: int = 20,
-    max_knots: int = 20,
-) -> dict[str, list[tuple[float, float]]]:
-    """Per decision path (knn, head, zero_shot) with at least ``min_rows`` answers under
-    these settings: isotonic regression from the deciding score to being right, as at
-    most ``max_knots`` (score, probability) knots for ``router.calibration``."""
-    from qroute.hub import optional_import
-
-    isotonic = optional_import("sklearn.isotonic", "eval", "fitting the confidence calibration")
-    uncalibrated = router.model_copy(update={"calibration": {}, "min_confidence": 0.0})
-    a, ids, pred, used = decisions(pre, uncalibrated, zs, none_label)
-    truth = np.array([ids[t] for t in pre.truth])
-    oos = np.array([t == oos_label for t in pre.truth], dtype=bool)
-    right = (pred == truth) & ~oos
-    answered = pred != -1
-    paths = {
-        "knn": answered & ~used & ~a.via_head,
-        "head": answered & ~used & a.via_head,
-        "zero_shot": answered & used,
-    }
-    out: dict[str, list[tuple[float, float]]] = {}
-    for path, rows in paths.items():
-        if rows.sum() < min_rows:
-            continue
-        x = (a.zs_score if path == "zero_shot" else a.share)[rows]
-        model = isotonic.IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        model.fit(x, right[rows].astype(float))
-        xs = np.asarray(model.X_thresholds_, dtype=float)
-        ys = np.asarray(model.y_thresholds_, dtype=float)
-        if len(xs) > max_knots:
-            keep = np.unique(np.linspace(0, len(xs) - 1, max_knots).round().astype(int))
-            xs, ys = xs[keep], ys[keep]
-        knots: list[tuple[float, float]] = []
-        for x_, y_ in zip(xs.tolist(), ys.tolist(), strict=True):
-            x_, y_ = round(x_, 4), round(y_, 4)
-            if knots and x_ <= knots[-1][0]:
-                continue
-            knots.append((x_, max(y_, knots[-1][1]) if knots else y_))
-        out[path] = knots
-    return out
-
-
-def expected_calibration_error(
-    confidence: Sequence[float], right: Sequence[bool], bins: int = 15
-) -> tuple[float, list[tuple[float, float, int]]]:
-    """(ECE, per bin (mean confidence, accuracy, rows)) over equal-width bins in [0, 1]."""
-    c = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
-    r = np.asarray(right, dtype=float)
-    which = np.minimum((c * bins).astype(int), bins - 1)
-    ece, table = 0.0, []
-    for b in range(bins):
-        rows = which == b
-        if not rows.any():
-            continue
-        mean_c, acc = float(c[rows].mean()), float(r[rows].mean())
-        ece += rows.sum() / len(c) * abs(mean_c - acc)
-        table.append((mean_c, acc, int(rows.sum())))
-    return float(ece), table
-
-
-def write_tuned(
-    path: str | Path,
-    choice: Choice,
-    *,
-    encoder: str,
-    index_version: str,
-    objective: str,
-    data: str,
-    validated: CrossValidated | None = None,
-    calibration: Mapping[str, Sequence[tuple[float, float]]] | None = None,
-) -> None:
-    """Write the chosen values into the YAML config at ``path``, keeping its comments,
-    key order and every key this does not set. With ``validated`` the figures are the
-    held-out ones with their ranges; ``calibration`` replaces router.calibration."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    path = Path(path)
-    document: Any = yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None
-    if document is None:
-        from ruamel.yaml.comments import CommentedMap
-
-        document = CommentedMap()
-    router = document.setdefault("router", {})
-    router["k"] = choice.k
-    router["similarity_threshold"] = round(choice.similarity_threshold, 4)
-    router["min_margin"] = round(choice.min_margin, 4)
-    router["label_thresholds"] = {
-        k: round(v, 4) for k, v in sorted(choice.label_thresholds.items())
-    }
-    if calibration is not None:
-        from ruamel.yaml.comments import CommentedSeq
-
-        def knot(x: float, y: float) -> CommentedSeq:
-            pair = CommentedSeq([x, y])
-            pair.fa.set_flow_style()  # one "- [score, probability]" line per knot
-            return pair
-
-        router["calibration"] = {
-            path: [knot(x, y) for x, y in knots] for path, knots in calibration.items()
-        }
-    document.setdefault("zero_shot", {})["threshold"] = round(choice.zero_shot_threshold, 4)
-    document["tuned"] = {
-        "encoder": encoder,
-        "index_version": index_version,
-        "objective": objective,
-        "data": data,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "figures": validated.figures if validated else choice.figures(),
-        "ranges": {k: [low, high] for k, (low, high) in validated.ranges.items()}
-        if validated
-        else {},
-        "folds": validated.folds if validated else 0,
-    }
-    with path.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)

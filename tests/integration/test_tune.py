@@ -13,7 +13,8 @@ from qroute_indexer import run_index
 
 from qroute.config import Settings, load_settings
 from qroute.evaluation.precompute import precompute
-from qroute.evaluation.tune import predict, sweep, write_tuned
+from qroute.evaluation.tune import predict, sweep
+from qroute.evaluation.tuned import write_tuned
 from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
 from qroute.table import normalise, read_table

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 
 from qroute.config import RouterSettings, ZeroShotSettings, load_settings
+from qroute.evaluation.bounds import wilson
+from qroute.evaluation.calibration import expected_calibration_error, fit_calibration
+from qroute.evaluation.crossval import cross_validate
 from qroute.evaluation.precompute import Precomputed
-from qroute.evaluation.tune import (
-    cross_validate,
-    decisions,
-    expected_calibration_error,
-    fit_calibration,
-    sweep,
-    wilson,
-    write_tuned,
-)
+from qroute.evaluation.tune import decisions, sweep
+from qroute.evaluation.tuned import write_tuned
 from qroute.routing.vote import calibrate
 from qroute.types import Group, Hit
 
