@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,11 +194,14 @@ async def run_index(
     full: bool = False,
     holdout: str | Path | None = None,
     replace_mode: bool = False,
+    extra: Sequence[str | Path] = (),
 ) -> IndexReport:
-    """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
+    """Index ``table`` (with the rows of the ``extra`` tables appended: validated
+    together, so ``table.on_conflicting_labels`` decides a text they label differently)
+    and publish it. Raises TableError (nothing written), ModelLoadError,
     StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
     another retrieval mode and ``replace_mode`` is not set: nothing published)."""
-    report = scan_table(table, settings.table)
+    report = scan_table(table, settings.table, extra)
     report.raise_for_errors()
     for problem in report.problems:
         log.warning("%s", problem)

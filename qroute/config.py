@@ -10,6 +10,7 @@ directory (embedded Qdrant Edge, one process at a time per version) or an
 Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
 ``server.index_poll_s``/``config_poll_s``/``shutdown_grace_s``. Restart-only:
 ``retrieval.mode``, ``encoder.*``, ``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``,
+``review.*``, ``shadow.*``,
 ``server.bind`` and ``server.metrics_port``/``metrics_host``; a reload that changes them
 keeps the running values and says so (``Settings.reloaded`` is the one place that decides).
 """
@@ -44,9 +45,11 @@ __all__ = [
     "LexicalSettings",
     "NLISettings",
     "RetrievalSettings",
+    "ReviewSettings",
     "RouterSettings",
     "ServerSettings",
     "Settings",
+    "ShadowSettings",
     "StoreSettings",
     "TableSettings",
     "TunedSettings",
@@ -57,7 +60,7 @@ __all__ = [
 
 DEFAULT_CONFIG_FILE = "qroute.yaml"
 # Restart-only: the sections and fields a hot reload keeps at their running values.
-RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
+RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching", "review", "shadow")
 RESTART_ONLY_SERVER = ("bind", "metrics_port", "metrics_host")
 
 
@@ -353,6 +356,47 @@ class BatchingSettings(_Section):
     max_queue: int = Field(1024, ge=1)
 
 
+class ReviewSettings(_Section):
+    """The review queue: answers worth a human look, and caller feedback, in SQLite
+    (restart-only; docs/review.md)."""
+
+    enabled: bool = False
+    path: str = ".qroute/review.sqlite"
+    # Fraction of the answers that qualify (NO_MATCH, ZERO_SHOT, low confidence, shadow
+    # disagreement) that is recorded. Feedback is always recorded.
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    # Also record answers whose confidence is below this (0: none for this reason).
+    confidence_below: float = Field(0.0, ge=0.0, le=1.0)
+    # Rows waiting for review (pending) kept; the oldest are dropped beyond it. Reviewed
+    # (accepted, rejected) rows are kept: they are the curated data.
+    max_rows: int = Field(100_000, ge=1)
+    # What a row keeps of the query text: full, hash (sha256 hex of the normalised
+    # text), none. Only full rows can be exported as labelled examples.
+    store_texts: Literal["full", "hash", "none"] = "full"
+    # Records waiting for the writer; beyond it they are dropped and counted, so a slow
+    # disk never holds a request back.
+    max_queue: int = Field(1024, ge=1)
+    # Recent answers remembered in memory so that feedback may name a request_id alone.
+    remember_requests: int = Field(10_000, ge=0)
+
+
+class ShadowSettings(_Section):
+    """Shadow evaluation of a candidate config on live traffic, after the live answer
+    is sent (restart-only; docs/review.md)."""
+
+    # A candidate config file (its hot-reloadable sections: thresholds, zero-shot,
+    # retrieval weights); null: no shadow evaluation.
+    config: str | None = None
+    # Fraction of the live requests the candidate also answers.
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    # Requests waiting for the candidate; beyond it they are dropped and counted.
+    max_queue: int = Field(256, ge=1)
+    # Texts the candidate classifies per call.
+    max_batch: int = Field(32, ge=1, le=4096)
+    # `qroute shadow report`: agreement the candidate needs to be promoted.
+    min_agreement: float = Field(0.9, ge=0.0, le=1.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -370,6 +414,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
     client: ClientSettings = ClientSettings()
+    review: ReviewSettings = ReviewSettings()
+    shadow: ShadowSettings = ShadowSettings()
     tuned: TunedSettings | None = None
 
     @model_validator(mode="before")

@@ -16,7 +16,7 @@ import json
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -84,6 +84,10 @@ class TableReport:
     skipped_labels: set[str] = field(default_factory=set)
     # Rows of each skipped rare label.
     rare_rows: dict[str, int] = field(default_factory=dict)
+    # Further tables read as if appended to this one (``qroute index --extra``), each
+    # with its encoding, and their skipped rows as (position in ``extra``, row).
+    extra: tuple[tuple[Path, str | None], ...] = ()
+    skipped_extra: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def accepted(self) -> int:
@@ -379,13 +383,26 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def scan_table(path: str | Path, settings: TableSettings | None = None) -> TableReport:
+def scan_table(
+    path: str | Path,
+    settings: TableSettings | None = None,
+    extra: Sequence[str | Path] = (),
+) -> TableReport:
     """Validate every row of ``path`` (streaming) and report; writes nothing, raises only
-    when the file itself cannot be read. Apply the report with ``iter_examples``."""
+    when the file itself cannot be read. Apply the report with ``iter_examples``.
+
+    ``extra`` tables (same columns) are validated as if appended to ``path``: a text they
+    label differently from an earlier row is a ``conflicting_labels`` problem, and so on."""
     settings = settings or TableSettings()
     path = Path(path)
     encoding, rows = _rows(path, settings)
-    report = TableReport(path=path, encoding=encoding)
+    sources = [(path, rows)]
+    extras = []
+    for other in map(Path, extra):
+        other_encoding, other_rows = _rows(other, settings)
+        extras.append((other, other_encoding))
+        sources.append((other, other_rows))
+    report = TableReport(path=path, encoding=encoding, extra=tuple(extras))
     policy = {
         "empty_text": settings.on_empty_text,
         "missing_label": settings.on_missing_label,
@@ -396,10 +413,15 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
         "unreadable": "error",
     }
     # 8-byte digests, not the texts: a million rows fit in ~100 MB.
-    seen: dict[int, tuple[str, int]] = {}
-    for number, record, unreadable in rows:
+    seen: dict[int, tuple[str, int, int]] = {}
+    numbered = (
+        (position, source, number, record, unreadable)
+        for position, (source, source_rows) in enumerate(sources)
+        for number, record, unreadable in source_rows
+    )
+    for position, source, number, record, unreadable in numbered:
         report.rows += 1
-        where = f"{path}:{number}"
+        where = f"{source}:{number}"
         found: list[tuple[str, str]] = []
         text = label = None
         if record is None:
@@ -413,17 +435,21 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
         if text is not None and label is not None and not found:
             earlier = seen.get(_digest(text))
             if earlier is None:
-                seen[_digest(text)] = (label, number)
-            elif earlier[0] == label:
-                found.append(("duplicate", f"same text and label as row {earlier[1]}"))
+                seen[_digest(text)] = (label, number, position)
             else:
-                found.append(
-                    (
-                        "conflicting_labels",
-                        f"{settings.label_column}: text is also labelled "
-                        f"{earlier[0]!r} at row {earlier[1]}",
+                at = f"row {earlier[1]}"
+                if earlier[2] != position:
+                    at = f"{sources[earlier[2]][0]}:{earlier[1]}"
+                if earlier[0] == label:
+                    found.append(("duplicate", f"same text and label as {at}"))
+                else:
+                    found.append(
+                        (
+                            "conflicting_labels",
+                            f"{settings.label_column}: text is also labelled {earlier[0]!r} "
+                            f"at {at}",
+                        )
                     )
-                )
         keep = True
         for kind, detail in found:
             report.problems.append(Problem(kind, where, detail, policy[kind]))
@@ -431,8 +457,10 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
                 keep = False
         if keep and text is not None and label is not None:
             report.labels[label] += 1
-        else:
+        elif position == 0:
             report.skipped_rows.add(number)
+        else:
+            report.skipped_extra.add((position - 1, number))
     for label, count in sorted(report.labels.items()):
         if count < settings.min_examples:
             detail = f"label {label!r} has {count} example(s) (minimum {settings.min_examples})"
@@ -452,21 +480,41 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
 def iter_examples(
     report: TableReport, settings: TableSettings | None = None, batch: int = 1024
 ) -> Iterator[list[Example]]:
-    """The accepted rows of a scanned table, in batches, streaming from the file.
-    Extra columns (``source``, ``lang``, ...) ride along in ``Example.extra``."""
+    """The accepted rows of a scanned table (and its ``extra`` tables), in batches,
+    streaming from the files. Extra columns (``source``, ``lang``, ...) ride along in
+    ``Example.extra``."""
     settings = settings or TableSettings()
-    _, rows = _rows(
-        report.path,
-        settings
-        if settings.encoding
-        else settings.model_copy(update={"encoding": report.encoding}),
-    )
+    sources = [(report.path, report.encoding, report.skipped_rows)]
+    for position, (path, encoding) in enumerate(report.extra):
+        skipped = {row for at, row in report.skipped_extra if at == position}
+        sources.append((path, encoding, skipped))
     chunk: list[Example] = []
+    for path, encoding, skipped_rows in sources:
+        for example in _examples(path, encoding, skipped_rows, report.skipped_labels, settings):
+            chunk.append(example)
+            if len(chunk) >= batch:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _examples(
+    path: Path,
+    encoding: str | None,
+    skipped_rows: set[int],
+    skipped_labels: set[str],
+    settings: TableSettings,
+) -> Iterator[Example]:
+    _, rows = _rows(
+        path,
+        settings if settings.encoding else settings.model_copy(update={"encoding": encoding}),
+    )
     for number, record, _ in rows:
-        if number in report.skipped_rows or record is None:
+        if number in skipped_rows or record is None:
             continue
         text, label, _problems = _fields(record, settings)
-        if text is None or label is None or label in report.skipped_labels:
+        if text is None or label is None or label in skipped_labels:
             continue
         extra = {
             key: value
@@ -475,21 +523,14 @@ def iter_examples(
             and key not in RESERVED
             and isinstance(value, str | int | float | bool)
         }
-        chunk.append(
-            Example(
-                text=text,
-                label=label,
-                row_id=row_id(text, label),
-                source=str(report.path),
-                line=number,
-                extra=extra,
-            )
+        yield Example(
+            text=text,
+            label=label,
+            row_id=row_id(text, label),
+            source=str(path),
+            line=number,
+            extra=extra,
         )
-        if len(chunk) >= batch:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def read_table(path: str | Path, settings: TableSettings | None = None) -> list[Example]:

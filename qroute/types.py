@@ -132,3 +132,6 @@ class Prediction:
     fallback_reasons: tuple[FallbackReason, ...] = ()
     top_labels: tuple[LabelScore, ...] = ()
     zero_shot_method: str = ""
+    # Names this answer in feedback (SubmitFeedback) and in the review queue; set by the
+    # router once the answer is computed, empty elsewhere.
+    request_id: str = ""

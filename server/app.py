@@ -29,6 +29,8 @@ from qroute.errors import (
 )
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
+from qroute.routing.learning import FeedbackLoop
+from qroute.routing.review import Feedback
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2
 
@@ -72,6 +74,8 @@ class RouterApp:
             on_batch=self.metrics.batch_size.observe,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # The review queue and the shadow candidate (docs/review.md), built by load().
+        self.learning: FeedbackLoop | None = None
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
 
@@ -105,14 +109,24 @@ class RouterApp:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self.batcher.submit(queries, deadline)
+            predictions = await self.batcher.submit(queries, deadline)
+            # Only queues work for the review writer and the shadow candidate.
+            learning = self.learning
+            return learning.observe(queries, predictions) if learning else predictions
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
 
+    async def feedback(self, feedback: Feedback) -> None:
+        """Queue a caller's feedback for review. Raises FeatureDisabled, InvalidQuery,
+        NotReady, Overloaded."""
+        if self._stopping or self.learning is None:
+            raise NotReady("the router is loading or shutting down")
+        await self.learning.feedback(feedback)
+
     async def start(self, bind: str | None = None) -> int:
-        add_to_server(RouterServicer(self.classify, self.metrics), self.server)
+        add_to_server(RouterServicer(self.classify, self.metrics, self.feedback), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -162,6 +176,13 @@ class RouterApp:
         if warning:
             log.warning("%s", warning)
         self.batcher.start()
+        self.learning = FeedbackLoop(
+            self.settings,
+            lambda: self.classifier,
+            on_shadow=lambda outcome, n: self.metrics.shadow.labels(outcome).inc(n),
+            on_review=lambda result, n: self.metrics.review_records.labels(result).inc(n),
+        )
+        self.learning.start()
         await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
         if self.config_path is not None:
@@ -264,6 +285,8 @@ class RouterApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.batcher.stop()
+        if self.learning is not None:
+            await self.learning.stop()
         self.metrics.close()
         if self.classifier is not None:
             await self.classifier.close()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from qroute.routing.review import Feedback
 from qroute.types import Decision, FallbackReason, Hit, LabelScore, Prediction, Query
 from qroute.v1 import router_pb2 as pb
 
-__all__ = ["from_pb_query", "to_pb_prediction"]
+__all__ = ["from_pb_feedback", "from_pb_query", "to_pb_prediction"]
 
 _DECISION = {
     Decision.KNN: pb.DECISION_PATH_KNN,
@@ -65,4 +66,15 @@ def to_pb_prediction(prediction: Prediction) -> pb.ClassifyResponse:
         config_version=prediction.config_version,
         top_labels=_scores(prediction.top_labels),
         zero_shot_method=prediction.zero_shot_method,
+        request_id=prediction.request_id,
+    )
+
+
+def from_pb_feedback(request: pb.SubmitFeedbackRequest) -> Feedback:
+    return Feedback(
+        text=request.text,
+        request_id=request.request_id,
+        correct_label=request.correct_label,
+        none_of_these=request.none_of_these,
+        source=request.source,
     )

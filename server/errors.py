@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 
 from qroute.errors import (
     DeadlineExceeded,
+    FeatureDisabled,
     InvalidQuery,
     NotIndexed,
     NotReady,
@@ -38,6 +39,7 @@ _STATUS: tuple[tuple[type[QrouteError], grpc.StatusCode], ...] = (
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (FeatureDisabled, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 # Bad fields named in a message, and carried in the details.

@@ -60,6 +60,19 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.shadow = Counter(
+            "qroute_shadow",
+            "Live answers given to the shadow candidate, by outcome (agree, disagree, "
+            "dropped: its queue was full, error: it failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.review_records = Counter(
+            "qroute_review_records",
+            "Review-queue records by result (written, dropped: queue full, failed: store error)",
+            ["result"],
+            registry=self.registry,
+        )
         self.config = Info(
             "qroute_config", "The config version being served", registry=self.registry
         )

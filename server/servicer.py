@@ -18,21 +18,23 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from qroute.routing.review import Feedback
 from qroute.types import Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
 
-from .convert import from_pb_query, to_pb_prediction
+from .convert import from_pb_feedback, from_pb_query, to_pb_prediction
 from .errors import Status, status_for
 from .metrics import Metrics
 
-__all__ = ["Classify", "Malformed", "RouterServicer", "add_to_server"]
+__all__ = ["Classify", "Malformed", "RouterServicer", "SubmitFeedback", "add_to_server"]
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # (queries, deadline in loop.time() seconds or None) -> predictions
 Classify = Callable[[Sequence[Query], float | None], Awaitable[list[Prediction]]]
+SubmitFeedback = Callable[[Feedback], Awaitable[None]]
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["RouterService"]
 
@@ -91,8 +93,11 @@ def add_to_server(servicer: RouterServicer, server: grpc.aio.Server) -> None:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
-    def __init__(self, classify: Classify, metrics: Metrics) -> None:
+    def __init__(
+        self, classify: Classify, metrics: Metrics, feedback: SubmitFeedback | None = None
+    ) -> None:
         self._classify = classify
+        self._feedback = feedback
         self._metrics = metrics
         # A broken client sends malformed requests at its full rate.
         self._malformed_log = _RateLimited(every_s=10.0)
@@ -146,3 +151,28 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
             "ClassifyBatch", request, lambda r: [from_pb_query(q) for q in r.requests], context
         )
         return pb.ClassifyBatchResponse(responses=[to_pb_prediction(p) for p in predictions])
+
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest | Malformed, context: Context
+    ) -> pb.SubmitFeedbackResponse:
+        started = time.perf_counter()
+        status = Status(grpc.StatusCode.OK, "")
+        try:
+            if isinstance(request, Malformed):
+                status = Status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request does not parse as {request.message}: {request.reason}",
+                )
+                await context.abort(status.code, status.message)
+            if self._feedback is None:
+                status = Status(grpc.StatusCode.UNIMPLEMENTED, "this router takes no feedback")
+                await context.abort(status.code, status.message)
+            try:
+                await self._feedback(from_pb_feedback(request))
+            except Exception as exc:  # mapped to a status code in server/errors.py
+                status = status_for(exc)
+                await context.abort(status.code, status.message, status.trailing_metadata())
+            return pb.SubmitFeedbackResponse()
+        finally:
+            self._metrics.requests.labels("SubmitFeedback", status.code.name).inc()
+            self._metrics.latency.labels("SubmitFeedback").observe(time.perf_counter() - started)

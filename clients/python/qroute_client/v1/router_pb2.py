@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qroute/v1/router.proto\x12\tqroute.v1\"K\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_labels\x18\x02 \x03(\t\x12\x12\n\ntop_labels\x18\x03 \x01(\x05\"D\n\x14\x43lassifyBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.qroute.v1.ClassifyRequest\"\xb8\x01\n\tNeighbour\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x0e\n\x06row_id\x18\x04 \x01(\t\x12\x1d\n\x10\x64\x65nse_similarity\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x12lexical_similarity\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x13\n\x11_dense_similarityB\x15\n\x13_lexical_similarity\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"Y\n\nThresholds\x12\x12\n\nsimilarity\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x14\n\x0cmin_agreeing\x18\x03 \x01(\x05\x12\x11\n\tzero_shot\x18\x04 \x01(\x02\"\xc6\x03\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x04path\x18\x03 \x01(\x0e\x32\x17.qroute.v1.DecisionPath\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\nneighbours\x18\x05 \x03(\x0b\x32\x14.qroute.v1.Neighbour\x12)\n\nknn_scores\x18\x06 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12/\n\x10zero_shot_scores\x18\x07 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\x33\n\x10\x66\x61llback_reasons\x18\t \x03(\x0e\x32\x19.qroute.v1.FallbackReason\x12)\n\nthresholds\x18\n \x01(\x0b\x32\x15.qroute.v1.Thresholds\x12\x16\n\x0e\x63onfig_version\x18\x0b \x01(\t\x12)\n\ntop_labels\x18\x0c \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x18\n\x10zero_shot_method\x18\r \x01(\t\"G\n\x15\x43lassifyBatchResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.qroute.v1.ClassifyResponse*}\n\x0c\x44\x65\x63isionPath\x12\x1d\n\x19\x44\x45\x43ISION_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_PATH_KNN\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_PATH_ZERO_SHOT\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_PATH_NO_MATCH\x10\x03*\x96\x01\n\x0e\x46\x61llbackReason\x12\x1f\n\x1b\x46\x41LLBACK_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_REASON_LOW_SIMILARITY\x10\x01\x12\x1d\n\x19\x46\x41LLBACK_REASON_AMBIGUOUS\x10\x02\x12 \n\x1c\x46\x41LLBACK_REASON_FEW_AGREEING\x10\x03\x32\xa8\x01\n\rRouterService\x12\x43\n\x08\x43lassify\x12\x1a.qroute.v1.ClassifyRequest\x1a\x1b.qroute.v1.ClassifyResponse\x12R\n\rClassifyBatch\x12\x1f.qroute.v1.ClassifyBatchRequest\x1a .qroute.v1.ClassifyBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qroute/v1/router.proto\x12\tqroute.v1\"K\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_labels\x18\x02 \x03(\t\x12\x12\n\ntop_labels\x18\x03 \x01(\x05\"D\n\x14\x43lassifyBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.qroute.v1.ClassifyRequest\"\xb8\x01\n\tNeighbour\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x0e\n\x06row_id\x18\x04 \x01(\t\x12\x1d\n\x10\x64\x65nse_similarity\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x12lexical_similarity\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x13\n\x11_dense_similarityB\x15\n\x13_lexical_similarity\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"Y\n\nThresholds\x12\x12\n\nsimilarity\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x14\n\x0cmin_agreeing\x18\x03 \x01(\x05\x12\x11\n\tzero_shot\x18\x04 \x01(\x02\"\xda\x03\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x04path\x18\x03 \x01(\x0e\x32\x17.qroute.v1.DecisionPath\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\nneighbours\x18\x05 \x03(\x0b\x32\x14.qroute.v1.Neighbour\x12)\n\nknn_scores\x18\x06 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12/\n\x10zero_shot_scores\x18\x07 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\x33\n\x10\x66\x61llback_reasons\x18\t \x03(\x0e\x32\x19.qroute.v1.FallbackReason\x12)\n\nthresholds\x18\n \x01(\x0b\x32\x15.qroute.v1.Thresholds\x12\x16\n\x0e\x63onfig_version\x18\x0b \x01(\t\x12)\n\ntop_labels\x18\x0c \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x18\n\x10zero_shot_method\x18\r \x01(\t\x12\x12\n\nrequest_id\x18\x0e \x01(\t\"G\n\x15\x43lassifyBatchResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.qroute.v1.ClassifyResponse\"w\n\x15SubmitFeedbackRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rcorrect_label\x18\x03 \x01(\t\x12\x15\n\rnone_of_these\x18\x04 \x01(\x08\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x18\n\x16SubmitFeedbackResponse*}\n\x0c\x44\x65\x63isionPath\x12\x1d\n\x19\x44\x45\x43ISION_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_PATH_KNN\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_PATH_ZERO_SHOT\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_PATH_NO_MATCH\x10\x03*\x96\x01\n\x0e\x46\x61llbackReason\x12\x1f\n\x1b\x46\x41LLBACK_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_REASON_LOW_SIMILARITY\x10\x01\x12\x1d\n\x19\x46\x41LLBACK_REASON_AMBIGUOUS\x10\x02\x12 \n\x1c\x46\x41LLBACK_REASON_FEW_AGREEING\x10\x03\x32\xff\x01\n\rRouterService\x12\x43\n\x08\x43lassify\x12\x1a.qroute.v1.ClassifyRequest\x1a\x1b.qroute.v1.ClassifyResponse\x12R\n\rClassifyBatch\x12\x1f.qroute.v1.ClassifyBatchRequest\x1a .qroute.v1.ClassifyBatchResponse\x12U\n\x0eSubmitFeedback\x12 .qroute.v1.SubmitFeedbackRequest\x1a!.qroute.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qroute_client.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISIONPATH']._serialized_start=1036
-  _globals['_DECISIONPATH']._serialized_end=1161
-  _globals['_FALLBACKREASON']._serialized_start=1164
-  _globals['_FALLBACKREASON']._serialized_end=1314
+  _globals['_DECISIONPATH']._serialized_start=1203
+  _globals['_DECISIONPATH']._serialized_end=1328
+  _globals['_FALLBACKREASON']._serialized_start=1331
+  _globals['_FALLBACKREASON']._serialized_end=1481
   _globals['_CLASSIFYREQUEST']._serialized_start=37
   _globals['_CLASSIFYREQUEST']._serialized_end=112
   _globals['_CLASSIFYBATCHREQUEST']._serialized_start=114
@@ -46,9 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_THRESHOLDS']._serialized_start=415
   _globals['_THRESHOLDS']._serialized_end=504
   _globals['_CLASSIFYRESPONSE']._serialized_start=507
-  _globals['_CLASSIFYRESPONSE']._serialized_end=961
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=963
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=1034
-  _globals['_ROUTERSERVICE']._serialized_start=1317
-  _globals['_ROUTERSERVICE']._serialized_end=1485
+  _globals['_CLASSIFYRESPONSE']._serialized_end=981
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=983
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=1054
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1056
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1175
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1177
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1201
+  _globals['_ROUTERSERVICE']._serialized_start=1484
+  _globals['_ROUTERSERVICE']._serialized_end=1739
 # @@protoc_insertion_point(module_scope)

@@ -82,7 +82,7 @@ class Thresholds(_message.Message):
     def __init__(self, similarity: _Optional[float] = ..., margin: _Optional[float] = ..., min_agreeing: _Optional[int] = ..., zero_shot: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method")
+    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method", "request_id")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class ClassifyResponse(_message.Message):
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOP_LABELS_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     path: DecisionPath
@@ -109,10 +110,29 @@ class ClassifyResponse(_message.Message):
     config_version: str
     top_labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
     zero_shot_method: str
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ClassifyBatchResponse(_message.Message):
     __slots__ = ("responses",)
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     responses: _containers.RepeatedCompositeFieldContainer[ClassifyResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[ClassifyResponse, _Mapping]]] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("text", "request_id", "correct_label", "none_of_these", "source")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    NONE_OF_THESE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    request_id: str
+    correct_label: str
+    none_of_these: bool
+    source: str
+    def __init__(self, text: _Optional[str] = ..., request_id: _Optional[str] = ..., correct_label: _Optional[str] = ..., none_of_these: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

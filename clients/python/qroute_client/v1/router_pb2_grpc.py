@@ -54,6 +54,11 @@ class RouterServiceStub:
                 request_serializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.SerializeToString,
                 response_deserializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/qroute.v1.RouterService/SubmitFeedback',
+                request_serializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -82,6 +87,15 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """Tells the router what the right label was (or that none fits), for the review
+        queue. FAILED_PRECONDITION when the router's review.enabled is off;
+        RESOURCE_EXHAUSTED when the review queue is full (retry later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ClassifyBatch,
                     request_deserializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.FromString,
                     response_serializer=qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -160,6 +179,33 @@ class RouterService:
             '/qroute.v1.RouterService/ClassifyBatch',
             qroute_dot_v1_dot_router__pb2.ClassifyBatchRequest.SerializeToString,
             qroute_dot_v1_dot_router__pb2.ClassifyBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qroute.v1.RouterService/SubmitFeedback',
+            qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+            qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
