@@ -159,7 +159,8 @@ def answer_reasons(prediction: Prediction, settings: ReviewSettings) -> tuple[st
         reasons.append(NO_MATCH)
     elif prediction.decision is Decision.ZERO_SHOT:
         reasons.append(ZERO_SHOT)
-    if prediction.confidence < settings.confidence_below:
+    # A NO_MATCH's confidence is in "none of these": it has no label to doubt.
+    if prediction.label is not None and prediction.confidence < settings.confidence_below:
         reasons.append(LOW_CONFIDENCE)
     return tuple(reasons)
 
@@ -264,6 +265,10 @@ class ReviewStore:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=10)
+        # WAL: readers (`qroute review`) never block the writer; NORMAL: a commit does not
+        # wait for fsync (a crash may lose the last records, never corrupt the file).
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
         try:
             with db:  # one transaction: committed, or rolled back on an error
                 yield db
@@ -410,12 +415,16 @@ class ReviewRecorder:
         max_queue: int,
         *,
         batch: int = 256,
+        gather_s: float = 0.05,
         on_count: Callable[[str, int], None] | None = None,
     ) -> None:
         self._sink = sink
         self._on_count = on_count
         self._queue: asyncio.Queue[ReviewRecord | ShadowTally] = asyncio.Queue(max_queue)
         self._batch = batch
+        # One write per this many seconds at most under steady traffic: a write per
+        # record would cost a transaction each.
+        self._gather_s = gather_s
         self._task: asyncio.Task[None] | None = None
         self.counts: Counter[str] = Counter()
         self._last_failure_log = -float("inf")
@@ -441,6 +450,8 @@ class ReviewRecorder:
     async def _write(self) -> None:
         while True:
             items = [await self._queue.get()]
+            if self._gather_s:
+                await asyncio.sleep(self._gather_s)
             while len(items) < self._batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             try:

@@ -61,6 +61,7 @@ def test_text_fields_keep_full_text_hash_or_nothing() -> None:
 def test_answer_reasons_name_each_kind_of_doubt() -> None:
     review = Settings().review.model_copy(update={"confidence_below": 0.6})
     assert answer_reasons(prediction(Decision.NO_MATCH, None, 0.9), review) == ("NO_MATCH",)
+    assert answer_reasons(prediction(Decision.NO_MATCH, None, 0.1), review) == ("NO_MATCH",)
     assert answer_reasons(prediction(Decision.ZERO_SHOT, "금융", 0.9), review) == ("ZERO_SHOT",)
     assert answer_reasons(prediction(Decision.KNN, "금융", 0.5), review) == ("LOW_CONFIDENCE",)
     assert answer_reasons(prediction(Decision.KNN, "금융", 0.7), review) == ()
