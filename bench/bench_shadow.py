@@ -59,7 +59,9 @@ async def _measure(config: Path, texts: list[str], rounds: int, concurrency: int
             latencies: list[float] = []
             gate = asyncio.Semaphore(width)
 
-            async def one(text: str, gate: asyncio.Semaphore = gate) -> None:
+            async def one(
+                text: str, gate: asyncio.Semaphore = gate, latencies: list[float] = latencies
+            ) -> None:
                 async with gate:
                     started = time.perf_counter()
                     await stub.Classify(pb.ClassifyRequest(text=text))

@@ -170,7 +170,12 @@ async def test_feedback_by_request_id_is_stored_with_the_answer(serve: Serve) ->
     rows = store_of(router).rows(reason="FEEDBACK")
     by_text = {r.text: r for r in rows}
     row = by_text["코스닥 지수 알려줘"]
-    assert (row.kind, row.feedback_label, row.label, row.source) == ("feedback", "뉴스", "금융", "qa")
+    assert (row.kind, row.feedback_label, row.label, row.source) == (
+        "feedback",
+        "뉴스",
+        "금융",
+        "qa",
+    )
     assert row.request_id == answer.request_id
     assert by_text[NONSENSE].feedback_label == ""
 
@@ -207,7 +212,9 @@ def test_accept_export_reindex_answers_the_text_by_knn(
     assert main(["review", "list", "--json", "--config", str(config)]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["request_id"] == before.request_id
-    assert main(["review", "accept", str(row["id"]), "--label", "뉴스", "--config", str(config)]) == 0
+    assert (
+        main(["review", "accept", str(row["id"]), "--label", "뉴스", "--config", str(config)]) == 0
+    )
     learned = tmp_path / "learned.csv"
     argv = ["review", "export", "--out", str(learned), "--json", "--config", str(config)]
     capsys.readouterr()
@@ -265,3 +272,55 @@ async def test_shadow_counts_agreement_while_live_answers_stay_live(
         assert row.shadow_config_version not in (None, live_version)
     tally = store_of(router).tally()
     assert sum(sum(c.values()) for c in tally.values()) == 50
+
+
+def test_review_commands_and_shadow_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    candidate = write_config(
+        tmp_path / "candidate.yaml", tmp_path, router={"k": 10, "similarity_threshold": 0.6}
+    )
+    config = write_config(
+        tmp_path / "qroute.yaml", tmp_path, shadow={"config": str(candidate), "min_agreement": 0.0}
+    )
+    with EVAL.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:30]
+
+    async def traffic() -> None:
+        app, channel = await start_router(config)
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            for row in rows:
+                await stub.Classify(pb.ClassifyRequest(text=row["text"]), timeout=30)
+            assert app.learning is not None
+            await app.learning.drain()
+        finally:
+            await channel.close()
+            await app.stop(grace=0)
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        assert main([*argv, "--json", "--config", str(config)]) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    asyncio.run(run_index(load_settings(config), TABLE, progress=False))
+    asyncio.run(traffic())
+    listed = run("review", "list", "--reason", "SHADOW_DISAGREE")
+    assert listed and all("SHADOW_DISAGREE" in r["reasons"] for r in listed)
+    truth = {row["text"]: row["label"] for row in rows}
+    first, second, third, *rest = listed
+    assert run("review", "show", str(first["id"]))["shadow_label"] == first["shadow_label"]
+    assert run("review", "reject", str(first["id"]))["status"] == "rejected"
+    assert run("review", "relabel", str(second["id"]), "--label", "뉴스")["label"] == "뉴스"
+    for row in [third, *rest]:
+        run("review", "accept", str(row["id"]), "--label", truth[row["text"]])
+    assert [r["id"] for r in run("review", "list", "--status", "rejected")] == [first["id"]]
+    assert len(run("review", "list", "--status", "accepted")) == len(listed) - 1
+    report = run("shadow", "report")
+    assert report["compared"] == len(rows)
+    agreed = sum(c["n"] for c in report["confusion"] if c["live"] == c["candidate"])
+    assert report["agreement"] == pytest.approx(agreed / len(rows))
+    assert report["reviewed"] == len(listed) - 1
+    assert 0.0 <= report["live_accuracy"] <= 1.0 and 0.0 <= report["candidate_accuracy"] <= 1.0
+    better = report["candidate_accuracy"] >= report["live_accuracy"]
+    assert report["promote"] is better

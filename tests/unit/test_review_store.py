@@ -73,7 +73,12 @@ def test_a_row_keeps_the_explanation_and_versions(tmp_path: Path) -> None:
     review = Settings().review
     store.add([record_of("환율 알려줘", answer, ("ZERO_SHOT",), review)])
     [row] = store.rows()
-    assert (row.text, row.label, row.path, row.confidence) == ("환율 알려줘", "금융", "ZERO_SHOT", 0.7)
+    assert (row.text, row.label, row.path, row.confidence) == (
+        "환율 알려줘",
+        "금융",
+        "ZERO_SHOT",
+        0.7,
+    )
     assert (row.explanation, row.config_version, row.index_version) == (
         "ZERO_SHOT because",
         "c1",
