@@ -7,6 +7,7 @@ validates and queues what a caller says the label should have been.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections import Counter, OrderedDict
@@ -22,6 +23,7 @@ from qroute.routing.review import (
     Feedback,
     ReviewRecord,
     ReviewRecorder,
+    ReviewRow,
     ReviewSink,
     ReviewStore,
     ShadowTally,
@@ -30,7 +32,7 @@ from qroute.routing.review import (
     text_fields,
 )
 from qroute.routing.shadow import Shadow, ShadowResult
-from qroute.types import Prediction, Query
+from qroute.types import Decision, LabelScore, Prediction, Query, Thresholds
 
 __all__ = ["FeedbackLoop"]
 
@@ -181,6 +183,11 @@ class FeedbackLoop:
         text, answer = feedback.text, None
         if feedback.request_id:
             text_answer = self._recent.get(feedback.request_id)
+            if text_answer is None and self.store is not None:
+                # Older than memory, but recorded: the row has what feedback needs.
+                row = await asyncio.to_thread(self.store.by_request, feedback.request_id)
+                if row is not None and row.text is not None:
+                    text_answer = (row.text, _answer_of(row))
             if text_answer is not None:
                 text = text or text_answer[0]
                 answer = text_answer[1]
@@ -210,3 +217,18 @@ class FeedbackLoop:
         )
         if not self.recorder.offer(record):
             raise Overloaded("the review queue is full (review.max_queue): retry later")
+
+
+def _answer_of(row: ReviewRow) -> Prediction:
+    """The parts of a recorded answer that a feedback row repeats."""
+    return Prediction(
+        label=row.label,
+        confidence=row.confidence or 0.0,
+        decision=Decision(row.path or Decision.NO_MATCH.value),
+        reason=row.explanation or "",
+        index_version=row.index_version or "",
+        config_version=row.config_version or "",
+        thresholds=Thresholds(0.0, 0.0, 0, 0.0),
+        top_labels=tuple(LabelScore(label, score) for label, score in row.top_labels),
+        request_id=row.request_id or "",
+    )

@@ -180,6 +180,29 @@ async def test_feedback_by_request_id_is_stored_with_the_answer(serve: Serve) ->
     assert by_text[NONSENSE].feedback_label == ""
 
 
+async def test_feedback_names_a_recorded_answer_the_router_no_longer_remembers(
+    serve: Serve,
+) -> None:
+    router = await serve(review={"remember_requests": 1})
+    old = await router.classify(NONSENSE)
+    await router.classify("코스닥 지수 알려줘")  # pushes `old` out of memory
+    await router.drain()
+    await router.feedback(request_id=old.request_id, correct_label="뉴스")
+    await router.drain()
+    [row] = store_of(router).rows(reason="FEEDBACK")
+    assert (row.text, row.feedback_label, row.path) == (NONSENSE, "뉴스", "NO_MATCH")
+
+
+async def test_every_text_of_a_batch_gets_its_own_request_id(serve: Serve) -> None:
+    router = await serve()
+    request = pb.ClassifyBatchRequest(
+        requests=[pb.ClassifyRequest(text=t) for t in (NONSENSE, "환율 알려줘", NONSENSE)]
+    )
+    response = await router.stub.ClassifyBatch(request, timeout=30)
+    ids = [r.request_id for r in response.responses]
+    assert len(set(ids)) == 3 and all(ids)
+
+
 async def test_feedback_needs_review_enabled(serve: Serve) -> None:
     router = await serve(review={"enabled": False})
     with pytest.raises(grpc.aio.AioRpcError) as caught:
