@@ -387,6 +387,9 @@ class ShadowSettings(_Section):
     # A candidate config file (its hot-reloadable sections: thresholds, zero-shot,
     # retrieval weights); null: no shadow evaluation.
     config: str | None = None
+    # A published (kept) index version the candidate searches instead of the live one
+    # (`qroute index --list`); null: the live version. Either or both may be set.
+    index_version: str | None = None
     # Fraction of the live requests the candidate also answers.
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     # Requests waiting for the candidate; beyond it they are dropped and counted.

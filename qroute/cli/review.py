@@ -188,12 +188,15 @@ def _shadow_arguments(shadow: argparse.ArgumentParser) -> None:
 def _shadow(args: argparse.Namespace) -> int:
     from qroute.config import load_settings
     from qroute.routing.classifier import Classifier
-    from qroute.routing.shadow import ShadowReport, shadow_report
+    from qroute.routing.shadow import Shadow, ShadowReport, shadow_report, tally_key
 
     settings = settings_of(args)
-    if not settings.shadow.config:
-        raise ConfigError("shadow.config names no candidate config file: set it first")
-    candidate = load_settings(settings.shadow.config)
+    shadow = settings.shadow
+    if not shadow.config and not shadow.index_version:
+        raise ConfigError(
+            "shadow.config and shadow.index_version name no candidate: set one of them"
+        )
+    candidate = load_settings(shadow.config) if shadow.config else None
     store = _store(settings)
     reviewed = [
         (row.text, row.reviewed_label)
@@ -203,14 +206,16 @@ def _shadow(args: argparse.Namespace) -> int:
 
     async def run() -> ShadowReport:
         live = await asyncio.to_thread(Classifier.from_settings, settings)
+        builder = Shadow(candidate, lambda: live, shadow, lambda results: None)
         try:
-            # The router tallies by the candidate's config version, as it ran it.
-            version = live.settings.reloaded(candidate)[0].version
-            tally = store.tally(version).get(version, Counter())
-            return await shadow_report(
-                live, candidate, tally, reviewed, settings.shadow.min_agreement
-            )
+            await live.refresh_index()
+            other = await builder.candidate_for(live)
+            # The router tallies under this key, as it ran the candidate.
+            key = tally_key(other.config_version, shadow.index_version)
+            tally = store.tally(key).get(key, Counter())
+            return await shadow_report(live, other, key, tally, reviewed, shadow.min_agreement)
         finally:
+            await builder.stop()
             await live.close()
 
     report = asyncio.run(run())
@@ -221,7 +226,12 @@ def _shadow(args: argparse.Namespace) -> int:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    print(f"candidate {report.candidate} ({settings.shadow.config})")
+    named = ", ".join(
+        f"{what} {value}"
+        for what, value in (("config", shadow.config), ("index", shadow.index_version))
+        if value
+    )
+    print(f"candidate {report.candidate} ({named})")
     print(f"compared {report.compared} live answers: agreement {pct(report.agreement)}")
     if report.confusion:
         print("live -> candidate (NO_MATCH as -):")

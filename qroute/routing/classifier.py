@@ -89,6 +89,8 @@ class Classifier:
         # One thread runs every model call: torch keeps one warm intra-op thread team
         # instead of one per worker thread, and model calls never overlap.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
+        # Pinned (``pinned``): searches one given version and never follows the pointer.
+        self._pinned = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -127,6 +129,22 @@ class Classifier:
             executor=self._executor,
         )
         clone.embedding = self.embedding
+        return clone
+
+    async def pinned(self, settings: Settings, store: VectorStore, version: str) -> Classifier:
+        """A classifier on (hot-reloadable) ``settings`` that searches ``version`` of
+        ``store`` (its own reader: a store follows one version at a time), sharing this
+        one's models and model thread, and never following the published version. Raises
+        VersionMissing, EncoderMismatch. Close ``store`` yourself, not the clone: closing
+        it would stop the shared model thread."""
+        metadata = await store.metadata(version)
+        state = await asyncio.to_thread(self._state, version, metadata)
+        await store.open(version)
+        clone = Classifier(
+            settings, self.encoder, self.nli, store, index=state, executor=self._executor
+        )
+        clone.embedding = self.embedding
+        clone._pinned = True
         return clone
 
     async def close(self) -> None:
@@ -307,7 +325,7 @@ class Classifier:
                 )
                 return index, embedded, found
             except VersionMissing:
-                if attempt:
+                if attempt or self._pinned:
                     raise
                 # The indexer published a newer version and dropped ours: follow it.
                 index = await self.refresh_index()

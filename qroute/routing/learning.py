@@ -65,9 +65,9 @@ class FeedbackLoop:
             self.recorder = ReviewRecorder(sink, self.settings.max_queue, on_count=on_review)
         self.shadow: Shadow | None = None
         self._shadow_rate = settings.shadow.sample_rate
-        if settings.shadow.config:
+        if settings.shadow.config or settings.shadow.index_version:
             # A bad candidate file stops the start, naming the file and field.
-            candidate = load_settings(settings.shadow.config)
+            candidate = load_settings(settings.shadow.config) if settings.shadow.config else None
             self.shadow = Shadow(candidate, live, settings.shadow, self._shadow_results, on_shadow)
         # request_id -> (text, answer): feedback may name a recent answer alone.
         self._recent: OrderedDict[str, tuple[str, Prediction]] = OrderedDict()
@@ -130,7 +130,7 @@ class FeedbackLoop:
         for result in results:
             self._record(result.query, result.live, result.candidate)
             if result.candidate is not None:
-                version = result.candidate.config_version
+                version = self.shadow.key(result.candidate)  # type: ignore[union-attr]
                 tally = tallies.setdefault(version, ShadowTally(version, Counter()))
                 tally.counts[(result.live.label or "", result.candidate.label or "")] += 1
         if self.recorder is not None:

@@ -1,11 +1,13 @@
-"""Shadow evaluation: a candidate config answers a sample of live requests after the
-live answer is sent, and its answers are compared with the live ones.
+"""Shadow evaluation: a candidate config and/or index version answers a sample of live
+requests after the live answer is sent, and its answers are compared with the live ones.
 
 The candidate is the live classifier reconfigured with the candidate's hot-reloadable
 settings (thresholds, zero-shot, retrieval weights): it shares the models, the store,
-the index and the model thread. Its work queues behind live work on that one thread, so
-a live batch waits for at most the one candidate batch (``shadow.max_batch`` texts)
-already running; requests that find the queue full are not evaluated (``dropped``).
+the index and the model thread. With ``shadow.index_version`` it searches that published
+version instead, through its own store reader. Its work queues behind live work on the
+one model thread, so a live batch waits for at most the one candidate batch
+(``shadow.max_batch`` texts) already running; requests that find the queue full are not
+evaluated (``dropped``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 
 from qroute.config import Settings, ShadowSettings
 from qroute.routing.classifier import Classifier
+from qroute.store import VectorStore, open_store
 from qroute.types import Prediction, Query
 
-__all__ = ["OUTCOMES", "Shadow", "ShadowReport", "ShadowResult", "shadow_report"]
+__all__ = ["OUTCOMES", "Shadow", "ShadowReport", "ShadowResult", "shadow_report", "tally_key"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class Shadow:
 
     def __init__(
         self,
-        candidate: Settings,
+        candidate: Settings | None,
         live: Callable[[], Classifier | None],
         settings: ShadowSettings,
         on_results: Callable[[Sequence[ShadowResult]], None],
@@ -65,6 +68,8 @@ class Shadow:
         )
         self._candidate: Classifier | None = None
         self._built_from: Classifier | None = None
+        # The candidate index version's own reader (a store follows one version).
+        self._store: VectorStore | None = None
         self._task: asyncio.Task[None] | None = None
         self.counts: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
 
@@ -87,20 +92,32 @@ class Shadow:
             return False
         return True
 
-    def candidate_for(self, live: Classifier) -> Classifier:
-        """The candidate on ``live``'s models and index (rebuilt when either changes)."""
+    def key(self, candidate: Prediction) -> str:
+        return tally_key(candidate.config_version, self._settings.index_version)
+
+    async def candidate_for(self, live: Classifier) -> Classifier:
+        """The candidate on ``live``'s models (and index, unless ``shadow.index_version``
+        names another), rebuilt when the live classifier or its index changes."""
+        version = self._settings.index_version
         if (
             self._candidate is None
             or self._built_from is not live
-            or self._candidate.index is not live.index
+            or (version is None and self._candidate.index is not live.index)
         ):
-            settings, _ = live.settings.reloaded(self.candidate_settings)
+            settings = live.settings
+            if self.candidate_settings is not None:
+                settings, _ = live.settings.reloaded(self.candidate_settings)
             if settings.zero_shot.method == "nli" and live.nli is None:
                 log.warning(
                     "the shadow candidate wants zero_shot.method nli, which the live config "
                     "does not load: it runs without zero-shot"
                 )
-            self._candidate = live.reconfigure(settings)
+            if version is None:
+                self._candidate = live.reconfigure(settings)
+            else:
+                if self._store is None:
+                    self._store = open_store(live.settings.store)
+                self._candidate = await live.pinned(settings, self._store, version)
             self._built_from = live
         return self._candidate
 
@@ -123,7 +140,8 @@ class Shadow:
             answers = [None] * len(batch)
         else:
             try:
-                answers = await self.candidate_for(live).classify([q for q, _ in batch])
+                candidate = await self.candidate_for(live)
+                answers = await candidate.classify([q for q, _ in batch])
             except Exception as exc:
                 log.warning("the shadow candidate failed: %s: %s", type(exc).__name__, exc)
                 answers = [None] * len(batch)
@@ -140,12 +158,20 @@ class Shadow:
             await asyncio.wait_for(self._queue.join(), timeout)
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+def tally_key(config_version: str, index_version: str | None) -> str:
+    """What the tally of a candidate is stored under: its config version, and the
+    index version it searched when that is not the live one."""
+    return f"{config_version}@{index_version}" if index_version else config_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,24 +209,20 @@ class ShadowReport:
 
 async def shadow_report(
     live: Classifier,
-    candidate: Settings,
+    other: Classifier,
+    key: str,
     tally: Counter[tuple[str, str]],
     reviewed: Sequence[tuple[str, str | None]],
     min_agreement: float,
 ) -> ShadowReport:
-    """Agreement from the router's ``tally``, and both configs' accuracy on ``reviewed``
-    rows ((text, accepted label or None for none-of-these)), classified now by ``live``
-    and by the candidate on the same models and index."""
+    """Agreement from the router's ``tally`` of candidate ``key``, and the accuracy of
+    ``live`` and of the candidate ``other`` (``Shadow.candidate_for``) on ``reviewed``
+    rows ((text, accepted label or None for none-of-these)), classified now."""
     compared = sum(tally.values())
     agreed = sum(n for (a, b), n in tally.items() if a == b)
     agreement = agreed / compared if compared else None
-    settings, _ = live.settings.reloaded(candidate)
-    other = live.reconfigure(settings)
     live_accuracy = candidate_accuracy = None
     if reviewed:
-        if live.index is None:
-            await live.refresh_index()
-            other = live.reconfigure(settings)
         queries = [Query(text) for text, _ in reviewed]
         truth = [label for _, label in reviewed]
         answers = [await c.classify(queries) for c in (live, other)]
@@ -236,7 +258,7 @@ async def shadow_report(
             ),
         )
     return ShadowReport(
-        candidate=settings.version,
+        candidate=key,
         compared=compared,
         agreement=agreement,
         confusion=dict(tally),

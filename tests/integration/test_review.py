@@ -347,3 +347,54 @@ def test_review_commands_and_shadow_report(
     assert 0.0 <= report["live_accuracy"] <= 1.0 and 0.0 <= report["candidate_accuracy"] <= 1.0
     better = report["candidate_accuracy"] >= report["live_accuracy"]
     assert report["promote"] is better
+
+
+def test_shadow_of_an_older_index_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    learned = tmp_path / "learned.csv"
+    learned.write_text(f"text,label\n{NONSENSE},뉴스\n", encoding="utf-8")
+    plain = write_config(tmp_path / "plain.yaml", tmp_path)
+    first = asyncio.run(run_index(load_settings(plain), TABLE, progress=False))
+    asyncio.run(run_index(load_settings(plain), TABLE, progress=False, extra=[learned]))
+    config = write_config(
+        tmp_path / "qroute.yaml",
+        tmp_path,
+        shadow={"index_version": first.version, "min_agreement": 0.0},
+    )
+
+    async def traffic() -> list[pb.ClassifyResponse]:
+        app, channel = await start_router(config)
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            answers = [
+                await stub.Classify(pb.ClassifyRequest(text=t), timeout=30)
+                for t in (NONSENSE, "코스닥 지수 알려줘")
+            ]
+            assert app.learning is not None and app.learning.shadow is not None
+            await app.learning.drain()
+            assert dict(app.learning.shadow.counts) == {
+                "agree": 1,
+                "disagree": 1,
+                "dropped": 0,
+                "error": 0,
+            }
+            return answers
+        finally:
+            await channel.close()
+            await app.stop(grace=0)
+
+    learned_answer, _ = asyncio.run(traffic())
+    assert (learned_answer.label, learned_answer.index_version) != ("", first.version)
+    [row] = ReviewStore(tmp_path / "review.sqlite").rows(reason="SHADOW_DISAGREE")
+    assert (row.text, row.label, row.shadow_label, row.shadow_path) == (
+        NONSENSE,
+        "뉴스",
+        None,
+        "NO_MATCH",
+    )
+    capsys.readouterr()
+    assert main(["shadow", "report", "--json", "--config", str(config)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["compared"] == 2 and report["agreement"] == 0.5
+    assert report["candidate"].endswith(f"@{first.version}")
