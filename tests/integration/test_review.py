@@ -203,6 +203,18 @@ async def test_every_text_of_a_batch_gets_its_own_request_id(serve: Serve) -> No
     assert len(set(ids)) == 3 and all(ids)
 
 
+async def test_a_repeated_query_gets_a_fresh_request_id_each_time(serve: Serve) -> None:
+    # A request id names one response: an identical query (which a result cache could
+    # answer from the same computed answer) is a new response with a new id.
+    router = await serve()
+    first, second = [await router.classify(NONSENSE) for _ in range(2)]
+    assert first.request_id and second.request_id and first.request_id != second.request_id
+    assert (first.label, first.path) == (second.label, second.path)
+    await router.drain()
+    ids = [r.request_id for r in store_of(router).rows()]
+    assert ids == [second.request_id, first.request_id]
+
+
 async def test_feedback_needs_review_enabled(serve: Serve) -> None:
     router = await serve(review={"enabled": False})
     with pytest.raises(grpc.aio.AioRpcError) as caught:
