@@ -9,7 +9,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -205,3 +205,27 @@ def test_review_off_records_nothing_and_names_answers(tmp_path: Path) -> None:
     assert loop.recorder is None
     [named] = loop.observe([Query("a")], [prediction(Decision.NO_MATCH, None, 0.0)])
     assert named.request_id
+
+
+def test_a_full_shadow_queue_drops_requests_counts_them_and_still_records_them(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        review={"enabled": True, "path": str(tmp_path / "r")},
+        shadow={"index_version": "v0", "max_queue": 1},
+    )
+    outcomes: list[tuple[str, int]] = []
+    loop = FeedbackLoop(settings, lambda: None, sink=SlowSink(0.0), on_shadow=_append(outcomes))
+    assert loop.shadow is not None and loop.recorder is not None
+    # Not started: nothing drains the shadow's queue, so the second request finds it full.
+    for text in ("a", "b"):
+        loop.observe([Query(text)], [prediction(Decision.NO_MATCH, None, 0.0)])
+    assert loop.shadow.counts["dropped"] == 1 and outcomes == [("dropped", 1)]
+    # The dropped answer still goes to the review queue (without a shadow answer); the
+    # queued one waits for the candidate.
+    assert loop.recorder.counts["dropped"] == 0
+    assert loop.recorder._queue.qsize() == 1
+
+
+def _append(into: list[tuple[str, int]]) -> Callable[[str, int], None]:
+    return lambda outcome, n: into.append((outcome, n))
