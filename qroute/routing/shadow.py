@@ -114,6 +114,8 @@ class Shadow:
                 )
             if version is None:
                 self._candidate = live.reconfigure(settings)
+                # Its stage times are not the live requests': kept out of their metrics.
+                self._candidate.observe = None
             else:
                 if self._store is None:
                     self._store = open_store(live.settings.store)
