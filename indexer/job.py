@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,11 +274,15 @@ async def _build(
 
 
 async def _prepare(
-    settings: Settings, table: str | Path, encoder: Encoder | None
+    settings: Settings,
+    table: str | Path,
+    encoder: Encoder | None,
+    extra: Sequence[str | Path] = (),
 ) -> tuple[TableReport, Retriever, Lexicon | None]:
-    """Validate the whole table (nothing is written when a row breaks an ``error``
-    policy), load the encoder, and count the n-grams' document frequencies."""
-    report = scan_table(table, settings.table)
+    """Validate the whole table and its ``extra`` tables (nothing is written when a row
+    breaks an ``error`` policy), load the encoder, and count the n-grams' document
+    frequencies."""
+    report = scan_table(table, settings.table, extra)
     report.raise_for_errors()
     for problem in report.problems:
         log.warning("%s", problem)
@@ -299,11 +303,14 @@ async def run_index(
     full: bool = False,
     holdout: str | Path | None = None,
     replace_mode: bool = False,
+    extra: Sequence[str | Path] = (),
 ) -> IndexReport:
-    """Index ``table`` and publish it. Raises TableError (nothing written), ModelLoadError,
+    """Index ``table`` (with the rows of the ``extra`` tables appended: validated
+    together, so ``table.on_conflicting_labels`` decides a text they label differently)
+    and publish it. Raises TableError (nothing written), ModelLoadError,
     StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
     another retrieval mode and ``replace_mode`` is not set: nothing published)."""
-    report, retriever, lexicon = await _prepare(settings, table, encoder)
+    report, retriever, lexicon = await _prepare(settings, table, encoder, extra)
     own_store = store is None
     store = store or open_store(settings.store)
     try:

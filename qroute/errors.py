@@ -18,6 +18,7 @@ QrouteError
  ├── Overloaded           too many requests are queued; retry later
  ├── DeadlineExceeded     the caller's deadline passed before the work started
  ├── IndexWriteError      a new index version could not be written or published
+ ├── FeatureDisabled      the request needs a feature the router's config leaves off
  └── BindError            the router cannot listen on its address (in use, or not local)
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "EncoderMismatch",
+    "FeatureDisabled",
     "IndexCorrupt",
     "IndexRejected",
     "IndexWriteError",
@@ -176,3 +178,7 @@ class EncoderMismatch(NotIndexed):
 
 class BindError(QrouteError):
     pass
+
+
+class FeatureDisabled(QrouteError):
+    """The request needs a feature this router's config leaves off (``review.enabled``)."""

@@ -12,7 +12,7 @@ import hashlib
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,10 @@ class TableReport:
     skipped_labels: set[str] = field(default_factory=set)
     # Rows of each skipped rare label.
     rare_rows: dict[str, int] = field(default_factory=dict)
+    # Further tables read as if appended to this one (``qroute index --extra``), each
+    # with its encoding, and their skipped rows as (position in ``extra``, row).
+    extra: tuple[tuple[Path, str | None], ...] = ()
+    skipped_extra: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def accepted(self) -> int:
@@ -158,13 +162,54 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def scan_table(path: str | Path, settings: TableSettings | None = None) -> TableReport:
+def _repeated(
+    seen: dict[int, tuple[str, int, int]],
+    text: str,
+    label: str,
+    at: tuple[int, int],
+    sources: Sequence[tuple[Path, object]],
+    settings: TableSettings,
+) -> list[tuple[str, str]]:
+    """A ``duplicate`` or ``conflicting_labels`` problem when an earlier row (of this
+    table, or of an earlier one in ``sources``) has the same text; else remembers it.
+    ``at``: (position in ``sources``, row number)."""
+    earlier = seen.get(_digest(text))
+    if earlier is None:
+        seen[_digest(text)] = (label, at[1], at[0])
+        return []
+    where = f"row {earlier[1]}"
+    if earlier[2] != at[0]:
+        where = f"{sources[earlier[2]][0]}:{earlier[1]}"
+    if earlier[0] == label:
+        return [("duplicate", f"same text and label as {where}")]
+    return [
+        (
+            "conflicting_labels",
+            f"{settings.label_column}: text is also labelled {earlier[0]!r} at {where}",
+        )
+    ]
+
+
+def scan_table(
+    path: str | Path,
+    settings: TableSettings | None = None,
+    extra: Sequence[str | Path] = (),
+) -> TableReport:
     """Validate every row of ``path`` (streaming) and report; writes nothing, raises only
-    when the file itself cannot be read. Apply the report with ``iter_examples``."""
+    when the file itself cannot be read. Apply the report with ``iter_examples``.
+
+    ``extra`` tables (same columns) are validated as if appended to ``path``: a text they
+    label differently from an earlier row is a ``conflicting_labels`` problem, and so on."""
     settings = settings or TableSettings()
     path = Path(path)
     encoding, rows = read_records(path, settings)
-    report = TableReport(path=path, encoding=encoding)
+    sources = [(path, rows)]
+    extras = []
+    for other in map(Path, extra):
+        other_encoding, other_rows = read_records(other, settings)
+        extras.append((other, other_encoding))
+        sources.append((other, other_rows))
+    report = TableReport(path=path, encoding=encoding, extra=tuple(extras))
     policy = {
         "empty_text": settings.on_empty_text,
         "missing_label": settings.on_missing_label,
@@ -175,10 +220,15 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
         "unreadable": "error",
     }
     # 8-byte digests, not the texts: a million rows fit in ~100 MB.
-    seen: dict[int, tuple[str, int]] = {}
-    for number, record, unreadable in rows:
+    seen: dict[int, tuple[str, int, int]] = {}
+    numbered = (
+        (position, source, number, record, unreadable)
+        for position, (source, source_rows) in enumerate(sources)
+        for number, record, unreadable in source_rows
+    )
+    for position, source, number, record, unreadable in numbered:
         report.rows += 1
-        where = f"{path}:{number}"
+        where = f"{source}:{number}"
         found: list[tuple[str, str]] = []
         text = label = None
         if record is None:
@@ -190,19 +240,7 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
                 ("too_long", f"text has {len(text)} characters (limit {settings.max_text_chars})")
             )
         if text is not None and label is not None and not found:
-            earlier = seen.get(_digest(text))
-            if earlier is None:
-                seen[_digest(text)] = (label, number)
-            elif earlier[0] == label:
-                found.append(("duplicate", f"same text and label as row {earlier[1]}"))
-            else:
-                found.append(
-                    (
-                        "conflicting_labels",
-                        f"{settings.label_column}: text is also labelled "
-                        f"{earlier[0]!r} at row {earlier[1]}",
-                    )
-                )
+            found += _repeated(seen, text, label, (position, number), sources, settings)
         keep = True
         for kind, detail in found:
             report.problems.append(Problem(kind, where, detail, policy[kind]))
@@ -210,8 +248,10 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
                 keep = False
         if keep and text is not None and label is not None:
             report.labels[label] += 1
-        else:
+        elif position == 0:
             report.skipped_rows.add(number)
+        else:
+            report.skipped_extra.add((position - 1, number))
     for label, count in sorted(report.labels.items()):
         if count < settings.min_examples:
             detail = f"label {label!r} has {count} example(s) (minimum {settings.min_examples})"
@@ -231,21 +271,41 @@ def scan_table(path: str | Path, settings: TableSettings | None = None) -> Table
 def iter_examples(
     report: TableReport, settings: TableSettings | None = None, batch: int = 1024
 ) -> Iterator[list[Example]]:
-    """The accepted rows of a scanned table, in batches, streaming from the file.
-    Extra columns (``source``, ``lang``, ...) ride along in ``Example.extra``."""
+    """The accepted rows of a scanned table (and its ``extra`` tables), in batches,
+    streaming from the files. Extra columns (``source``, ``lang``, ...) ride along in
+    ``Example.extra``."""
     settings = settings or TableSettings()
-    _, rows = read_records(
-        report.path,
-        settings
-        if settings.encoding
-        else settings.model_copy(update={"encoding": report.encoding}),
-    )
+    sources = [(report.path, report.encoding, report.skipped_rows)]
+    for position, (path, encoding) in enumerate(report.extra):
+        skipped = {row for at, row in report.skipped_extra if at == position}
+        sources.append((path, encoding, skipped))
     chunk: list[Example] = []
+    for path, encoding, skipped_rows in sources:
+        for example in _examples(path, encoding, skipped_rows, report.skipped_labels, settings):
+            chunk.append(example)
+            if len(chunk) >= batch:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _examples(
+    path: Path,
+    encoding: str | None,
+    skipped_rows: set[int],
+    skipped_labels: set[str],
+    settings: TableSettings,
+) -> Iterator[Example]:
+    _, rows = read_records(
+        path,
+        settings if settings.encoding else settings.model_copy(update={"encoding": encoding}),
+    )
     for number, record, _ in rows:
-        if number in report.skipped_rows or record is None:
+        if number in skipped_rows or record is None:
             continue
         text, label, _problems = _fields(record, settings)
-        if text is None or label is None or label in report.skipped_labels:
+        if text is None or label is None or label in skipped_labels:
             continue
         extra = {
             key: value
@@ -253,21 +313,14 @@ def iter_examples(
             if key not in (settings.text_column, settings.label_column)
             and isinstance(value, str | int | float | bool)
         }
-        chunk.append(
-            Example(
-                text=text,
-                label=label,
-                row_id=row_id(text, label),
-                source=str(report.path),
-                line=number,
-                extra=extra,
-            )
+        yield Example(
+            text=text,
+            label=label,
+            row_id=row_id(text, label),
+            source=str(path),
+            line=number,
+            extra=extra,
         )
-        if len(chunk) >= batch:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def read_table(path: str | Path, settings: TableSettings | None = None) -> list[Example]:

@@ -163,6 +163,10 @@ class Prediction:
     fallback_reasons: tuple[FallbackReason, ...] = ()
     top_labels: tuple[LabelScore, ...] = ()
     zero_shot_method: str = ""
+    # Names this answer in feedback (SubmitFeedback) and in the review queue; set per
+    # response by the router app (FeedbackLoop.observe, a fresh id each time: never
+    # cached), empty elsewhere.
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

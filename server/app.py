@@ -22,10 +22,13 @@ from qroute.errors import (
     BindError,
     IndexCorrupt,
     IndexRejected,
+    NotReady,
     QrouteError,
 )
 from qroute.routing.batching import MicroBatcher
 from qroute.routing.classifier import Classifier
+from qroute.routing.learning import FeedbackLoop
+from qroute.routing.review import Feedback
 from qroute.routing.router import Router
 from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2
@@ -81,6 +84,8 @@ class RouterApp:
         )
         self.metrics.queue_depth.set_function(lambda: self.router.batcher.waiting)
         self._tasks: list[asyncio.Task[None]] = []
+        # The review queue and the shadow candidate (docs/review.md), built by load().
+        self.learning: FeedbackLoop | None = None
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
 
@@ -94,12 +99,24 @@ class RouterApp:
         return self.router.batcher
 
     async def classify(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
-        """What the servicer calls: the core Router's answer (see qroute.routing.router)."""
-        return await self.router.classify(queries, deadline)
+        """What the servicer calls: the core Router's answer (see qroute.routing.router),
+        each with a fresh ``request_id``; the review queue and the shadow candidate get
+        theirs queued, never awaited."""
+        predictions = await self.router.classify(queries, deadline)
+        learning = self.learning
+        return learning.observe(queries, predictions) if learning else predictions
 
     def index_info(self) -> IndexInfo:
         """What this router serves (GetIndexInfo). Raises NotReady, NotIndexed."""
         return self.router.current().index_info()
+
+    async def feedback(self, feedback: Feedback) -> None:
+        """Queue a caller's feedback for review. Raises FeatureDisabled, InvalidQuery,
+        NotReady, Overloaded."""
+        self.router.current()  # NotReady while loading or shutting down
+        if self.learning is None:
+            raise NotReady("the router is still loading its models")
+        await self.learning.feedback(feedback)
 
     async def start(self, bind: str | None = None) -> int:
         server = self.settings.server
@@ -113,6 +130,7 @@ class RouterApp:
                 self.metrics,
                 self.index_info,
                 lambda: self.settings.router.return_texts,
+                self.feedback,
             ),
             self.server,
         )
@@ -179,6 +197,13 @@ class RouterApp:
         if warning:
             log.warning("%s", warning)
         self.router.start()
+        self.learning = FeedbackLoop(
+            self.settings,
+            lambda: self.router.classifier,
+            on_shadow=lambda outcome, n: self.metrics.shadow.labels(outcome).inc(n),
+            on_review=lambda result, n: self.metrics.review_records.labels(result).inc(n),
+        )
+        self.learning.start()
         await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
         if self.config_path is not None:
@@ -283,6 +308,9 @@ class RouterApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # The shadow candidate shares the classifier's models: stop it first.
+        if self.learning is not None:
+            await self.learning.stop()
         await self.router.stop()
         self.metrics.close()
         if self.metrics.tracing is not None:

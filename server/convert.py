@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from qroute.routing.review import Feedback
 from qroute.types import (
     Decision,
     FallbackReason,
@@ -15,7 +16,7 @@ from qroute.types import (
 )
 from qroute.v1 import router_pb2 as pb
 
-__all__ = ["from_pb_query", "to_pb_index_info", "to_pb_prediction"]
+__all__ = ["from_pb_feedback", "from_pb_query", "to_pb_index_info", "to_pb_prediction"]
 
 _DECISION = {
     Decision.KNN: pb.DECISION_PATH_KNN,
@@ -94,6 +95,7 @@ def to_pb_prediction(prediction: Prediction, *, with_texts: bool) -> pb.Classify
         # The deprecated string stays filled for clients that read it.
         zero_shot_method=prediction.zero_shot_method,
         zero_shot_method_kind=_ZERO_SHOT[prediction.zero_shot_method],
+        request_id=prediction.request_id,
     )
 
 
@@ -113,4 +115,14 @@ def to_pb_index_info(info: IndexInfo) -> pb.GetIndexInfoResponse:
             max_allowed_labels=info.limits.max_allowed_labels,
         ),
         uses_head=info.uses_head,
+    )
+
+
+def from_pb_feedback(request: pb.SubmitFeedbackRequest) -> Feedback:
+    return Feedback(
+        text=request.text,
+        request_id=request.request_id,
+        correct_label=request.correct_label,
+        none_of_these=request.none_of_these,
+        source=request.source,
     )

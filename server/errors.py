@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 from qroute.errors import (
     DeadlineExceeded,
     EncoderMismatch,
+    FeatureDisabled,
     IndexRejected,
     InvalidQuery,
     NotIndexed,
@@ -68,6 +69,8 @@ _RULES: tuple[_Rule, ...] = (
     # The queue drains in micro-batches of a few milliseconds each.
     _Rule(Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", retry_s=0.5),
     _Rule(DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    # SubmitFeedback on a router whose review.enabled is off.
+    _Rule(FeatureDisabled, grpc.StatusCode.FAILED_PRECONDITION, "FEATURE_DISABLED"),
 )
 
 # Bad fields named in a message, and carried in the details.

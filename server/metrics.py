@@ -31,6 +31,8 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
+from qroute.routing.review import RECORD_RESULTS
+from qroute.routing.shadow import OUTCOMES as SHADOW_OUTCOMES
 from qroute.types import Decision, FallbackReason, Prediction, Stage, StageTime
 from qroute.v1 import router_pb2
 
@@ -53,6 +55,28 @@ del GC_COLLECTOR  # the global registry's; ours registers its own
 
 _SECONDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 _STAGE_SECONDS = (0.0005, 0.001, *_SECONDS)
+
+
+def _learning(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """The review queue's and the shadow candidate's counters, every series at 0."""
+    shadow = Counter(
+        "qroute_shadow",
+        "Live answers given to the shadow candidate, by outcome (agree, disagree, "
+        "dropped: its queue was full, error: it failed)",
+        ["outcome"],
+        registry=registry,
+    )
+    records = Counter(
+        "qroute_review_records",
+        "Review-queue records by result (written, dropped: queue full, failed: store error)",
+        ["result"],
+        registry=registry,
+    )
+    for outcome in SHADOW_OUTCOMES:
+        shadow.labels(outcome)
+    for result in RECORD_RESULTS:
+        records.labels(result)
+    return shadow, records
 
 
 class Metrics:
@@ -128,6 +152,7 @@ class Metrics:
             self.fallbacks.labels(reason.value)
         for result in ("applied", "rejected"):
             self.reloads.labels(result)
+        self.shadow, self.review_records = _learning(registry)
 
     def observe(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:

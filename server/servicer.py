@@ -20,15 +20,23 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from qroute.errors import DeadlineExceeded
+from qroute.routing.review import Feedback
 from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2 as pb
 from qroute.v1 import router_pb2_grpc
 
-from .convert import from_pb_query, to_pb_index_info, to_pb_prediction
+from .convert import from_pb_feedback, from_pb_query, to_pb_index_info, to_pb_prediction
 from .errors import Status, status_for
 from .metrics import Metrics
 
-__all__ = ["Classify", "Describe", "Malformed", "RouterServicer", "add_to_server"]
+__all__ = [
+    "Classify",
+    "Describe",
+    "Malformed",
+    "RouterServicer",
+    "SubmitFeedback",
+    "add_to_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Classify = Callable[[Sequence[Query], float | None], Awaitable[list[Prediction]]]
 # () -> what the router serves; raises NotReady, NotIndexed, ...
 Describe = Callable[[], IndexInfo]
+# feedback -> None once queued; raises FeatureDisabled, InvalidQuery, Overloaded, ...
+SubmitFeedback = Callable[[Feedback], Awaitable[None]]
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["RouterService"]
 
@@ -96,7 +106,8 @@ def add_to_server(servicer: RouterServicer, server: grpc.aio.Server) -> None:
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
     """``describe``: what GetIndexInfo answers; ``return_texts``: the current
-    ``router.return_texts`` (hot-reloadable)."""
+    ``router.return_texts`` (hot-reloadable); ``feedback``: where SubmitFeedback goes
+    (None: UNIMPLEMENTED)."""
 
     def __init__(
         self,
@@ -104,9 +115,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
         metrics: Metrics,
         describe: Describe,
         return_texts: Callable[[], bool] = lambda: True,
+        feedback: SubmitFeedback | None = None,
     ) -> None:
         self._classify = classify
         self._describe = describe
+        self._feedback = feedback
         self._metrics = metrics
         self._return_texts = return_texts
         # A broken client sends malformed requests at its full rate.
@@ -173,3 +186,19 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):  # type: ignore[mis
             status = status_for(exc)
             await context.abort(status.code, status.message, status.trailing_metadata())
         return to_pb_index_info(info)
+
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest | Malformed, context: Context
+    ) -> pb.SubmitFeedbackResponse:
+        # Counted by the MetricsInterceptor, like every RPC.
+        if isinstance(request, Malformed):
+            status = self._malformed(request)
+            await context.abort(status.code, status.message)
+        if self._feedback is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this router takes no feedback")
+        try:
+            await self._feedback(from_pb_feedback(request))
+        except Exception as exc:  # mapped to a status code in server/errors.py
+            status = status_for(exc)
+            await context.abort(status.code, status.message, status.trailing_metadata())
+        return pb.SubmitFeedbackResponse()

@@ -1,6 +1,7 @@
 """The ``qroute`` command: the composition root, and the one place that imports the apps.
 
-One module per command group (``index``, ``router``, ``evaluation``, ``training``) lists
+One module per command group (``index``, ``router``, ``review``, ``evaluation``,
+``training``) lists
 its commands: each adds its flags and names the function that runs it. Heavy imports
 happen inside those functions, so ``qroute --help`` stays fast.
 """
@@ -12,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from qroute.cli import evaluation, index, router, training
+from qroute.cli import evaluation, index, review, router, training
 from qroute.cli.common import Command, HelpFormatter
 from qroute.errors import QrouteError
 
@@ -21,7 +22,7 @@ __all__ = ["COMMANDS", "main"]
 # The dispatch table, in the order `qroute --help` lists the commands.
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for group in (index, router, evaluation, training)
+    for group in (index, router, review, evaluation, training)
     for command in group.COMMANDS
 }
 

@@ -38,6 +38,13 @@ def _arguments(index: argparse.ArgumentParser) -> None:
         "--rollback", action="store_true", help="publish the previous kept version again"
     )
     index.add_argument("--list", action="store_true", help="list the index versions")
+    index.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="another table whose rows are added (e.g. `qroute review export`); repeatable",
+    )
     with_json(index)
 
 
@@ -92,7 +99,7 @@ def _index(args: argparse.Namespace) -> int:
     if not args.table:
         raise ConfigError("qroute index needs a TABLE (or --list / --rollback)")
     if args.check:
-        scanned = scan_table(args.table, settings.table)
+        scanned = scan_table(args.table, settings.table, args.extra)
         print(scanned.render(limit=1000))
         return 1 if scanned.errors else 0
     report = asyncio.run(
@@ -103,6 +110,7 @@ def _index(args: argparse.Namespace) -> int:
             full=args.full,
             holdout=args.holdout,
             replace_mode=args.replace_mode,
+            extra=args.extra,
         )
     )
     if args.json:

@@ -10,6 +10,7 @@ directory (embedded Qdrant Edge, one process at a time per version) or an
 Hot-reloadable: ``router.*``, ``zero_shot.*``, ``retrieval.*`` but ``mode``,
 ``server.index_poll_s``/``config_poll_s``/``shutdown_grace_s``. Restart-only:
 ``retrieval.mode``, ``encoder.*``, ``lexical.*``, ``nli.*``, ``store.*``, ``batching.*``,
+``review.*``, ``shadow.*``,
 ``server.bind``, ``server.metrics_port``/``metrics_host``, ``server.tls``, ``server.auth`` and
 ``server.reflection``; a reload that changes them keeps the running values and says so
 (``Settings.reloaded`` is the one place that decides). The files that ``server.tls`` and
@@ -18,6 +19,7 @@ without a restart, only the paths need one.
 """
 
 from qroute.config.data import IndexSettings, StoreSettings, TableSettings
+from qroute.config.learning import ReviewSettings, ShadowSettings
 from qroute.config.models import EncoderSettings, LexicalSettings, NLISettings
 from qroute.config.routing import (
     BatchingSettings,
@@ -40,9 +42,11 @@ __all__ = [
     "LexicalSettings",
     "NLISettings",
     "RetrievalSettings",
+    "ReviewSettings",
     "RouterSettings",
     "ServerSettings",
     "Settings",
+    "ShadowSettings",
     "StoreSettings",
     "TLSSettings",
     "TableSettings",

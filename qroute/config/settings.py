@@ -11,6 +11,7 @@ from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qroute.config.data import IndexSettings, StoreSettings, TableSettings
+from qroute.config.learning import ReviewSettings, ShadowSettings
 from qroute.config.models import EncoderSettings, LexicalSettings, NLISettings
 from qroute.config.routing import (
     BatchingSettings,
@@ -24,7 +25,7 @@ from qroute.configfile import config_file, read_config_file
 from qroute.errors import ConfigError
 
 # Restart-only: the sections and fields a hot reload keeps at their running values.
-RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching")
+RESTART_ONLY = ("encoder", "nli", "lexical", "store", "batching", "review", "shadow")
 RESTART_ONLY_SERVER = (
     "bind",
     "metrics_port",
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
     client: ClientSettings = ClientSettings()
+    review: ReviewSettings = ReviewSettings()
+    shadow: ShadowSettings = ShadowSettings()
     tuned: TunedSettings | None = None
 
     @model_validator(mode="before")

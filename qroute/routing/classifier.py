@@ -27,7 +27,7 @@ from qroute.errors import (
     QrouteError,
     VersionMissing,
 )
-from qroute.routing.published import IndexState, follow_published
+from qroute.routing.published import IndexState, follow_published, load_version
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.validation import validate_queries, validate_query
 from qroute.routing.vote import Vote, calibrate, shares, take_vote, zero_shot_accepts
@@ -86,6 +86,8 @@ class Classifier:
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="qroute-model")
         # Told how long each stage of a batch took (the app's metrics and tracing).
         self.observe: Observe | None = None
+        # Pinned (``pinned``): searches one given version and never follows the pointer.
+        self._pinned = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -125,6 +127,20 @@ class Classifier:
         )
         clone.embedding = self.embedding
         clone.observe = self.observe
+        return clone
+
+    async def pinned(self, settings: Settings, store: VectorStore, version: str) -> Classifier:
+        """A classifier on (hot-reloadable) ``settings`` that searches ``version`` of
+        ``store`` (its own reader: a store follows one version at a time), sharing this
+        one's models and model thread, and never following the published version. Raises
+        VersionMissing, EncoderMismatch. Close ``store`` yourself, not the clone: closing
+        it would stop the shared model thread."""
+        state = await load_version(store, self.retriever, version)
+        clone = Classifier(
+            settings, self.encoder, self.nli, store, index=state, executor=self._executor
+        )
+        clone.embedding = self.embedding
+        clone._pinned = True
         return clone
 
     async def close(self) -> None:
@@ -256,7 +272,7 @@ class Classifier:
                     )
                 return index, embedded, found
             except VersionMissing:
-                if attempt:
+                if attempt or self._pinned:
                     raise
                 # The indexer published a newer version and dropped ours: follow it.
                 index = await self.refresh_index()

@@ -15,7 +15,7 @@ from qroute.routing.retrieval import Retriever
 from qroute.store import VectorStore
 from qroute.store.metadata import IndexMetadata
 
-__all__ = ["IndexState", "follow_published"]
+__all__ = ["IndexState", "follow_published", "load_version"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ async def follow_published(
         len(state.labels),
         ", with a linear head" if state.head is not None else "",
     )
+    return state
+
+
+async def load_version(store: VectorStore, retriever: Retriever, version: str) -> IndexState:
+    """The state of one given (kept) ``version``, opened on ``store``, published or not:
+    what a pinned classifier (the shadow candidate's index) searches. Raises
+    VersionMissing, EncoderMismatch."""
+    metadata = IndexMetadata.from_json(await store.metadata(version), version)
+    state = await asyncio.to_thread(_state, retriever, version, metadata)
+    await store.open(version)
     return state
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qroute/v1/router.proto\x12\tqroute.v1\"K\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_labels\x18\x02 \x03(\t\x12\x12\n\ntop_labels\x18\x03 \x01(\x05\"D\n\x14\x43lassifyBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.qroute.v1.ClassifyRequest\"\xb8\x01\n\tNeighbour\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x0e\n\x06row_id\x18\x04 \x01(\t\x12\x1d\n\x10\x64\x65nse_similarity\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x12lexical_similarity\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x13\n\x11_dense_similarityB\x15\n\x13_lexical_similarity\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"Y\n\nThresholds\x12\x12\n\nsimilarity\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x14\n\x0cmin_agreeing\x18\x03 \x01(\x05\x12\x11\n\tzero_shot\x18\x04 \x01(\x02\"\x84\x04\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x04path\x18\x03 \x01(\x0e\x32\x17.qroute.v1.DecisionPath\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\nneighbours\x18\x05 \x03(\x0b\x32\x14.qroute.v1.Neighbour\x12)\n\nknn_scores\x18\x06 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12/\n\x10zero_shot_scores\x18\x07 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\x33\n\x10\x66\x61llback_reasons\x18\t \x03(\x0e\x32\x19.qroute.v1.FallbackReason\x12)\n\nthresholds\x18\n \x01(\x0b\x32\x15.qroute.v1.Thresholds\x12\x16\n\x0e\x63onfig_version\x18\x0b \x01(\t\x12)\n\ntop_labels\x18\x0c \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x1c\n\x10zero_shot_method\x18\r \x01(\tB\x02\x18\x01\x12\x38\n\x15zero_shot_method_kind\x18\x0e \x01(\x0e\x32\x19.qroute.v1.ZeroShotMethod\"G\n\x15\x43lassifyBatchResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.qroute.v1.ClassifyResponse\"\x15\n\x13GetIndexInfoRequest\"\\\n\rRequestLimits\x12\x16\n\x0emax_text_chars\x18\x01 \x01(\x05\x12\x17\n\x0fmax_batch_texts\x18\x02 \x01(\x05\x12\x1a\n\x12max_allowed_labels\x18\x03 \x01(\x05\"\xa7\x02\n\x14GetIndexInfoResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x30\n\x0eretrieval_mode\x18\x03 \x01(\x0e\x32\x18.qroute.v1.RetrievalMode\x12\x1b\n\x13\x65ncoder_fingerprint\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12\x13\n\x0blabel_count\x18\x06 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x07 \x01(\t\x12!\n\x19tuned_encoder_fingerprint\x18\x08 \x01(\t\x12(\n\x06limits\x18\t \x01(\x0b\x32\x18.qroute.v1.RequestLimits\x12\x11\n\tuses_head\x18\n \x01(\x08*}\n\x0c\x44\x65\x63isionPath\x12\x1d\n\x19\x44\x45\x43ISION_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_PATH_KNN\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_PATH_ZERO_SHOT\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_PATH_NO_MATCH\x10\x03*\x96\x01\n\x0e\x46\x61llbackReason\x12\x1f\n\x1b\x46\x41LLBACK_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_REASON_LOW_SIMILARITY\x10\x01\x12\x1d\n\x19\x46\x41LLBACK_REASON_AMBIGUOUS\x10\x02\x12 \n\x1c\x46\x41LLBACK_REASON_FEW_AGREEING\x10\x03*\x8d\x01\n\x0eZeroShotMethod\x12 \n\x1cZERO_SHOT_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14ZERO_SHOT_METHOD_NLI\x10\x01\x12\x1f\n\x1bZERO_SHOT_METHOD_NLI_SINGLE\x10\x02\x12\x1e\n\x1aZERO_SHOT_METHOD_EMBEDDING\x10\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03\x32\xf9\x01\n\rRouterService\x12\x43\n\x08\x43lassify\x12\x1a.qroute.v1.ClassifyRequest\x1a\x1b.qroute.v1.ClassifyResponse\x12R\n\rClassifyBatch\x12\x1f.qroute.v1.ClassifyBatchRequest\x1a .qroute.v1.ClassifyBatchResponse\x12O\n\x0cGetIndexInfo\x12\x1e.qroute.v1.GetIndexInfoRequest\x1a\x1f.qroute.v1.GetIndexInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qroute/v1/router.proto\x12\tqroute.v1\"K\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_labels\x18\x02 \x03(\t\x12\x12\n\ntop_labels\x18\x03 \x01(\x05\"D\n\x14\x43lassifyBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.qroute.v1.ClassifyRequest\"\xb8\x01\n\tNeighbour\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x0e\n\x06row_id\x18\x04 \x01(\t\x12\x1d\n\x10\x64\x65nse_similarity\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x12lexical_similarity\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x13\n\x11_dense_similarityB\x15\n\x13_lexical_similarity\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"Y\n\nThresholds\x12\x12\n\nsimilarity\x18\x01 \x01(\x02\x12\x0e\n\x06margin\x18\x02 \x01(\x02\x12\x14\n\x0cmin_agreeing\x18\x03 \x01(\x05\x12\x11\n\tzero_shot\x18\x04 \x01(\x02\"\x98\x04\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x04path\x18\x03 \x01(\x0e\x32\x17.qroute.v1.DecisionPath\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\nneighbours\x18\x05 \x03(\x0b\x32\x14.qroute.v1.Neighbour\x12)\n\nknn_scores\x18\x06 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12/\n\x10zero_shot_scores\x18\x07 \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\x33\n\x10\x66\x61llback_reasons\x18\t \x03(\x0e\x32\x19.qroute.v1.FallbackReason\x12)\n\nthresholds\x18\n \x01(\x0b\x32\x15.qroute.v1.Thresholds\x12\x16\n\x0e\x63onfig_version\x18\x0b \x01(\t\x12)\n\ntop_labels\x18\x0c \x03(\x0b\x32\x15.qroute.v1.LabelScore\x12\x1c\n\x10zero_shot_method\x18\r \x01(\tB\x02\x18\x01\x12\x38\n\x15zero_shot_method_kind\x18\x0e \x01(\x0e\x32\x19.qroute.v1.ZeroShotMethod\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"G\n\x15\x43lassifyBatchResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.qroute.v1.ClassifyResponse\"\x15\n\x13GetIndexInfoRequest\"\\\n\rRequestLimits\x12\x16\n\x0emax_text_chars\x18\x01 \x01(\x05\x12\x17\n\x0fmax_batch_texts\x18\x02 \x01(\x05\x12\x1a\n\x12max_allowed_labels\x18\x03 \x01(\x05\"\xa7\x02\n\x14GetIndexInfoResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x30\n\x0eretrieval_mode\x18\x03 \x01(\x0e\x32\x18.qroute.v1.RetrievalMode\x12\x1b\n\x13\x65ncoder_fingerprint\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12\x13\n\x0blabel_count\x18\x06 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x07 \x01(\t\x12!\n\x19tuned_encoder_fingerprint\x18\x08 \x01(\t\x12(\n\x06limits\x18\t \x01(\x0b\x32\x18.qroute.v1.RequestLimits\x12\x11\n\tuses_head\x18\n \x01(\x08\"w\n\x15SubmitFeedbackRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rcorrect_label\x18\x03 \x01(\t\x12\x15\n\rnone_of_these\x18\x04 \x01(\x08\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x18\n\x16SubmitFeedbackResponse*}\n\x0c\x44\x65\x63isionPath\x12\x1d\n\x19\x44\x45\x43ISION_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_PATH_KNN\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_PATH_ZERO_SHOT\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_PATH_NO_MATCH\x10\x03*\x96\x01\n\x0e\x46\x61llbackReason\x12\x1f\n\x1b\x46\x41LLBACK_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_REASON_LOW_SIMILARITY\x10\x01\x12\x1d\n\x19\x46\x41LLBACK_REASON_AMBIGUOUS\x10\x02\x12 \n\x1c\x46\x41LLBACK_REASON_FEW_AGREEING\x10\x03*\x8d\x01\n\x0eZeroShotMethod\x12 \n\x1cZERO_SHOT_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14ZERO_SHOT_METHOD_NLI\x10\x01\x12\x1f\n\x1bZERO_SHOT_METHOD_NLI_SINGLE\x10\x02\x12\x1e\n\x1aZERO_SHOT_METHOD_EMBEDDING\x10\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03\x32\xd0\x02\n\rRouterService\x12\x43\n\x08\x43lassify\x12\x1a.qroute.v1.ClassifyRequest\x1a\x1b.qroute.v1.ClassifyResponse\x12R\n\rClassifyBatch\x12\x1f.qroute.v1.ClassifyBatchRequest\x1a .qroute.v1.ClassifyBatchResponse\x12O\n\x0cGetIndexInfo\x12\x1e.qroute.v1.GetIndexInfoRequest\x1a\x1f.qroute.v1.GetIndexInfoResponse\x12U\n\x0eSubmitFeedback\x12 .qroute.v1.SubmitFeedbackRequest\x1a!.qroute.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLASSIFYRESPONSE'].fields_by_name['zero_shot_method']._loaded_options = None
   _globals['_CLASSIFYRESPONSE'].fields_by_name['zero_shot_method']._serialized_options = b'\030\001'
-  _globals['_DECISIONPATH']._serialized_start=1513
-  _globals['_DECISIONPATH']._serialized_end=1638
-  _globals['_FALLBACKREASON']._serialized_start=1641
-  _globals['_FALLBACKREASON']._serialized_end=1791
-  _globals['_ZEROSHOTMETHOD']._serialized_start=1794
-  _globals['_ZEROSHOTMETHOD']._serialized_end=1935
-  _globals['_RETRIEVALMODE']._serialized_start=1938
-  _globals['_RETRIEVALMODE']._serialized_end=2066
+  _globals['_DECISIONPATH']._serialized_start=1680
+  _globals['_DECISIONPATH']._serialized_end=1805
+  _globals['_FALLBACKREASON']._serialized_start=1808
+  _globals['_FALLBACKREASON']._serialized_end=1958
+  _globals['_ZEROSHOTMETHOD']._serialized_start=1961
+  _globals['_ZEROSHOTMETHOD']._serialized_end=2102
+  _globals['_RETRIEVALMODE']._serialized_start=2105
+  _globals['_RETRIEVALMODE']._serialized_end=2233
   _globals['_CLASSIFYREQUEST']._serialized_start=37
   _globals['_CLASSIFYREQUEST']._serialized_end=112
   _globals['_CLASSIFYBATCHREQUEST']._serialized_start=114
@@ -52,15 +52,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_THRESHOLDS']._serialized_start=415
   _globals['_THRESHOLDS']._serialized_end=504
   _globals['_CLASSIFYRESPONSE']._serialized_start=507
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1023
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=1025
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=1096
-  _globals['_GETINDEXINFOREQUEST']._serialized_start=1098
-  _globals['_GETINDEXINFOREQUEST']._serialized_end=1119
-  _globals['_REQUESTLIMITS']._serialized_start=1121
-  _globals['_REQUESTLIMITS']._serialized_end=1213
-  _globals['_GETINDEXINFORESPONSE']._serialized_start=1216
-  _globals['_GETINDEXINFORESPONSE']._serialized_end=1511
-  _globals['_ROUTERSERVICE']._serialized_start=2069
-  _globals['_ROUTERSERVICE']._serialized_end=2318
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1043
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=1045
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=1116
+  _globals['_GETINDEXINFOREQUEST']._serialized_start=1118
+  _globals['_GETINDEXINFOREQUEST']._serialized_end=1139
+  _globals['_REQUESTLIMITS']._serialized_start=1141
+  _globals['_REQUESTLIMITS']._serialized_end=1233
+  _globals['_GETINDEXINFORESPONSE']._serialized_start=1236
+  _globals['_GETINDEXINFORESPONSE']._serialized_end=1531
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1533
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1652
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1654
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1678
+  _globals['_ROUTERSERVICE']._serialized_start=2236
+  _globals['_ROUTERSERVICE']._serialized_end=2572
 # @@protoc_insertion_point(module_scope)

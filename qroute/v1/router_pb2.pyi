@@ -104,7 +104,7 @@ class Thresholds(_message.Message):
     def __init__(self, similarity: _Optional[float] = ..., margin: _Optional[float] = ..., min_agreeing: _Optional[int] = ..., zero_shot: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method", "zero_shot_method_kind")
+    __slots__ = ("label", "confidence", "path", "reason", "neighbours", "knn_scores", "zero_shot_scores", "index_version", "fallback_reasons", "thresholds", "config_version", "top_labels", "zero_shot_method", "zero_shot_method_kind", "request_id")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class ClassifyResponse(_message.Message):
     TOP_LABELS_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_METHOD_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_METHOD_KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     path: DecisionPath
@@ -133,7 +134,8 @@ class ClassifyResponse(_message.Message):
     top_labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
     zero_shot_method: str
     zero_shot_method_kind: ZeroShotMethod
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ..., zero_shot_method_kind: _Optional[_Union[ZeroShotMethod, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., path: _Optional[_Union[DecisionPath, str]] = ..., reason: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., knn_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., index_version: _Optional[str] = ..., fallback_reasons: _Optional[_Iterable[_Union[FallbackReason, str]]] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., config_version: _Optional[str] = ..., top_labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., zero_shot_method: _Optional[str] = ..., zero_shot_method_kind: _Optional[_Union[ZeroShotMethod, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ClassifyBatchResponse(_message.Message):
     __slots__ = ("responses",)
@@ -178,3 +180,21 @@ class GetIndexInfoResponse(_message.Message):
     limits: RequestLimits
     uses_head: bool
     def __init__(self, index_version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., retrieval_mode: _Optional[_Union[RetrievalMode, str]] = ..., encoder_fingerprint: _Optional[str] = ..., rows: _Optional[int] = ..., label_count: _Optional[int] = ..., config_version: _Optional[str] = ..., tuned_encoder_fingerprint: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., uses_head: _Optional[bool] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("text", "request_id", "correct_label", "none_of_these", "source")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    NONE_OF_THESE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    request_id: str
+    correct_label: str
+    none_of_these: bool
+    source: str
+    def __init__(self, text: _Optional[str] = ..., request_id: _Optional[str] = ..., correct_label: _Optional[str] = ..., none_of_these: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -36,12 +36,13 @@ class RouterServiceStub:
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
     cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
-    published one was built with another encoder.
+    published one was built with another encoder (SubmitFeedback: the review queue is off).
 
     Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
     UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
     reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
-    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    OVERLOADED, DEADLINE_EXCEEDED or FEATURE_DISABLED: SubmitFeedback with the review
+    queue off). A FAILED_PRECONDITION about the index also carries a
     google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
     was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
     UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
@@ -69,6 +70,11 @@ class RouterServiceStub:
                 request_serializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.SerializeToString,
                 response_deserializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/qroute.v1.RouterService/SubmitFeedback',
+                request_serializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -82,12 +88,13 @@ class RouterServiceServicer:
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
     cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
-    published one was built with another encoder.
+    published one was built with another encoder (SubmitFeedback: the review queue is off).
 
     Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
     UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
     reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
-    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    OVERLOADED, DEADLINE_EXCEEDED or FEATURE_DISABLED: SubmitFeedback with the review
+    queue off). A FAILED_PRECONDITION about the index also carries a
     google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
     was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
     UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
@@ -117,6 +124,15 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """Tells the router what the right label was (or that none fits), for the review
+        queue. FAILED_PRECONDITION when the router's review.enabled is off;
+        RESOURCE_EXHAUSTED when the review queue is full (retry later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +150,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.GetIndexInfo,
                     request_deserializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.FromString,
                     response_serializer=qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -154,12 +175,13 @@ class RouterService:
     violation per bad field ("text", "requests[3].text"). RESOURCE_EXHAUSTED: the router
     is overloaded, retry later. UNAVAILABLE: the router is loading, shutting down, or
     cannot reach its store. FAILED_PRECONDITION: no index has been published yet, or the
-    published one was built with another encoder.
+    published one was built with another encoder (SubmitFeedback: the review queue is off).
 
     Besides BadRequest, the router's own FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
     UNAVAILABLE and DEADLINE_EXCEEDED carry a google.rpc.ErrorInfo (domain "qroute";
     reason NOT_INDEXED, ENCODER_MISMATCH, INDEX_REJECTED, STORE_UNAVAILABLE, NOT_READY,
-    OVERLOADED or DEADLINE_EXCEEDED). A FAILED_PRECONDITION also carries a
+    OVERLOADED, DEADLINE_EXCEEDED or FEATURE_DISABLED: SubmitFeedback with the review
+    queue off). A FAILED_PRECONDITION about the index also carries a
     google.rpc.ResourceInfo (resource_type "qroute index") naming the collection nothing
     was published to, or the version that does not fit. RESOURCE_EXHAUSTED and
     UNAVAILABLE carry a google.rpc.RetryInfo: wait at least its retry_delay before
@@ -237,6 +259,33 @@ class RouterService:
             '/qroute.v1.RouterService/GetIndexInfo',
             qroute_dot_v1_dot_router__pb2.GetIndexInfoRequest.SerializeToString,
             qroute_dot_v1_dot_router__pb2.GetIndexInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qroute.v1.RouterService/SubmitFeedback',
+            qroute_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+            qroute_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

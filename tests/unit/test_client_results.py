@@ -42,6 +42,7 @@ def _response() -> pb.ClassifyResponse:
         ],
         zero_shot_method="nli-independent",
         zero_shot_method_kind=pb.ZERO_SHOT_METHOD_NLI,
+        request_id="0f3c",
     )
 
 

@@ -166,6 +166,8 @@ class Classification:
     # The scorer's name ("nli-independent", ...): the deprecated string of the wire.
     zero_shot_method: str
     zero_shot_method_kind: ZeroShotMethod
+    # Names this answer in feedback (the router's review queue); unique per response.
+    request_id: str = ""
 
     @classmethod
     def from_pb(cls, message: pb.ClassifyResponse) -> Classification:
@@ -192,6 +194,7 @@ class Classification:
                 message.zero_shot_method_kind,
                 "ZERO_SHOT_METHOD_",
             ),
+            request_id=message.request_id,
         )
 
 
