@@ -16,6 +16,15 @@ from qroute.config.section import Section
 Backend = Literal["torch", "onnx", "onnx-int8"]
 
 
+def _cpu_only(section: str, backend: Backend, device: str) -> None:
+    # ONNX Runtime runs here on the CPU execution provider only.
+    if backend != "torch" and device != "cpu":
+        raise ValueError(
+            f"{section}.backend: {backend} runs on the CPU; set {section}.device: cpu "
+            f"(not {device!r}) or {section}.backend: torch"
+        )
+
+
 class EncoderSettings(Section):
     model: str = "jhgan/ko-sroberta-multitask"
     device: str = "cpu"
@@ -30,6 +39,11 @@ class EncoderSettings(Section):
     # Where exported models are kept, keyed by the weights' digest; "" is
     # $XDG_CACHE_HOME/qroute/onnx (~/.cache/qroute/onnx).
     onnx_cache: str = ""
+
+    @model_validator(mode="after")
+    def _backend_device(self) -> EncoderSettings:
+        _cpu_only("encoder", self.backend, self.device)
+        return self
 
 
 class LexicalSettings(Section):
@@ -66,6 +80,11 @@ class NLISettings(Section):
     # on your data (`qroute eval`) before use.
     backend: Backend = "torch"
     onnx_cache: str = ""
+
+    @model_validator(mode="after")
+    def _backend_device(self) -> NLISettings:
+        _cpu_only("nli", self.backend, self.device)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -139,3 +139,9 @@ def test_nli_scores_from_onnx_are_close_to_torch(
 def test_the_old_quantize_key_is_refused_with_its_new_spelling() -> None:
     with pytest.raises(ValueError, match=r"nli\.backend: write backend: onnx-int8"):
         NLISettings(quantize="int8")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("section", [EncoderSettings, NLISettings])
+def test_an_onnx_backend_on_another_device_is_refused(section: type) -> None:
+    with pytest.raises(ValueError, match=r"backend: onnx-int8 runs on the CPU.*device: cpu"):
+        section(backend="onnx-int8", device="cuda")
