@@ -185,7 +185,7 @@ async def main() -> None:
 
         nli_dir = _nli_from_encoder(Path(args.encoder), Path(tmp) / "nli")
         scorer = NLIZeroShot(NLISettings(model=str(nli_dir)))
-        scorer8 = NLIZeroShot(NLISettings(model=str(nli_dir), quantize="int8"))
+        scorer8 = NLIZeroShot(NLISettings(model=str(nli_dir), backend="onnx-int8"))
         zs = ZeroShotSettings(template=args.template)
         labels10 = sorted({e.label for e in read_table(args.table)})[:10]
         hf = pipeline("zero-shot-classification", model=str(nli_dir), device="cpu")
@@ -235,7 +235,7 @@ async def main() -> None:
     print(
         f"(c) zero-shot 10 labels {results['c_ours_ms']:.1f} ms / HF pipeline "
         f"{results['c_hf_pipeline_ms']:.1f} ms = {results['c_zero_shot_ratio']:.3f}   (target <= 0.33)\n"
-        f"    with nli.quantize=int8: {results['c_int8_ms']:.1f} ms = {results['c_int8_ratio']:.3f}"
+        f"    with nli.backend=onnx-int8: {results['c_int8_ms']:.1f} ms = {results['c_int8_ratio']:.3f}"
     )
     write_results(
         args.out,

@@ -12,6 +12,18 @@ from pydantic import (
 
 from qroute.config.section import Section
 
+# The inference backends of the encoder and the NLI model (qroute.embedding.backends).
+Backend = Literal["torch", "onnx", "onnx-int8"]
+
+
+def _cpu_only(section: str, backend: Backend, device: str) -> None:
+    # ONNX Runtime runs here on the CPU execution provider only.
+    if backend != "torch" and device != "cpu":
+        raise ValueError(
+            f"{section}.backend: {backend} runs on the CPU; set {section}.device: cpu "
+            f"(not {device!r}) or {section}.backend: torch"
+        )
+
 
 class EncoderSettings(Section):
     model: str = "jhgan/ko-sroberta-multitask"
@@ -20,6 +32,18 @@ class EncoderSettings(Section):
     # e5-style models expect a prefix ("query: "); it is applied to table rows
     # and queries alike, since both are queries.
     prompt: str = ""
+    # torch, or ONNX Runtime: onnx (fp32) or onnx-int8 (dynamic int8 quantisation). The
+    # model is exported once into onnx_cache; an index is searched only with the backend
+    # that built it (the backend is part of the encoder fingerprint).
+    backend: Backend = "torch"
+    # Where exported models are kept, keyed by the weights' digest; "" is
+    # $XDG_CACHE_HOME/qroute/onnx (~/.cache/qroute/onnx).
+    onnx_cache: str = ""
+
+    @model_validator(mode="after")
+    def _backend_device(self) -> EncoderSettings:
+        _cpu_only("encoder", self.backend, self.device)
+        return self
 
 
 class LexicalSettings(Section):
@@ -52,6 +76,22 @@ class NLISettings(Section):
     model: str = "Huffon/klue-roberta-base-nli"
     device: str = "cpu"
     max_length: int = Field(128, ge=8, le=4096)
-    # int8: dynamic int8 quantisation of the linear layers on CPU, for faster (bench/RESULTS.md)
-    # zero-shot scoring; check its accuracy on your data (`qroute eval`) before use.
-    quantize: Literal["none", "int8"] = "none"
+    # As encoder.backend; onnx-int8 is the fast one (bench/RESULTS.md): check its accuracy
+    # on your data (`qroute eval`) before use.
+    backend: Backend = "torch"
+    onnx_cache: str = ""
+
+    @model_validator(mode="after")
+    def _backend_device(self) -> NLISettings:
+        _cpu_only("nli", self.backend, self.device)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "quantize" in data:
+            raise ValueError(
+                "nli.quantize was replaced by nli.backend: write backend: onnx-int8 "
+                "(for quantize: int8) or remove the key (for quantize: none)"
+            )
+        return data

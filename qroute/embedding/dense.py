@@ -7,12 +7,14 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from qroute.config import EncoderSettings
+from qroute.embedding.backends import OnnxRunner, cache_root, model_inputs, onnx_file
+from qroute.errors import ModelLoadError
 from qroute.hub import resolve_model
 
 __all__ = ["Encoder", "SentenceTransformerEncoder", "weights_digest"]
@@ -104,6 +106,33 @@ class SentenceTransformerEncoder:
         self._run = _finetune_run(Path(path))
         # A hub id resolves to its snapshot directory, so its files are hashed too.
         self._weights = weights_digest(Path(path))
+        if settings.backend != "torch":
+            self._swap_in_onnx()
+
+    def _swap_in_onnx(self) -> None:
+        """Replace the transformer inside the sentence-transformers pipeline with an ONNX
+        Runtime session: tokenising, prompts, pooling and normalising stay its own."""
+        settings = self._settings
+        transformer = self._model[0]
+        model = getattr(transformer, "model", None)
+        if model is None or not hasattr(model, "config"):
+            raise ModelLoadError(
+                f"encoder.backend: {settings.backend}: the first module of {settings.model!r} "
+                f"is {type(transformer).__name__}, not a Hugging Face transformer; "
+                "set encoder.backend: torch"
+            )
+        run = f"-{self._run}" if self._run else ""
+        path = onnx_file(
+            model,
+            key=f"{Path(settings.model.rstrip('/')).name}@{self._weights}{run}/encoder",
+            backend=settings.backend,
+            inputs=model_inputs(model, transformer.tokenizer),
+            output="last_hidden_state",
+            cache=cache_root(settings.onnx_cache),
+            setting="encoder.backend",
+        )
+        # The torch weights are dropped with the model: the session holds its own.
+        transformer.model = _onnx_module(OnnxRunner(path), model.config)
 
     @property
     def dimension(self) -> int:
@@ -120,9 +149,13 @@ class SentenceTransformerEncoder:
         # the same directory changes every vector without changing the name.
         name = Path(self._settings.model.rstrip("/")).name
         run = f"|run={self._run}" if self._run else ""
+        # ONNX fp32 agrees with torch to rounding, int8 only to about 0.99 cosine, so
+        # an index is searched only with vectors of the backend that built it. torch
+        # adds nothing: indexes built before backends existed stay valid.
+        backend = "" if self._settings.backend == "torch" else f"|backend={self._settings.backend}"
         return (
             f"{name}@{self._weights}{run}|dim={self._dimension}"
-            f"|prompt={self._settings.prompt!r}|norm=l2"
+            f"|prompt={self._settings.prompt!r}|norm=l2{backend}"
         )
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -135,3 +168,22 @@ class SentenceTransformerEncoder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _onnx_module(runner: OnnxRunner, config: object) -> Any:
+    import torch
+
+    class OnnxTransformer(torch.nn.Module):
+        """Stands where sentence-transformers keeps its Hugging Face model: takes the
+        tokenizer's tensors, returns the token embeddings."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = config
+            self.runner = runner
+
+        def forward(self, **features: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"last_hidden_state": torch.from_numpy(self.runner.run(features))}
+
+    return OnnxTransformer()
+

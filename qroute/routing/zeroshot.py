@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from qroute.config import NLISettings, ZeroShotSettings
-from qroute.embedding.dense import Encoder
+from qroute.embedding.backends import OnnxRunner, cache_root, model_inputs, onnx_file
+from qroute.embedding.dense import Encoder, weights_digest
 from qroute.errors import ModelLoadError
 from qroute.hub import resolve_model
 from qroute.types import LabelScore
@@ -72,21 +74,6 @@ def entailment_index(label2id: Mapping[str, int], model: str) -> int:
     return index
 
 
-def _quantize_int8(model: Any) -> Any:
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation warns that it moves to torchao; it still works,
-        # and torchao is not a dependency worth adding for one call.
-        warnings.simplefilter("ignore")
-        linear = {torch.nn.Linear}
-        return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, linear, dtype=torch.qint8
-        )
-
-
 def _ranked(labels: Sequence[str], scores: Sequence[float]) -> list[LabelScore]:
     pairs = [LabelScore(label, float(s)) for label, s in zip(labels, scores, strict=True)]
     return sorted(pairs, key=lambda s: s.score, reverse=True)
@@ -103,26 +90,46 @@ class NLIZeroShot:
         path = resolve_model(settings.model, "NLI", "QROUTE_NLI__MODEL", without)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path)
-        self._setup(settings, model, tokenizer, torch)
+        runner = None
+        if settings.backend != "torch":
+            name = Path(settings.model.rstrip("/")).name
+            onnx = onnx_file(
+                model,
+                key=f"{name}@{weights_digest(Path(path))}/nli",
+                backend=settings.backend,
+                inputs=model_inputs(model, tokenizer),
+                output="logits",
+                cache=cache_root(settings.onnx_cache),
+                setting="nli.backend",
+            )
+            runner = OnnxRunner(onnx)
+        self._setup(settings, model, tokenizer, torch, runner)
 
     @classmethod
     def from_model(cls, settings: NLISettings, model: Any, tokenizer: Any) -> NLIZeroShot:
-        """A scorer over a model already in memory (fine-tuning measures its own model)."""
+        """A scorer over a model already in memory (fine-tuning measures its own model),
+        run in PyTorch whatever ``settings.backend`` says."""
         import torch
 
         scorer = cls.__new__(cls)
         scorer._setup(settings, model, tokenizer, torch)
         return scorer
 
-    def _setup(self, settings: NLISettings, model: Any, tokenizer: Any, torch: Any) -> None:
+    def _setup(
+        self,
+        settings: NLISettings,
+        model: Any,
+        tokenizer: Any,
+        torch: Any,
+        runner: OnnxRunner | None = None,
+    ) -> None:
         self._settings = settings
         self._torch = torch
         self.tokenizer: Any = tokenizer
-        self.model: Any = model
-        self.model.to(settings.device).eval()
-        if settings.quantize == "int8":
-            self.model = _quantize_int8(self.model)
-        label2id = self.model.config.label2id
+        # With an ONNX backend the session holds the weights; the torch model goes.
+        self.runner = runner
+        self.model: Any = None if runner is not None else model.to(settings.device).eval()
+        label2id = model.config.label2id
         self.entailment = entailment_index(label2id, settings.model)
         # Without a contradiction class, "independent" falls back to the entailment
         # probability over every class.
@@ -139,8 +146,11 @@ class NLIZeroShot:
             padding=True,
             truncation=True,
             max_length=self._settings.max_length,
-            return_tensors="pt",
-        ).to(self._settings.device)
+            return_tensors="np" if self.runner is not None else "pt",
+        )
+        if self.runner is not None:
+            return self._torch.from_numpy(self.runner.run(batch))
+        batch = batch.to(self._settings.device)
         with self._torch.inference_mode():
             return self.model(**batch).logits.float()
 

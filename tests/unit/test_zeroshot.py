@@ -32,15 +32,3 @@ def test_scores_every_candidate_of_every_query_in_order(tiny_models: TinyModels)
     for ranked in results:
         assert [s.score for s in ranked] == sorted((s.score for s in ranked), reverse=True)
         assert all(0.0 <= s.score <= 1.0 for s in ranked)
-
-
-def test_int8_quantised_scorer_stays_close_to_float(tiny_models: TinyModels) -> None:
-    vector = np.zeros(4, dtype=np.float32)
-    items = [ZeroShotItem("코스닥 지수 알려줘", vector, ("금융", "영화", "날씨"))]
-    exact = NLIZeroShot(NLISettings(model=str(tiny_models.nli))).score(items, ZeroShotSettings())
-    quick = NLIZeroShot(NLISettings(model=str(tiny_models.nli), quantize="int8"))
-    assert "quantized" in type(quick.model.bert.encoder.layer[0].output.dense).__module__
-    approx = quick.score(items, ZeroShotSettings())
-    assert {s.label: s.score for s in approx[0]} == pytest.approx(
-        {s.label: s.score for s in exact[0]}, abs=0.05
-    )
