@@ -41,7 +41,6 @@ from qroute.store.embedded import EmbeddedStore
 from qroute.table import read_table
 from qroute.types import Example
 
-
 # ../shared/datasets beside the checkout, as the other scripts read it; a worktree one
 # level deeper reads the same folder.
 _HERE = Path(__file__).resolve().parent.parent
@@ -164,6 +163,18 @@ def measure(
     validated = cross_validate(
         pre, settings.router, settings.zero_shot, folds=5, none_label=none, **options
     )
+    shared = cross_validate(
+        pre,
+        settings.router,
+        settings.zero_shot,
+        folds=5,
+        none_label=none,
+        per_label=False,
+        **options,
+    )
+    shared_choice = sweep(
+        pre, settings.router, settings.zero_shot, none_label=none, per_label=False, **options
+    ).best
     conf, right, raw = _calibrated_cv(pre, settings, fold, options)
     ece, bins = expected_calibration_error(conf, right, bins=15)
     raw_ece, _ = expected_calibration_error(raw, right, bins=15)
@@ -188,6 +199,13 @@ def measure(
             "ranges": validated.ranges,
             "chosen_per_fold": validated.chosen,
         },
+        "no_label_thresholds": {
+            "k": shared_choice.k,
+            "similarity_threshold": shared_choice.similarity_threshold,
+            "fitted": shared_choice.figures(),
+            "cross_validated": shared.figures,
+            "ranges": shared.ranges,
+        },
         "ece_cross_validated": round(ece, 4),
         "ece_uncalibrated": round(raw_ece, 4),
         "answered": len(conf),
@@ -204,6 +222,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "mode": "dense",
         "model": "minilm-ft",
         "head": True,
+    },
+    # The training split's out-of-scope rows indexed under table.none_label: the head
+    # learns a none class (the vote never answers it).
+    "clinc150-minilm-head-none": {
+        "data": "clinc150",
+        "mode": "dense",
+        "model": "minilm",
+        "head": True,
+        "none": True,
+    },
+    "clinc150-minilm-ft-head-none": {
+        "data": "clinc150",
+        "mode": "dense",
+        "model": "minilm-ft",
+        "head": True,
+        "none": True,
     },
     "stylekqc-hybrid-head-morph": {
         "data": "stylekqc",
@@ -239,7 +273,11 @@ def _settings(
         zero_shot={"method": "off"},
         router={"k": 10, "group_size": 3, "use_head": config["head"]},
         store={"location": str(where), "collection": "goals"},
-        table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
+        table={
+            "on_duplicate": "skip",
+            "on_conflicting_labels": "skip",
+            "none_label": "oos" if config.get("none") else None,
+        },
         index={"canary_per_label": 1, "head": config["head"], "head_c": head_c},
     )
 
@@ -305,7 +343,7 @@ async def run_goal(
     settings = _settings(config, model, prompt, cache / key, head_c)
     if (data / "dev.jsonl").exists():
         dev = _every(read_table(data / "dev.jsonl", lenient), limit // 4)
-        train = [e for e in rows if e.label != oos_label]
+        train = [e for e in rows if config.get("none") or e.label != oos_label]
         pre = await _searched(settings, encoder, train, dev, cache / key)
         fold = _fold_of(dev, 5, by_group=False)
         evaluated = "dev"
