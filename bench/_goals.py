@@ -253,6 +253,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "head": True,
         "analyzer": "char+morph",
     },
+    "parakqc-lexical-head-morph": {
+        "data": "parakqc",
+        "mode": "lexical",
+        "model": None,
+        "head": True,
+        "analyzer": "char+morph",
+    },
     "parakqc-hybrid-head-morph": {
         "data": "parakqc",
         "mode": "hybrid",
