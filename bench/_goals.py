@@ -63,6 +63,7 @@ class DiskCachedEncoder:
         digest = hashlib.sha256(inner.fingerprint.encode()).hexdigest()[:16]
         self.path = cache / f"vectors-{digest}.npz"
         self.cache: dict[str, np.ndarray] = {}
+        self.unsaved = False
         if self.path.exists():
             stored = np.load(self.path, allow_pickle=False)
             texts = json.loads(str(stored["texts"]))
@@ -80,11 +81,14 @@ class DiskCachedEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
             self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
-            if len(missing) > 64:
-                self.save()
+            self.unsaved = True
         return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
     def save(self) -> None:
+        """Write the vectors out (after a whole index or search pass: not per batch)."""
+        if not self.unsaved:
+            return
+        self.unsaved = False
         texts = list(self.cache)
         np.savez(
             self.path,
@@ -307,6 +311,8 @@ async def _searched(
             settings, write_table(where / "train.csv", train), encoder=encoder, progress=False
         )
         done.write_text(json.dumps({"seconds": round(time.perf_counter() - began, 1)}))
+        if encoder is not None:
+            encoder.save()
         print(f"  indexed {len(train)} rows in {time.perf_counter() - began:.0f} s", flush=True)
     store = EmbeddedStore(where, "goals")
     classifier = Classifier(settings, encoder, None, store)
