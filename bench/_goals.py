@@ -63,6 +63,7 @@ class DiskCachedEncoder:
         digest = hashlib.sha256(inner.fingerprint.encode()).hexdigest()[:16]
         self.path = cache / f"vectors-{digest}.npz"
         self.cache: dict[str, np.ndarray] = {}
+        self.unsaved = False
         if self.path.exists():
             stored = np.load(self.path, allow_pickle=False)
             texts = json.loads(str(stored["texts"]))
@@ -80,11 +81,14 @@ class DiskCachedEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
             self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
-            if len(missing) > 64:
-                self.save()
+            self.unsaved = True
         return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
     def save(self) -> None:
+        """Write the vectors out (after a whole index or search pass: not per batch)."""
+        if not self.unsaved:
+            return
+        self.unsaved = False
         texts = list(self.cache)
         np.savez(
             self.path,
@@ -163,6 +167,18 @@ def measure(
     validated = cross_validate(
         pre, settings.router, settings.zero_shot, folds=5, none_label=none, **options
     )
+    shared = cross_validate(
+        pre,
+        settings.router,
+        settings.zero_shot,
+        folds=5,
+        none_label=none,
+        per_label=False,
+        **options,
+    )
+    shared_choice = sweep(
+        pre, settings.router, settings.zero_shot, none_label=none, per_label=False, **options
+    ).best
     conf, right, raw = _calibrated_cv(pre, settings, fold, options)
     ece, bins = expected_calibration_error(conf, right, bins=15)
     raw_ece, _ = expected_calibration_error(raw, right, bins=15)
@@ -187,6 +203,13 @@ def measure(
             "ranges": validated.ranges,
             "chosen_per_fold": validated.chosen,
         },
+        "no_label_thresholds": {
+            "k": shared_choice.k,
+            "similarity_threshold": shared_choice.similarity_threshold,
+            "fitted": shared_choice.figures(),
+            "cross_validated": shared.figures,
+            "ranges": shared.ranges,
+        },
         "ece_cross_validated": round(ece, 4),
         "ece_uncalibrated": round(raw_ece, 4),
         "answered": len(conf),
@@ -204,6 +227,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "model": "minilm-ft",
         "head": True,
     },
+    # The training split's out-of-scope rows indexed under table.none_label: the head
+    # learns a none class (the vote never answers it).
+    "clinc150-minilm-head-none": {
+        "data": "clinc150",
+        "mode": "dense",
+        "model": "minilm",
+        "head": True,
+        "none": True,
+    },
+    "clinc150-minilm-ft-head-none": {
+        "data": "clinc150",
+        "mode": "dense",
+        "model": "minilm-ft",
+        "head": True,
+        "none": True,
+    },
     "stylekqc-hybrid-head-morph": {
         "data": "stylekqc",
         "mode": "hybrid",
@@ -213,6 +252,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "stylekqc-lexical-head-morph": {
         "data": "stylekqc",
+        "mode": "lexical",
+        "model": None,
+        "head": True,
+        "analyzer": "char+morph",
+    },
+    "parakqc-lexical-head-morph": {
+        "data": "parakqc",
         "mode": "lexical",
         "model": None,
         "head": True,
@@ -238,7 +284,11 @@ def _settings(
         zero_shot={"method": "off"},
         router={"k": 10, "group_size": 3, "use_head": config["head"]},
         store={"location": str(where), "collection": "goals"},
-        table={"on_duplicate": "skip", "on_conflicting_labels": "skip"},
+        table={
+            "on_duplicate": "skip",
+            "on_conflicting_labels": "skip",
+            "none_label": "oos" if config.get("none") else None,
+        },
         index={"canary_per_label": 1, "head": config["head"], "head_c": head_c},
     )
 
@@ -261,6 +311,8 @@ async def _searched(
             settings, write_table(where / "train.csv", train), encoder=encoder, progress=False
         )
         done.write_text(json.dumps({"seconds": round(time.perf_counter() - began, 1)}))
+        if encoder is not None:
+            encoder.save()
         print(f"  indexed {len(train)} rows in {time.perf_counter() - began:.0f} s", flush=True)
     store = EmbeddedStore(where, "goals")
     classifier = Classifier(settings, encoder, None, store)
@@ -304,7 +356,7 @@ async def run_goal(
     settings = _settings(config, model, prompt, cache / key, head_c)
     if (data / "dev.jsonl").exists():
         dev = _every(read_table(data / "dev.jsonl", lenient), limit // 4)
-        train = [e for e in rows if e.label != oos_label]
+        train = [e for e in rows if config.get("none") or e.label != oos_label]
         pre = await _searched(settings, encoder, train, dev, cache / key)
         fold = _fold_of(dev, 5, by_group=False)
         evaluated = "dev"
