@@ -160,15 +160,19 @@ def onnx_file(
             if target.is_file():  # another process exported it while this one waited
                 return target
             if not fp32.is_file():
-                log.warning("%s: %s: exporting the model to ONNX, once, into %s", setting,
-                            backend, folder)
+                log.warning(
+                    "%s: %s: exporting the model to ONNX, once, into %s", setting, backend, folder
+                )
                 with tempfile.TemporaryDirectory(dir=folder) as scratch:
                     part = Path(scratch) / fp32.name
                     _export(model, inputs, output, part)
                     os.replace(part, fp32)
             if backend == "onnx-int8":
-                log.warning("%s: onnx-int8: quantising the ONNX model to int8, once, into %s",
-                            setting, folder)
+                log.warning(
+                    "%s: onnx-int8: quantising the ONNX model to int8, once, into %s",
+                    setting,
+                    folder,
+                )
                 with tempfile.TemporaryDirectory(dir=folder) as scratch:
                     part = Path(scratch) / target.name
                     _quantize(fp32, part)
@@ -200,9 +204,7 @@ class OnnxRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
-        self._session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = tuple(i.name for i in self._session.get_inputs())
 
     def run(self, feed: Mapping[str, Any]) -> npt.NDArray[np.float32]:

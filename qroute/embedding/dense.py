@@ -186,4 +186,3 @@ def _onnx_module(runner: OnnxRunner, config: object) -> Any:
             return {"last_hidden_state": torch.from_numpy(self.runner.run(features))}
 
     return OnnxTransformer()
-

@@ -48,7 +48,9 @@ def test_onnx_vectors_are_close_to_torch(
 
 
 def test_the_export_runs_once_then_loads_from_the_cache(
-    tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_models: TinyModels,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger=backends.__name__):

@@ -106,9 +106,7 @@ class Neighbour:
                 _f32(message.dense_similarity) if message.HasField("dense_similarity") else None
             ),
             lexical_similarity=(
-                _f32(message.lexical_similarity)
-                if message.HasField("lexical_similarity")
-                else None
+                _f32(message.lexical_similarity) if message.HasField("lexical_similarity") else None
             ),
         )
 
