@@ -34,6 +34,7 @@ from qroute.types import IndexInfo, Prediction, Query
 from qroute.v1 import router_pb2
 
 from .auth import TokenAuthInterceptor, TokenFile
+from .drain import Drain
 from .metrics import Metrics, MetricsInterceptor
 from .reflection import enable_reflection
 from .reload import ConfigWatcher
@@ -44,8 +45,14 @@ __all__ = ["SERVICE_NAME", "RouterApp", "serve"]
 
 log = logging.getLogger(__name__)
 
-# How long a stopping router keeps refusing calls itself before gRPC stops (see stop).
-_SETTLE_S = 0.5
+# A stopping router holds new calls until none arrived for this long (at most
+# _HOLD_LIMIT_S) before gRPC's stop begins (see server/drain.py); longer than the pause
+# of a caller that retries a refused call at once, shorter than any client deadline.
+_QUIET_S = 0.2
+_HOLD_LIMIT_S = 1.0
+# Between the start of gRPC's stop and the release of the held calls: GOAWAY goes out on
+# every connection first, so a caller's retry opens a new (refused) connection.
+_GOAWAY_S = 0.05
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
@@ -70,7 +77,12 @@ class RouterApp:
         # Cross-cutting request concerns, outermost first: each sees a call before the
         # ones after it (auth refuses before any work is done).
         # Metrics first, so that calls auth refuses are counted too.
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        # The drain outermost: a call it holds at shutdown has not started its handler.
+        self.drain = Drain()
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            self.drain,
+            MetricsInterceptor(self.metrics),
+        ]
         if self.tokens is not None:
             interceptors.append(TokenAuthInterceptor(self.tokens))
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
@@ -297,12 +309,18 @@ class RouterApp:
         self.router.stop_accepting()
         await self.health.enter_graceful_shutdown()
         await self.router.drained(grace)
-        # gRPC's own stop cancels every call it has received but not yet handed to a
-        # handler: keep answering (UNAVAILABLE) a moment longer, so that callers who
-        # retry see that instead and only a call in the last instant can race the stop.
-        await asyncio.sleep(max(0.0, min(_SETTLE_S, until - loop.time())))
+        # gRPC's own stop cancels the calls on their way in (grpc/grpc#41785): first hold
+        # new calls until callers wait on us and none is on the way, then stop gRPC
+        # (GOAWAY), then answer the held calls (UNAVAILABLE).
+        hold = min(_HOLD_LIMIT_S, until - loop.time() - _GOAWAY_S)
+        if hold > 0 and not await self.drain.hold_until_quiet(_QUIET_S, hold):
+            log.warning("calls kept arriving while stopping: gRPC may cancel the last ones")
         # What is left of the grace, and a moment for answers still being sent.
-        await self.server.stop(max(until - loop.time(), min(grace, 0.5)))
+        left = max(until - loop.time(), min(grace, 0.5))
+        stopping = asyncio.ensure_future(self.server.stop(left))
+        await asyncio.sleep(_GOAWAY_S)
+        self.drain.release()
+        await stopping
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,6 +182,41 @@ async def test_sigterm_finishes_every_accepted_request_then_exits(
     assert await asyncio.to_thread(router.process.wait, 30) == 0
     assert time.monotonic() - stopped_at < 10
     assert sum("SIGTERM" in line for line in router.stderr) == 1
+    assert "Traceback" not in "".join(router.stderr)
+
+
+async def test_sigterm_under_retrying_load_cancels_no_call(
+    routers: list[Router], store: Path
+) -> None:
+    # Callers that retry a refused call after a short pause keep sending calls until the
+    # process is gone; none of them may come back CANCELLED (gRPC's own stop cancels a
+    # call it received but had not handed to a handler: grpc/grpc#41785).
+    router = _serve(routers, store, QROUTE_SERVER__SHUTDOWN_GRACE_S="5")
+    await asyncio.to_thread(router.wait_serving)
+    codes: Counter[str] = Counter()
+    stop = asyncio.Event()
+    async with grpc.aio.insecure_channel(router.address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+
+        async def caller(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    await stub.Classify(pb.ClassifyRequest(text=f"코스닥 {i}"), timeout=5)
+                    codes["OK"] += 1
+                except grpc.aio.AioRpcError as exc:
+                    codes[exc.code().name] += 1
+                    await asyncio.sleep(0.01)
+
+        callers = [asyncio.ensure_future(caller(i)) for i in range(64)]
+        await asyncio.sleep(1.0)
+        router.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(router.process.wait, 30)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*callers)
+    assert code == 0
+    assert codes["OK"] > 0 and codes["UNAVAILABLE"] > 0, codes
+    assert codes["CANCELLED"] == 0, codes
     assert "Traceback" not in "".join(router.stderr)
 
 
