@@ -420,6 +420,10 @@ class EmbeddedStore:
     ) -> list[list[Group]]:
         reader = await self._acquire(version)
         try:
+            if reader.owned and vectors and all(isinstance(v, SparseVector) for v in vectors):
+                return await asyncio.to_thread(
+                    _grouped_sparse, reader, vectors, groups, group_size, labels
+                )
             return await asyncio.to_thread(
                 edge.grouped, reader.shard, vectors, groups, group_size, labels
             )
@@ -447,3 +451,17 @@ class EmbeddedStore:
             await asyncio.to_thread(reader.close)
         for shard in writers.values():
             shard.close()
+
+
+def _grouped_sparse(
+    reader: sharing.Reader,
+    vectors: Sequence[SearchVector],
+    groups: int,
+    group_size: int,
+    labels: Sequence[Sequence[str] | None],
+) -> list[list[Group]]:
+    # A version is read-only once published, so its labels can be read once: grouping
+    # by them spares reading hundreds of payloads per query (see edge.grouped_by_map).
+    # Not for a borrowed writer: the indexer's version is still changing.
+    label_of = reader.labels(edge.labels_by_id)
+    return edge.grouped_by_map(reader.shard, vectors, groups, group_size, labels, label_of)
