@@ -264,6 +264,11 @@ class EmbeddedStore:
     async def publish(self, version: str) -> str | None:
         shard = self._writers.pop(version, None)
         if shard is not None:
+            # Qdrant Edge builds search indexes (HNSW for dense vectors past its indexing
+            # threshold) only when asked; a version is read-only once published, so
+            # this is the one time: without it a large version is searched by brute force.
+            log.info("building the search indexes of %s", version)
+            await asyncio.to_thread(shard.optimize)
             await asyncio.to_thread(shard.flush)
             await asyncio.to_thread(shard.close)
         if not (self._root / version).is_dir():
