@@ -21,6 +21,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,12 +176,68 @@ async def _serve_and_measure(
         router.wait(timeout=30)
 
 
+async def _compare(settings: Settings, texts: list[str]) -> dict[str, float]:
+    """The store's grouped lexical search against the round-based one it replaced
+    (``edge.grouped``) on the same version and queries: how many answer alike (label
+    and fallback reasons of the vote), how many have the same groups (labels and
+    similarities to 1e-5), and each path's p50 per query."""
+    from qroute.routing.retrieval import Retriever
+    from qroute.routing.vote import take_vote
+    from qroute.store import edge, open_store
+    from qroute.store.metadata import IndexMetadata
+
+    retriever = Retriever.from_settings(settings)
+    store = open_store(settings.store)
+    version = await store.current_version()
+    assert version is not None
+    lexicon = retriever.check(
+        version, IndexMetadata.from_json(await store.metadata(version), version)
+    )
+    await store.open(version)
+    reader = await store._acquire(version)  # type: ignore[attr-defined]
+    router, zero_shot = settings.router, settings.zero_shot
+    same_answer = same_groups = 0
+    new_times, old_times = [], []
+    for text in texts:
+        vectors = retriever.embed([text], lexicon).sparse
+        assert vectors is not None
+        start = time.perf_counter()
+        [new] = await store.search_groups(
+            version, vectors, groups=router.k, group_size=router.group_size, labels=[None]
+        )
+        new_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        [old] = edge.grouped(reader.shard, vectors, router.k, router.group_size, [None])
+        old_times.append(time.perf_counter() - start)
+        a, b = take_vote(new, router, zero_shot), take_vote(old, router, zero_shot)
+        same_answer += [s.label for s in a.scores[:1]] == [s.label for s in b.scores[:1]] and (
+            a.reasons == b.reasons
+        )
+        same_groups += [g.label for g in new] == [g.label for g in old] and all(
+            abs(x.similarity - y.similarity) < 1e-5
+            for g, h in zip(new, old, strict=True)
+            for x, y in zip(g.hits, h.hits, strict=True)
+        )
+    await store._release(version, reader)  # type: ignore[attr-defined]
+    await store.close()
+    return {
+        "compared": len(texts),
+        "same_answer": same_answer,
+        "same_groups": same_groups,
+        "grouped_p50_ms": statistics.median(new_times) * 1000,
+        "rounds_p50_ms": statistics.median(old_times) * 1000,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=0, help="cut the large table (0: all)")
     parser.add_argument("--n", type=int, default=2000, help="requests timed per table")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the large run here")
+    parser.add_argument(
+        "--compare", type=int, default=0, help="dev queries to compare with the old search"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lexical.json")
     args = parser.parse_args()
     dev = [json.loads(line)["text"] for line in (CLINC / "dev.jsonl").open(encoding="utf-8")]
@@ -202,12 +259,18 @@ async def main() -> None:
             start = time.perf_counter()
             await run_index(settings, table, progress=False)
             results[f"{name}_index_s"] = time.perf_counter() - start
+            if name == "large" and args.compare:
+                compared = await _compare(settings, dev[: args.compare])
+                results.update({f"compare_{k}": float(v) for k, v in compared.items()})
+                print(f"grouped search vs the rounds it replaced: {compared}", flush=True)
             queries = (texts * (args.n // len(texts) + 1))[: args.n]
             profile = args.profile if name == "large" else None
             results[f"{name}_qps"] = await _serve_and_measure(
                 config, port, queries, args.concurrency, profile
             )
-            print(f"{name:<6} {table.name:<22} {results[f'{name}_qps']:8.1f} requests/s")
+            print(
+                f"{name:<6} {table.name:<22} {results[f'{name}_qps']:8.1f} requests/s", flush=True
+            )
     ratio = results["large_qps"] / results["small_qps"]
     print(
         f"lexical router at concurrency {args.concurrency}: {rows} rows, {labels} labels "
