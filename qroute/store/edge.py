@@ -3,14 +3,32 @@ store runs on a shard (blocking: the store calls them on a worker thread)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from qroute.store.base import LEXICAL, RRF_K, Candidate, Point, SearchVector, fused_candidates
 from qroute.store.metadata import LABEL_FIELD, hit_from_payload
 from qroute.types import Group, Hit, SparseVector
 
-__all__ = ["fused", "grouped", "nearest", "point_vector", "query", "query_filter"]
+__all__ = [
+    "PAGES",
+    "fused",
+    "grouped",
+    "grouped_by_map",
+    "labels_by_id",
+    "nearest",
+    "point_vector",
+    "query",
+    "query_filter",
+]
+
+# The page sizes ``grouped_by_map`` tries, in turn, before it falls back to ``grouped``.
+PAGES = (1024, 4096)
+# The most one round asks for.
+_MOST = 4096
+# What a Hit is made of: a search returns only these of a point's payload.
+HIT_FIELDS = ("text", LABEL_FIELD, "row_id")
 
 
 def fused(
@@ -71,7 +89,10 @@ def nearest(
     from qdrant_edge import QueryRequest
 
     return QueryRequest(
-        limit=limit, query=query(vector), filter=query_filter(allowed, exclude), with_payload=True
+        limit=limit,
+        query=query(vector),
+        filter=query_filter(allowed, exclude),
+        with_payload=list(HIT_FIELDS),
     )
 
 
@@ -146,7 +167,7 @@ def _rounds(
     example was seen."""
     from qdrant_edge import QueryBatchRequest
 
-    fetch = min(groups * group_size * 2, 4096)
+    fetch = min(groups * group_size * 2, _MOST)
     found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
     pending = list(range(len(vectors)))
     # Labels whose every example has been seen: first seen in a round that
@@ -195,3 +216,131 @@ def _complete_groups(
         completed = shard.query_batch(QueryBatchRequest(requests))
         for (position, label), points in zip(plan, completed, strict=True):
             found[position][label] = [hit_from_payload(p.id, p.score, p.payload) for p in points]
+
+
+def _key(point_id: Any) -> Any:
+    # A UUID's int hashes and compares in C; the UUID itself in Python.
+    return point_id.int if type(point_id) is UUID else point_id
+
+
+def labels_by_id(shard: Any) -> dict[Any, str]:
+    """Every point's label, by ``_key`` of its id: what lets a grouped search skip
+    reading payloads."""
+    from qdrant_edge import ScrollRequest
+
+    found: dict[Any, str] = {}
+    offset = None
+    while True:
+        records, offset = shard.scroll(
+            ScrollRequest(
+                limit=10_000, offset=offset, with_payload=[LABEL_FIELD], with_vector=False
+            )
+        )
+        for record in records:
+            found[_key(record.id)] = str((record.payload or {}).get(LABEL_FIELD, ""))
+        if offset is None:
+            return found
+
+
+def grouped_by_map(
+    shard: Any,
+    vectors: Sequence[SearchVector],
+    groups: int,
+    group_size: int,
+    labels: Sequence[Sequence[str] | None],
+    label_of: Mapping[Any, str],
+) -> list[list[Group]]:
+    """The same groups as ``grouped``, from one plain page of neighbours per query
+    (ids and scores only: reading payloads costs more than the search), grouped by
+    ``label_of``; the payloads of only the hits kept are read afterwards.
+
+    A page is a prefix of the query's whole ranking, so its labels in order of first
+    appearance are the top labels, and a label with ``group_size`` hits in it has its
+    nearest ones: the answer is exact once the first ``groups`` labels each have that
+    many, or the page holds every candidate. A query for which the largest page is not
+    enough (rare: a label whose examples are far down the ranking) goes to ``grouped``.
+    Sparse vectors walk their terms' posting lists whatever the page size, so a page of
+    hundreds costs little more than one of dozens, and far less than the filtered
+    searches of ``grouped``'s rounds."""
+    from qdrant_edge import QueryBatchRequest, QueryRequest
+
+    chosen: list[list[tuple[str, list[tuple[Any, float]]]] | None] = [None] * len(vectors)
+    pending = list(range(len(vectors)))
+    for page in PAGES:
+        if not pending:
+            break
+        limit = max(page, groups * group_size)
+        requests = [
+            QueryRequest(limit=limit, query=query(vectors[i]), filter=query_filter(labels[i], ()))
+            for i in pending
+        ]
+        results = shard.query_batch(QueryBatchRequest(requests))
+        still = []
+        for position, points in zip(pending, results, strict=True):
+            picked = _group_page(
+                points, label_of, groups, group_size, exhausted=len(points) < limit
+            )
+            if picked is None:
+                still.append(position)
+            else:
+                chosen[position] = picked
+        pending = still
+    fallback = {}
+    if pending:
+        rest = grouped(
+            shard, [vectors[i] for i in pending], groups, group_size, [labels[i] for i in pending]
+        )
+        fallback = dict(zip(pending, rest, strict=True))
+    ids = [pid for picked in chosen if picked for _, hits in picked for pid, _ in hits]
+    payloads = (
+        {r.id: r.payload for r in shard.retrieve(ids, list(HIT_FIELDS), False)} if ids else {}
+    )
+    answer = []
+    for position, picked in enumerate(chosen):
+        if picked is None:
+            answer.append(fallback[position])
+            continue
+        answer.append(
+            [
+                Group(
+                    label,
+                    tuple(hit_from_payload(pid, score, payloads.get(pid)) for pid, score in hits),
+                )
+                for label, hits in picked
+            ]
+        )
+    return answer
+
+
+def _group_page(
+    points: Sequence[Any],
+    label_of: Mapping[Any, str],
+    groups: int,
+    group_size: int,
+    *,
+    exhausted: bool,
+) -> list[tuple[str, list[tuple[Any, float]]]] | None:
+    """The top ``groups`` labels of one page with their ``group_size`` nearest (id,
+    score), best label first; None when the page cannot tell them exactly."""
+    by_label: dict[str, list[tuple[Any, float]]] = {}
+    full = 0  # how many of the first `groups` labels hold group_size hits
+    for point in points:
+        pid = point.id  # each read of it builds a new UUID
+        label = label_of.get(pid.int if type(pid) is UUID else pid)
+        if label is None:
+            return None  # a point the map does not know: not this version's map
+        kept = by_label.get(label)
+        if kept is None:
+            if len(by_label) >= groups:
+                continue  # not a top label: the first `groups` are
+            kept = by_label[label] = []
+        if len(kept) < group_size:
+            kept.append((pid, float(point.score)))
+            if len(kept) == group_size:
+                full += 1
+                if full == groups:
+                    break
+    if not exhausted and (len(by_label) < groups or full < groups):
+        return None
+    # In order of first appearance, which is the order of their best similarity.
+    return list(by_label.items())

@@ -9,6 +9,7 @@ import fcntl
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +31,16 @@ class Reader:
     active: int = 0
     retired: bool = False
     guard: threading.Lock = field(default_factory=threading.Lock)
+    # Every point's label by id, read once on the first grouped sparse search.
+    _labels: dict[Any, str] | None = None
+    _labels_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def labels(self, read: Callable[[Any], dict[Any, str]]) -> dict[Any, str]:
+        """The version's labels by point id, ``read(shard)`` the first time (blocking)."""
+        with self._labels_lock:
+            if self._labels is None:
+                self._labels = read(self.shard)
+            return self._labels
 
     def close(self) -> None:
         if self.owned:
