@@ -15,8 +15,9 @@ real ``python -m qroute index`` processes; the clients are grpc.aio.
 3. SIGTERM under load: no call may end CANCELLED.
 
 It prints one table and exits 1 when a must-be-zero figure is not zero, when health
-p99 during index switches is >= 50 ms, or when the server is unhealthy after the
-faults; JSON goes to bench/results/faults.json (--out).
+p99 during index switches (from 1 s before each publish the watcher sees to 3 polls
+after it) is >= 50 ms, or when the server is unhealthy after the faults; the p99 while
+any indexer process runs (it competes with the router for the cores) is printed apart; JSON goes to bench/results/faults.json (--out).
 
     python bench/faults.py [--quick] [--duration 60] [--concurrency 64]
 """
@@ -117,7 +118,10 @@ class World:
     router: subprocess.Popen[bytes] | None = None
     router_log: Path | None = None
     publishes: list[tuple[float, str]] = field(default_factory=list)
+    # Around each publish the watcher sees: the router's switch to the new version.
     switch_windows: list[tuple[float, float]] = field(default_factory=list)
+    # While an indexer process runs (it competes with the router for the cores).
+    indexing_windows: list[tuple[float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -176,7 +180,7 @@ async def _publish(world: World, table: Path) -> None:
     """Re-index ``table`` (the watcher records the publish)."""
     start = time.monotonic()
     code, out = await _run(_index_cmd(world, table))
-    world.switch_windows.append((start, time.monotonic() + 3 * world.poll_s))
+    world.indexing_windows.append((start, time.monotonic()))
     if code != 0:
         world.notes.append(f"re-index failed ({code}): {out.strip()[-300:]}")
 
@@ -381,6 +385,9 @@ async def _faults_under_load(
         writer.writerows(rows[1:])
         writer.writerows([f"{text} {i}", label] for i in range(20) for text, label in rows[1:])
     await _publish(world, bigger)
+    # Repeated switches: the health probe's p99 around each publish is the figure.
+    for table in (world.table, bigger, world.table):
+        await _publish(world, table)
 
     # kill -9 of an indexer mid-work (once its new version directory exists): the
     # published version must stay, and a rerun must publish.
@@ -400,7 +407,7 @@ async def _faults_under_load(
     else:
         out["indexer_killed_mid_work"] = 0
         world.notes.append(f"the indexer to kill finished first (exit {proc.returncode})")
-    world.switch_windows.append((start, time.monotonic() + 3 * world.poll_s))
+    world.indexing_windows.append((start, time.monotonic()))
     await asyncio.sleep(0.1)
     out["indexer_kill_changed_current"] = int(world.current() != before)
     await _publish(world, world.table)  # recovers after the kill
@@ -416,7 +423,7 @@ async def _faults_under_load(
         async with gate:
             start = time.monotonic()
             code, text = await _run(_index_cmd(world, path))
-            world.switch_windows.append((start, time.monotonic() + 3 * world.poll_s))
+            world.indexing_windows.append((start, time.monotonic()))
             if code != 2 or "Traceback" in text:
                 last = text.strip().splitlines()[-1:] or [""]
                 bad.append(f"{path.name}: exit {code}: {last[0][:160]}")
@@ -536,6 +543,7 @@ async def _main(args: argparse.Namespace) -> int:
             world.router.wait()
 
     switching = [ms for at, ms in health if any(lo <= at <= hi for lo, hi in world.switch_windows)]
+    indexing = [ms for at, ms in health if any(lo <= at <= hi for lo, hi in world.indexing_windows)]
     fuzz: Counter[str] = faults["fuzz"]
     fuzz_wrong = sum(n for key, n in fuzz.items() if not key.endswith(":INVALID_ARGUMENT"))
     tracebacks = sum(
@@ -555,6 +563,8 @@ async def _main(args: argparse.Namespace) -> int:
         "stale_answers": stale,
         "health_p99_ms_switching": None if p99 is None else round(p99, 2),
         "health_samples_switching": len(switching),
+        "health_p99_ms_indexing": round(_p99(indexing) or 0.0, 2),
+        "health_samples_indexing": len(indexing),
         "health_p99_ms_all": round(_p99([ms for _, ms in health]) or 0.0, 2),
         "health_after": health_after,
         "rss_kib_before": rss_before,

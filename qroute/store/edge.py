@@ -4,6 +4,7 @@ store runs on a shard (blocking: the store calls them on a worker thread)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from qroute.types import Group, Hit, SparseVector
 
 __all__ = [
     "PAGES",
+    "create_shard",
     "fused",
     "grouped",
     "grouped_by_map",
@@ -344,3 +346,38 @@ def _group_page(
         return None
     # In order of first appearance, which is the order of their best similarity.
     return list(by_label.items())
+
+
+def create_shard(path: Path, dimension: int | None, sparse: bool) -> Any:
+    """A new, empty shard at ``path`` for a version: cosine dense vectors of
+    ``dimension`` (None: none), the IDF-weighted sparse vector when ``sparse``, and the
+    label field indexed."""
+    from qdrant_edge import (
+        Distance,
+        EdgeConfig,
+        EdgeShard,
+        EdgeSparseVectorParams,
+        EdgeVectorParams,
+        Memory,
+        Modifier,
+        PayloadSchemaType,
+        UpdateOperation,
+    )
+
+    # No write-ahead log: a version is written once, flushed before it is published,
+    # and read-only after; an unflushed one is a draft the next run removes. Without
+    # a WAL (and its lock) a router and an indexer can both open a published version.
+    # Cold: vectors live in memory-mapped files, paged in on use, so a large index
+    # does not have to fit in the process's memory.
+    vectors = None
+    if dimension is not None:
+        vectors = EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold)
+    sparse_vectors = None
+    if sparse:
+        sparse_vectors = {LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)}
+    config = EdgeConfig(vectors=vectors, sparse_vectors=sparse_vectors, wal_enabled=False)
+    shard = EdgeShard.create(str(path), config)
+    # Grouping by label runs one filtered search per label: index the field.
+    index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
+    shard.update(index)
+    return shard

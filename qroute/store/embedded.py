@@ -36,7 +36,6 @@ from typing import Any
 from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store import edge, sharing
 from qroute.store.base import (
-    LEXICAL,
     Candidate,
     Group,
     Point,
@@ -125,18 +124,6 @@ class EmbeddedStore:
     async def create_version(
         self, dimension: int | None, metadata: Mapping[str, Any], *, sparse: bool = False
     ) -> str:
-        from qdrant_edge import (
-            Distance,
-            EdgeConfig,
-            EdgeShard,
-            EdgeSparseVectorParams,
-            EdgeVectorParams,
-            Memory,
-            Modifier,
-            PayloadSchemaType,
-            UpdateOperation,
-        )
-
         self._make_root()
         name = version_name(self._collection, await self._issue())
         path = self._root / name
@@ -144,22 +131,7 @@ class EmbeddedStore:
         (path / _META).write_text(json.dumps(dict(metadata), ensure_ascii=False), encoding="utf-8")
         # Created by the writer so that a reader on a read-only mount can still lock it.
         (path / sharing.READERS).touch()
-        # No write-ahead log: a version is written once, flushed before it is published,
-        # and read-only after; an unflushed one is a draft the next run removes. Without
-        # a WAL (and its lock) a router and an indexer can both open a published version.
-        # Cold: vectors live in memory-mapped files, paged in on use, so a large index
-        # does not have to fit in the process's memory.
-        vectors = None
-        if dimension is not None:
-            vectors = EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold)
-        sparse_vectors = None
-        if sparse:
-            sparse_vectors = {LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)}
-        config = EdgeConfig(vectors=vectors, sparse_vectors=sparse_vectors, wal_enabled=False)
-        shard = await asyncio.to_thread(EdgeShard.create, str(path), config)
-        # Grouping by label runs one filtered search per label: index the field.
-        index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
-        await asyncio.to_thread(shard.update, index)
+        shard = await asyncio.to_thread(edge.create_shard, path, dimension, sparse)
         self._writers[name] = shard
         return name
 
