@@ -544,6 +544,8 @@ async def _main(args: argparse.Namespace) -> int:
 
     switching = [ms for at, ms in health if any(lo <= at <= hi for lo, hi in world.switch_windows)]
     indexing = [ms for at, ms in health if any(lo <= at <= hi for lo, hi in world.indexing_windows)]
+    windows = world.switch_windows + world.indexing_windows
+    steady = [ms for at, ms in health if not any(lo <= at <= hi for lo, hi in windows)]
     fuzz: Counter[str] = faults["fuzz"]
     fuzz_wrong = sum(n for key, n in fuzz.items() if not key.endswith(":INVALID_ARGUMENT"))
     tracebacks = sum(
@@ -565,6 +567,8 @@ async def _main(args: argparse.Namespace) -> int:
         "health_samples_switching": len(switching),
         "health_p99_ms_indexing": round(_p99(indexing) or 0.0, 2),
         "health_samples_indexing": len(indexing),
+        "health_p99_ms_steady": round(_p99(steady) or 0.0, 2),
+        "health_samples_steady": len(steady),
         "health_p99_ms_all": round(_p99([ms for _, ms in health]) or 0.0, 2),
         "health_after": health_after,
         "rss_kib_before": rss_before,
