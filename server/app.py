@@ -78,8 +78,10 @@ class RouterApp:
             settings.batching,
             on_batch=self.metrics.batch_size.observe,
             observe=self.metrics.stage,
+            on_cache=self.metrics.cache_lookup,
         )
         self.metrics.queue_depth.set_function(lambda: self.router.batcher.waiting)
+        self.metrics.cache_entries.set_function(lambda: len(self.router.cache))
         self._tasks: list[asyncio.Task[None]] = []
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None

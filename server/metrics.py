@@ -103,6 +103,15 @@ class Metrics:
             registry=registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
+        self.cache = Counter(
+            "qroute_cache",
+            "Result-cache lookups per text, by result (hit: answered without the models)",
+            ["result"],
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "qroute_cache_entries", "Predictions in the result cache", registry=registry
+        )
         self.reloads = Counter(
             "qroute_config_reloads", "Config reloads by result", ["result"], registry=registry
         )
@@ -128,6 +137,8 @@ class Metrics:
             self.fallbacks.labels(reason.value)
         for result in ("applied", "rejected"):
             self.reloads.labels(result)
+        for result in ("hit", "miss"):
+            self.cache.labels(result)
 
     def observe(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:
@@ -136,6 +147,10 @@ class Metrics:
                 self.fallbacks.labels(reason.value).inc()
             if prediction.zero_shot_method:
                 self.zero_shot.labels(prediction.zero_shot_method).inc()
+
+    def cache_lookup(self, result: str) -> None:
+        """The Router's result-cache hook: one lookup, "hit" or "miss"."""
+        self.cache.labels(result).inc()
 
     def stage(self, timing: StageTime) -> None:
         """The core's timing hook (``qroute.types.Observe``): a histogram sample, and a
