@@ -33,6 +33,7 @@ RESTART_ONLY_SERVER = (
     "auth",
     "reflection",
     "tracing",
+    "workers",
 )
 
 

@@ -125,6 +125,10 @@ class Router:
         assert self._classifier is not None
         return await self._classifier.classify_validated(queries)
 
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
     def stop_accepting(self) -> None:
         """Refuse new requests (NotReady) from now on; accepted ones go on."""
         self._accepting = False
