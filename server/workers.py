@@ -125,6 +125,19 @@ def metrics_port_of(settings: Settings, index: int) -> int | None:
     return port + index if port else port
 
 
+class _OneWrite(logging.Formatter):
+    """The line's terminator inside the formatted record: the handler writes the record
+    and its terminator in two writes, between which another worker could write."""
+
+    def __init__(self, inner: logging.Formatter | None, terminator: str) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+        self._terminator = terminator
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._inner.format(record) + self._terminator
+
+
 def _end_with(parent: int) -> None:
     """SIGTERM this process when the supervisor dies (killed, it cannot stop us): a
     worker never outlives its router, holding the port."""
@@ -156,6 +169,10 @@ def _worker(
     # never a line split across two writes with another worker's in between.
     if isinstance(sys.stderr, io.TextIOWrapper):
         sys.stderr.reconfigure(write_through=True)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.terminator:
+            handler.setFormatter(_OneWrite(handler.formatter, handler.terminator))
+            handler.terminator = ""
     from .app import serve
 
     try:

@@ -90,13 +90,12 @@ async def test_health_is_serving_only_while_every_worker_serves(tmp_path: Path) 
 
 
 def _worker_metrics(router: Router, workers: int) -> list[int]:
-    ports = []
     for _ in range(workers):
-        line = router.wait_for_line("listening on")
-        found = re.search(r"worker (\d+)/\d+ .*metrics on port (\d+)", line)
-        assert found, line
-        ports.append(int(found.group(2)))
-    return ports
+        router.wait_for_line("listening on")
+    log = "".join(router.stderr)
+    ports = re.findall(r"router worker \d+/\d+ listening on .*?metrics on port (\d+)", log)
+    assert len(ports) == workers, log
+    return [int(port) for port in ports]
 
 
 def _classify_calls(port: int) -> float:
