@@ -40,8 +40,9 @@ from .reflection import enable_reflection
 from .reload import ConfigWatcher
 from .servicer import RouterServicer, add_to_server
 from .tls import CertificateFiles, is_loopback
+from .workers import Readiness, limit_intra_op_threads, metrics_port_of, supervise
 
-__all__ = ["SERVICE_NAME", "RouterApp", "serve"]
+__all__ = ["SERVICE_NAME", "RouterApp", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,26 @@ _HOLD_LIMIT_S = 1.0
 # Between the start of gRPC's stop and the release of the held calls: GOAWAY goes out on
 # every connection first, so a caller's retry opens a new (refused) connection.
 _GOAWAY_S = 0.05
+# How often a worker looks whether the other workers of its router still serve.
+_WORKERS_POLL_S = 0.2
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
 class RouterApp:
     """One router process. ``start`` binds the port with health NOT_SERVING; ``load``
-    brings the classifier up; health turns SERVING once an index is published."""
+    brings the classifier up; health turns SERVING once an index is published.
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    ``readiness``: this router as one worker of several on one port (server.workers,
+    see qroute_server.workers): health is SERVING only while every worker serves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        *,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.metrics = Metrics()
@@ -85,16 +97,24 @@ class RouterApp:
         ]
         if self.tokens is not None:
             interceptors.append(TokenAuthInterceptor(self.tokens))
+        self.readiness = readiness or Readiness.single()
+        self._serving: bool | None = None  # what health says now
         # gRPC sets SO_REUSEPORT by default: a second router on the same port would
-        # start without an error and take half of the connections.
-        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        # start without an error and take half of the connections. Only the workers of
+        # one router share a port, deliberately (their supervisor checked it was free).
+        shared = int(self.readiness.count > 1)
+        self.server = grpc.aio.server(
+            interceptors=interceptors, options=[("grpc.so_reuseport", shared)]
+        )
         self.port = 0
         self.router = Router(
             settings.batching,
             on_batch=self.metrics.batch_size.observe,
             observe=self.metrics.stage,
+            on_cache=self.metrics.cache_lookup,
         )
         self.metrics.queue_depth.set_function(lambda: self.router.batcher.waiting)
+        self.metrics.cache_entries.set_function(lambda: len(self.router.cache))
         self._tasks: list[asyncio.Task[None]] = []
         # The review queue and the shadow candidate (docs/review.md), built by load().
         self.learning: FeedbackLoop | None = None
@@ -170,19 +190,25 @@ class RouterApp:
         await self._set_health(serving=False)
         await self.server.start()
         metrics = self.settings.server
-        if metrics.metrics_port is not None:
+        metrics_port = metrics_port_of(self.settings, self.readiness.index)
+        if metrics_port is not None:
             try:
-                self.metrics_port = self.metrics.serve(metrics.metrics_host, metrics.metrics_port)
+                self.metrics_port = self.metrics.serve(metrics.metrics_host, metrics_port)
             except OSError as exc:
                 await self.server.stop(None)
                 raise BindError(
-                    f"cannot serve metrics on {metrics.metrics_host}:{metrics.metrics_port} "
+                    f"cannot serve metrics on {metrics.metrics_host}:{metrics_port} "
                     f"({exc.strerror}): set server.metrics_port (QROUTE_SERVER__METRICS_PORT) "
                     "to a free port, 0 for any, or null for no metrics"
                 ) from None
         self.metrics.config.info({"version": self.settings.version})
+        if self.readiness.count > 1:
+            self._tasks.append(asyncio.create_task(self._follow_workers(), name="qroute-workers"))
         log.info(
-            "router listening on %s (port %d, %s, %s), metrics on port %s",
+            "router%s listening on %s (port %d, %s, %s), metrics on port %s",
+            f" worker {self.readiness.index}/{self.readiness.count}"
+            if self.readiness.count > 1
+            else "",
             address,
             self.port,
             ("mTLS" if server.tls.client_ca_file else "TLS") if credentials else "plaintext",
@@ -290,6 +316,12 @@ class RouterApp:
             await self.follow_index_once()
 
     async def _set_health(self, *, serving: bool) -> None:
+        """This router serves or not; health says SERVING while every worker does."""
+        self.readiness.set(serving)
+        serving = serving and self.readiness.all_serving()
+        if serving == self._serving:
+            return
+        self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -297,6 +329,13 @@ class RouterApp:
         )
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
+
+    async def _follow_workers(self) -> None:
+        # Another worker starting, losing its index or stopping changes what this one says.
+        while True:
+            await asyncio.sleep(_WORKERS_POLL_S)
+            index = self.classifier.index if self.classifier is not None else None
+            await self._set_health(serving=index is not None and self.router.accepting)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: health NOT_SERVING and new calls refused (UNAVAILABLE) at
@@ -306,6 +345,7 @@ class RouterApp:
             grace = self.settings.server.shutdown_grace_s
         loop = asyncio.get_running_loop()
         until = loop.time() + grace
+        self.readiness.set(False)
         self.router.stop_accepting()
         await self.health.enter_graceful_shutdown()
         await self.router.drained(grace)
@@ -335,9 +375,25 @@ class RouterApp:
             self.metrics.tracing.close()
 
 
-async def serve(settings: Settings, config_path: Path | None = None) -> None:
+def run(settings: Settings, config_path: Path | None = None) -> int:
+    """``qroute serve``: one router in this process, or ``server.workers`` router
+    processes on one port under a supervisor (qroute_server.workers). The exit code."""
+    if settings.server.worker_count > 1:
+        return supervise(settings, config_path)
+    asyncio.run(serve(settings, config_path))
+    return 0
+
+
+async def serve(
+    settings: Settings,
+    config_path: Path | None = None,
+    *,
+    bind: str | None = None,
+    readiness: Readiness | None = None,
+) -> None:
     """Run the router until SIGINT/SIGTERM. Model load failures end the process."""
-    app = RouterApp(settings, config_path)
+    limit_intra_op_threads(settings.server.intra_op_threads)
+    app = RouterApp(settings, config_path, readiness=readiness)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -355,7 +411,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         # Inside the try: a failed start (metrics port taken) still stops the gRPC server.
-        await app.start()
+        await app.start(bind)
         await app.load()
         if app.classifier is not None and app.classifier.index is None:
             log.warning("no index published yet: health stays NOT_SERVING until `qroute index`")

@@ -127,6 +127,15 @@ class Metrics:
             registry=registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
+        self.cache = Counter(
+            "qroute_cache",
+            "Result-cache lookups per text, by result (hit: answered without the models)",
+            ["result"],
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "qroute_cache_entries", "Predictions in the result cache", registry=registry
+        )
         self.reloads = Counter(
             "qroute_config_reloads", "Config reloads by result", ["result"], registry=registry
         )
@@ -139,6 +148,10 @@ class Metrics:
             registry=registry,
         )
         self.config = Info("qroute_config", "The config version being served", registry=registry)
+        self.shadow, self.review_records = _learning(registry)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
         # Series that exist from the start at 0, so that rate() and alerts see the first
         # increment instead of a series appearing out of nothing.
         for method in METHODS:
@@ -152,7 +165,8 @@ class Metrics:
             self.fallbacks.labels(reason.value)
         for result in ("applied", "rejected"):
             self.reloads.labels(result)
-        self.shadow, self.review_records = _learning(registry)
+        for result in ("hit", "miss"):
+            self.cache.labels(result)
 
     def observe(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:
@@ -161,6 +175,10 @@ class Metrics:
                 self.fallbacks.labels(reason.value).inc()
             if prediction.zero_shot_method:
                 self.zero_shot.labels(prediction.zero_shot_method).inc()
+
+    def cache_lookup(self, result: str) -> None:
+        """The Router's result-cache hook: one lookup, "hit" or "miss"."""
+        self.cache.labels(result).inc()
 
     def stage(self, timing: StageTime) -> None:
         """The core's timing hook (``qroute.types.Observe``): a histogram sample, and a

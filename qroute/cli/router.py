@@ -5,7 +5,6 @@ one, through the client (``qroute_client``) with the address, TLS and token of
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
@@ -23,12 +22,12 @@ __all__ = ["COMMANDS", "format_info", "format_response"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from qroute_server.app import serve
+    from qroute_server.app import run
 
     from qroute.configfile import config_file
 
-    asyncio.run(serve(settings_of(args), config_file(args.config)))
-    return 0
+    code: int = run(settings_of(args), config_file(args.config))
+    return code
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -96,6 +96,10 @@ class RouterSettings(Section):
     max_batch_texts: int = Field(256, ge=1)
     # Labels one request's allowed_labels may list; more is INVALID_ARGUMENT.
     max_allowed_labels: int = Field(1000, ge=1)
+    # Predictions kept for repeated queries (same normalised text, allowed_labels and
+    # top_labels), per router process; emptied by a config reload or a newly published
+    # index version. 0: off.
+    cache_size: int = Field(2048, ge=0)
     # Send each neighbour's example text in responses. False: row ids, labels and
     # similarities only, for a table that callers must not read back.
     return_texts: bool = True

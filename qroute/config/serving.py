@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import (
@@ -69,6 +70,22 @@ class ServerSettings(Section):
     # gRPC server reflection (grpcurl without the proto). None: on unless auth is on
     # (with auth, reflection calls need a token like any other).
     reflection: bool | None = None
+    # Router processes sharing `bind` (SO_REUSEPORT), each with its own models (one
+    # intra-op thread each), batcher, result cache and metrics port; 0: one per CPU core
+    # this process may use. 1: a single process, no supervisor.
+    workers: int = Field(1, ge=0, le=256)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
+
+    @property
+    def intra_op_threads(self) -> int:
+        """Threads a model library may use within one operation, for every model a
+        router process loads (torch, ONNX Runtime sessions): 1 with several workers, as
+        the cores are shared out as processes and more threads per process would only
+        fight over them; 0 (the library's own default) with one."""
+        return 1 if self.worker_count > 1 else 0
 
     @property
     def reflection_enabled(self) -> bool:

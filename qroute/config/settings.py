@@ -34,6 +34,7 @@ RESTART_ONLY_SERVER = (
     "auth",
     "reflection",
     "tracing",
+    "workers",
 )
 
 

@@ -3,8 +3,10 @@
 A request goes validate (once) -> the micro-batcher -> the classifier current when its
 batch runs. A config reload or a new classifier is one reference swap (``install``): a
 batch never mixes two configs, and requests in flight finish on the one they started
-with. The gRPC app (``qroute_server.app``) wires this to the network and owns nothing of
-the request path itself.
+with. Queries answered before under the same config and index version come from the
+result cache (``router.cache_size``, see qroute.routing.cache) without being queued.
+The gRPC app (``qroute_server.app``) wires this to the network and owns nothing of the
+request path itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 from qroute.config import BatchingSettings
 from qroute.errors import InvalidQuery, NotReady
 from qroute.routing.batching import MicroBatcher
+from qroute.routing.cache import ResultCache
 from qroute.routing.classifier import Classifier
 from qroute.types import Observe, Prediction, Query
 
@@ -34,8 +37,11 @@ class Router:
         *,
         on_batch: Callable[[int], None] | None = None,
         observe: Observe | None = None,
+        on_cache: Callable[[str], None] | None = None,
     ) -> None:
         self._classifier: Classifier | None = None
+        # Sized by the installed classifier's router.cache_size (hot-reloadable).
+        self.cache = ResultCache(0, on_cache)
         self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
             self._run,
             max_batch_size=batching.max_batch_size,
@@ -65,6 +71,7 @@ class Router:
     def install(self, classifier: Classifier) -> None:
         """Serve with ``classifier`` from the next batch on."""
         self._classifier = classifier
+        self.cache.resize(classifier.settings.router.cache_size)
 
     def start(self) -> None:
         self.batcher.start()
@@ -83,6 +90,26 @@ class Router:
                 "requests",
             )
         classifier.validate_all(queries)
+        cache = self.cache
+        index = classifier.index
+        if not cache.size or index is None:
+            return await self._submit(queries, deadline)
+        # A reload or a newly published version empties the cache here.
+        cache.enter((classifier.config_version, index.version))
+        found = [cache.get(query) for query in queries]
+        missing = [query for query, hit in zip(queries, found, strict=True) if hit is None]
+        if not missing:
+            return [hit for hit in found if hit is not None]
+        computed = iter(await self._submit(missing, deadline))
+        answers = []
+        for query, hit in zip(queries, found, strict=True):
+            if hit is None:
+                hit = next(computed)
+                cache.put(query, hit)
+            answers.append(hit)
+        return answers
+
+    async def _submit(self, queries: Sequence[Query], deadline: float | None) -> list[Prediction]:
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -97,6 +124,10 @@ class Router:
         # validated when they were accepted.
         assert self._classifier is not None
         return await self._classifier.classify_validated(queries)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
 
     def stop_accepting(self) -> None:
         """Refuse new requests (NotReady) from now on; accepted ones go on."""
