@@ -58,8 +58,11 @@ COPY clients/python/qroute_client/ ./clients/python/qroute_client/
 COPY proto/ ./proto/
 COPY examples/ ./examples/
 
-# The router's dependencies only: scikit-learn and matplotlib are extras.
-RUN pip install . \
+# The router's dependencies, plus onnxruntime for encoder.backend / nli.backend onnx and
+# onnx-int8; scikit-learn and matplotlib are extras. (hadolint reads ".[onnx]" as an
+# unpinned package: its pins come from pyproject.toml.)
+# hadolint ignore=DL3013
+RUN pip install ".[onnx]" \
     && rm -rf build ./*.egg-info \
     && mkdir -p /app/.qroute \
     && chown qroute:qroute /app/.qroute

@@ -426,7 +426,7 @@ def test_dockerfile_basics() -> None:
     # The CPU torch arguments are the Makefile's (scripts/pip-torch-args, whose
     # resolution tests/test_install.py checks).
     torch = runs.find("pip install $(grep -v '^#' /tmp/pip-torch-args)")
-    project = runs.find("pip install . ")
+    project = runs.find('pip install ".[onnx]"')
     assert 0 <= torch < project, "CPU torch must be installed before the project"
     assert ("COPY", "scripts/pip-torch-args /tmp/pip-torch-args") in instructions
     # scikit-learn (index.head) only in the indexer's image.
