@@ -40,6 +40,9 @@ async def test_a_repeated_query_gets_the_same_answer_without_the_encoder(
     first = await router.classify("kospi index today", top_labels=2)
     # The same text after normalisation (NFC, runs of whitespace): the same key.
     again = await router.classify("  kospi   index today ", top_labels=2)
+    # The same answer; each response still gets its own request id (for feedback).
+    assert again.request_id and again.request_id != first.request_id
+    again.request_id = first.request_id
     assert again == first
     assert again.label == "finance" and len(again.top_labels) == 2
     assert _embedded(encoder) == ["kospi index today"]
