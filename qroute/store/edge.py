@@ -27,6 +27,8 @@ __all__ = [
 
 # The page sizes ``grouped_by_map`` tries, in turn, before it falls back to ``grouped``.
 PAGES = (1024, 4096)
+# Points per scroll call when reading a version's labels.
+_LABEL_PAGE = 512
 # The most one round asks for.
 _MOST = 4096
 # What a Hit is made of: a search returns only these of a point's payload.
@@ -233,9 +235,11 @@ def labels_by_id(shard: Any) -> dict[Any, str]:
     found: dict[Any, str] = {}
     offset = None
     while True:
+        # Small pages: a scroll call holds the GIL throughout, and a router's event loop
+        # waits for each one while a new version loads.
         records, offset = shard.scroll(
             ScrollRequest(
-                limit=10_000, offset=offset, with_payload=[LABEL_FIELD], with_vector=False
+                limit=_LABEL_PAGE, offset=offset, with_payload=[LABEL_FIELD], with_vector=False
             )
         )
         for record in records:
