@@ -3,6 +3,7 @@ store runs on a shard (blocking: the store calls them on a worker thread)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,9 @@ def labels_by_id(shard: Any) -> dict[Any, str]:
             found[_key(record.id)] = str((record.payload or {}).get(LABEL_FIELD, ""))
         if offset is None:
             return found
+        # Hand the GIL over between pages: the event loop that waits for it runs now,
+        # not after the whole version's labels are read.
+        time.sleep(0)
 
 
 def grouped_by_map(
@@ -359,6 +363,7 @@ def create_shard(path: Path, dimension: int | None, sparse: bool) -> Any:
     from qdrant_edge import (
         Distance,
         EdgeConfig,
+        EdgeOptimizersConfig,
         EdgeShard,
         EdgeSparseVectorParams,
         EdgeVectorParams,
@@ -379,7 +384,16 @@ def create_shard(path: Path, dimension: int | None, sparse: bool) -> Any:
     sparse_vectors = None
     if sparse:
         sparse_vectors = {LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)}
-    config = EdgeConfig(vectors=vectors, sparse_vectors=sparse_vectors, wal_enabled=False)
+    optimizers = None
+    if vectors is None:
+        # Lexical only: publish's optimize turns every segment's sparse vectors into the
+        # immutable inverted index, whatever its size, so a router loads the version
+        # without rebuilding it (a shorter pause of its event loop at each switch). With
+        # dense vectors the default threshold stays: below it, exact search, above it HNSW.
+        optimizers = EdgeOptimizersConfig(indexing_threshold=1)
+    config = EdgeConfig(
+        vectors=vectors, sparse_vectors=sparse_vectors, wal_enabled=False, optimizers=optimizers
+    )
     shard = EdgeShard.create(str(path), config)
     # Grouping by label runs one filtered search per label: index the field.
     index = UpdateOperation.create_field_index(LABEL_FIELD, PayloadSchemaType.Keyword)
