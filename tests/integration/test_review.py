@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from qroute_client import AsyncClient, InvalidArgument
 from qroute_indexer import run_index
 from qroute_server.app import RouterApp
 from ruamel.yaml import YAML
@@ -213,6 +214,24 @@ async def test_a_repeated_query_gets_a_fresh_request_id_each_time(serve: Serve) 
     await router.drain()
     ids = [r.request_id for r in store_of(router).rows()]
     assert ids == [second.request_id, first.request_id]
+
+
+async def test_the_python_client_submits_feedback_by_request_id(serve: Serve) -> None:
+    router = await serve()
+    async with AsyncClient(f"127.0.0.1:{router.app.port}", max_attempts=1) as client:
+        answer = await client.classify("코스닥 지수 알려줘")
+        assert answer.request_id
+        await client.submit_feedback("뉴스", request_id=answer.request_id, source="qa")
+        await client.submit_feedback(None, text=NONSENSE)
+        with pytest.raises(InvalidArgument):
+            await client.submit_feedback("요리", text="환율 알려줘")
+    await router.drain()
+    rows = {r.text: r for r in store_of(router).rows(reason="FEEDBACK")}
+    assert (rows["코스닥 지수 알려줘"].feedback_label, rows["코스닥 지수 알려줘"].source) == (
+        "뉴스",
+        "qa",
+    )
+    assert rows[NONSENSE].feedback_label == ""
 
 
 async def test_feedback_needs_review_enabled(serve: Serve) -> None:

@@ -208,6 +208,16 @@ def _batch(texts: Sequence[str], allowed_labels: Sequence[str], top_labels: int)
     )
 
 
+def _feedback(text: str, request_id: str, correct_label: str | None, source: str) -> Any:
+    return pb.SubmitFeedbackRequest(
+        text=text,
+        request_id=request_id,
+        correct_label=correct_label or "",
+        none_of_these=correct_label is None,
+        source=source,
+    )
+
+
 def _health_request(service: str) -> Any:
     return health_pb2.HealthCheckRequest(service=service)
 
@@ -263,6 +273,22 @@ class Client(_Connection):
         limits (GetIndexInfo). FailedPrecondition while no index is served."""
         request = pb.GetIndexInfoRequest()
         return IndexInfo.from_pb(self._call(self._stub.GetIndexInfo, request, timeout))
+
+    def submit_feedback(
+        self,
+        correct_label: str | None,
+        *,
+        text: str = "",
+        request_id: str = "",
+        source: str = "",
+        timeout: float | None = None,
+    ) -> None:
+        """Tell the router's review queue what the answer should have been:
+        ``correct_label``, or None for "none of these". Name the answer by the
+        ``Classification.request_id`` it came with, by its ``text``, or both. An unknown
+        label is InvalidArgument; FailedPrecondition while the review queue is off."""
+        request = _feedback(text, request_id, correct_label, source)
+        self._call(self._stub.SubmitFeedback, request, timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The ``grpc.health.v1`` status name: SERVING, NOT_SERVING, ..."""
@@ -330,6 +356,18 @@ class AsyncClient(_Connection):
     async def index_info(self, *, timeout: float | None = None) -> IndexInfo:
         request = pb.GetIndexInfoRequest()
         return IndexInfo.from_pb(await self._call(self._stub.GetIndexInfo, request, timeout))
+
+    async def submit_feedback(
+        self,
+        correct_label: str | None,
+        *,
+        text: str = "",
+        request_id: str = "",
+        source: str = "",
+        timeout: float | None = None,
+    ) -> None:
+        request = _feedback(text, request_id, correct_label, source)
+        await self._call(self._stub.SubmitFeedback, request, timeout)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         response = await self._call(self._health.Check, _health_request(service), timeout)
