@@ -350,6 +350,10 @@ async def run_goal(
         base = Settings(encoder={"model": model, "prompt": prompt, "batch_size": 64})
         encoder = DiskCachedEncoder(SentenceTransformerEncoder(base.encoder), cache)
     key = f"{name}-c{head_c:g}" + (f"-limit{limit}" if limit else "")
+    if name == "clinc150-minilm-ft-head-none":
+        # The fine-tuned model is a flag: an index built under another one must not be
+        # reused (its vectors would not match this encoder's).
+        key += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]
     rows = _every(read_table(data / "train.jsonl", lenient), limit)
     oos_label = "oos" if config["data"] == "clinc150" else None
     objective = "oos" if oos_label else "accuracy"
