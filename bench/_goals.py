@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _results import write_table
+from _results import CachedEncoder, write_table
 
 from qroute.config import Settings, TableSettings
 from qroute.embedding.dense import SentenceTransformerEncoder
@@ -52,49 +52,6 @@ _DATA = next(
     ),
     _HERE.parent / "shared" / "datasets",
 )
-
-
-class DiskCachedEncoder:
-    """The real encoder, each distinct text encoded once and kept on disk, so that a
-    later run (another configuration, another fold) encodes nothing twice."""
-
-    def __init__(self, inner: SentenceTransformerEncoder, cache: Path) -> None:
-        self.inner = inner
-        digest = hashlib.sha256(inner.fingerprint.encode()).hexdigest()[:16]
-        self.path = cache / f"vectors-{digest}.npz"
-        self.cache: dict[str, np.ndarray] = {}
-        self.unsaved = False
-        if self.path.exists():
-            stored = np.load(self.path, allow_pickle=False)
-            texts = json.loads(str(stored["texts"]))
-            self.cache = dict(zip(texts, stored["vectors"], strict=True))
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
-            self.unsaved = True
-        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
-
-    def save(self) -> None:
-        """Write the vectors out (after a whole index or search pass: not per batch)."""
-        if not self.unsaved:
-            return
-        self.unsaved = False
-        texts = list(self.cache)
-        np.savez(
-            self.path,
-            texts=np.array(json.dumps(texts, ensure_ascii=False)),
-            vectors=np.stack([self.cache[t] for t in texts]),
-        )
 
 
 def _fold_of(rows: Sequence[Example], folds: int, by_group: bool) -> np.ndarray:
@@ -295,7 +252,7 @@ def _settings(
 
 async def _searched(
     settings: Settings,
-    encoder: DiskCachedEncoder | None,
+    encoder: CachedEncoder | None,
     train: list[Example],
     queries: list[Example],
     where: Path,
@@ -348,7 +305,9 @@ async def run_goal(
     encoder = None
     if config["model"]:
         base = Settings(encoder={"model": model, "prompt": prompt, "batch_size": 64})
-        encoder = DiskCachedEncoder(SentenceTransformerEncoder(base.encoder), cache)
+        inner = SentenceTransformerEncoder(base.encoder)
+        digest = hashlib.sha256(inner.fingerprint.encode()).hexdigest()[:16]
+        encoder = CachedEncoder(inner, cache / f"vectors-{digest}.npz")
     key = f"{name}-c{head_c:g}" + (f"-limit{limit}" if limit else "")
     if name == "clinc150-minilm-ft-head-none":
         # The fine-tuned model is a flag: an index built under another one must not be

@@ -40,22 +40,19 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
-import numpy.typing as npt
-from _results import write_results, write_table
+from _results import CachedEncoder, write_results, write_table
 from qroute_indexer import run_index
 from qroute_server.app import RouterApp
 from ruamel.yaml import YAML
 
 from qroute.cli import main as qroute
 from qroute.config import EncoderSettings, Settings, load_settings
-from qroute.embedding.dense import Encoder, SentenceTransformerEncoder
+from qroute.embedding.dense import SentenceTransformerEncoder
 from qroute.routing.classifier import Classifier
 from qroute.store import open_store
 from qroute.types import Query
@@ -71,50 +68,6 @@ OOS = "oos"
 class Row:
     text: str
     label: str
-
-
-class CachedEncoder:
-    """The real encoder, each text encoded once: a re-index or a round re-encodes
-    nothing it has seen (the vectors are the model's own, so the figures are too)."""
-
-    def __init__(self, encoder: Encoder, cache: Path | None) -> None:
-        self._encoder = encoder
-        self._cache = cache
-        self.vectors: dict[str, npt.NDArray[np.float32]] = {}
-        self.encoded = 0
-        if cache is not None and cache.exists():
-            with np.load(cache, allow_pickle=False) as saved:
-                if str(saved["fingerprint"]) == encoder.fingerprint:
-                    self.vectors = dict(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
-
-    @property
-    def dimension(self) -> int:
-        return self._encoder.dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return self._encoder.fingerprint
-
-    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
-        if missing:
-            self.encoded += len(missing)
-            for text, vector in zip(missing, self._encoder.encode(missing), strict=True):
-                self.vectors[text] = vector
-        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
-
-    def save(self) -> None:
-        if self._cache is None or not self.vectors:
-            return
-        self._cache.parent.mkdir(parents=True, exist_ok=True)
-        texts = list(self.vectors)
-        with self._cache.open("wb") as handle:
-            np.savez(
-                handle,
-                fingerprint=np.array(self.fingerprint),
-                texts=np.array(texts),
-                vectors=np.stack([self.vectors[t] for t in texts]),
-            )
 
 
 def _read(path: Path) -> list[Row]:

@@ -25,12 +25,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from _results import write_results, write_table
+from _results import CachedEncoder, write_results, write_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,28 +52,6 @@ MODES: dict[str, dict[str, Any]] = {
     "hybrid": {"mode": "hybrid", "fusion": "blend"},
     "hybrid (rrf)": {"mode": "hybrid", "fusion": "rrf"},
 }
-
-
-class CachedEncoder:
-    """The real encoder, each distinct text encoded once per run (folds share rows)."""
-
-    def __init__(self, inner: SentenceTransformerEncoder) -> None:
-        self.inner = inner
-        self.cache: dict[str, np.ndarray] = {}
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
-        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
 
 def _settings(base: Settings, mode: dict[str, Any]) -> Settings:
