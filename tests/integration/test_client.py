@@ -348,7 +348,10 @@ def node_modules() -> Path:
     """tests/node's locked @grpc/grpc-js and @grpc/proto-loader, installed by `npm ci`.
     Node is part of the test environment (here and in CI): a failed install fails."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
+        pytest.fail(
+            "node and npm are part of the test environment (.ci/run installs them): "
+            "apt-get install nodejs npm"
+        )
     folder = ROOT / "tests" / "node"
     result = subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],

@@ -18,8 +18,6 @@ from qroute.store.embedded import EmbeddedStore
 from qroute.types import Query
 from tests.integration.test_indexer import _table
 
-pytest.importorskip("kiwipiepy")
-
 ROWS = [
     *[(f"내일 {place} 날씨 알려 주세요", "날씨") for place in ("서울", "부산", "제주")],
     *[(f"{place} 맛집 추천해 줘", "맛집") for place in ("서울", "부산", "제주")],
