@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from _load import free_port, throughput, until_classifying
 from _results import write_results
 from ruamel.yaml import YAML
 
@@ -40,7 +40,6 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import Settings  # noqa: E402
 from qroute.table import read_table  # noqa: E402
-from qroute.v1 import router_pb2 as pb  # noqa: E402
 from qroute.v1 import router_pb2_grpc  # noqa: E402
 
 CLINC = ROOT.parent.parent / "shared" / "datasets" / "clinc150"
@@ -98,26 +97,6 @@ def big_table(source: Path, out: Path, rows: int = 0) -> int:
     return len(written)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _throughput(
-    stub: router_pb2_grpc.RouterServiceStub, queries: list[str], concurrency: int
-) -> float:
-    pending = list(queries)
-
-    async def worker() -> None:
-        while pending:
-            await stub.Classify(pb.ClassifyRequest(text=pending.pop()), timeout=120)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(queries) / (time.perf_counter() - start)
-
-
 def _settings(tmp: Path, name: str, port: int) -> tuple[Settings, Path]:
     """The example lexical config (examples/qroute-lexical.yaml), on its own store and port."""
     yaml = YAML(typ="safe", pure=True)
@@ -133,7 +112,9 @@ def _settings(tmp: Path, name: str, port: int) -> tuple[Settings, Path]:
 async def _serve_and_measure(
     config: Path, port: int, queries: list[str], concurrency: int, profile: Path | None
 ) -> float:
-    env = {**os.environ, "QROUTE_CONFIG": str(config)}
+    # The result cache off: these figures time the search path, and the query
+    # lists repeat (warm-up, passes).
+    env = {**os.environ, "QROUTE_CONFIG": str(config), "QROUTE_ROUTER__CACHE_SIZE": "0"}
     command = [sys.executable, "-m", "qroute", "serve"]
     router = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -143,13 +124,8 @@ async def _serve_and_measure(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), 120)
             stub = router_pb2_grpc.RouterServiceStub(channel)
-            for _ in range(600):
-                try:
-                    await stub.Classify(pb.ClassifyRequest(text="warm up"), timeout=5)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.2)
-            await _throughput(stub, queries[:200], concurrency)  # warm-up
+            await until_classifying(stub)
+            await throughput(stub, queries[:200], concurrency)  # warm-up
             if profile is not None:
                 spy = subprocess.Popen(
                     [
@@ -167,7 +143,7 @@ async def _serve_and_measure(
                     stderr=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)
-            return await _throughput(stub, queries, concurrency)
+            return await throughput(stub, queries, concurrency)
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -254,7 +230,7 @@ async def main() -> None:
             "large": (big, dev),
         }
         for name, (table, texts) in runs.items():
-            port = _free_port()
+            port = free_port()
             settings, config = _settings(tmp, name, port)
             start = time.perf_counter()
             await run_index(settings, table, progress=False)

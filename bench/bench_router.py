@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import grpc
+from _load import free_port, throughput, until_classifying
 from _results import write_results
 from ruamel.yaml import YAML
 
@@ -44,12 +44,6 @@ from qroute.store import open_store  # noqa: E402
 from qroute.table import read_table  # noqa: E402
 from qroute.v1 import router_pb2 as pb  # noqa: E402
 from qroute.v1 import router_pb2_grpc  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _texts(path: Path, limit: int) -> list[str]:
@@ -78,21 +72,6 @@ async def _latency(stub: router_pb2_grpc.RouterServiceStub, queries: list[str]) 
     return times
 
 
-async def _throughput(
-    stub: router_pb2_grpc.RouterServiceStub, queries: list[str], concurrency: int
-) -> float:
-    pending = list(queries)
-
-    async def worker() -> None:
-        while pending:
-            query = pending.pop()
-            await stub.Classify(pb.ClassifyRequest(text=query), timeout=60)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(queries) / (time.perf_counter() - start)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--encoder", type=Path, default=None, help="sentence-transformers dir")
@@ -110,7 +89,7 @@ async def main() -> None:
     queries = (_texts(args.queries, args.n) * args.n)[: args.n]
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         settings = Settings(
             encoder={"model": str(args.encoder), "prompt": args.prompt},
             router={
@@ -144,7 +123,9 @@ async def main() -> None:
             bare.append(time.perf_counter() - start)
         await store.close()  # the router process opens the version next
 
-        env = {**os.environ, "QROUTE_CONFIG": str(config)}
+        # The result cache off: these figures time the search path, and the query
+        # lists repeat (warm-up, passes).
+        env = {**os.environ, "QROUTE_CONFIG": str(config), "QROUTE_ROUTER__CACHE_SIZE": "0"}
         router = subprocess.Popen(
             [sys.executable, "-m", "qroute", "serve"],
             env=env,
@@ -155,16 +136,11 @@ async def main() -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 await channel.channel_ready()
                 stub = router_pb2_grpc.RouterServiceStub(channel)
-                for _ in range(600):
-                    try:
-                        await stub.Classify(pb.ClassifyRequest(text="warm up"), timeout=5)
-                        break
-                    except grpc.aio.AioRpcError:
-                        await asyncio.sleep(0.2)
+                await until_classifying(stub)
                 await _latency(stub, queries[:20])
                 served = await _latency(stub, queries)
-                sequential = await _throughput(stub, queries, 1)
-                concurrent = await _throughput(stub, queries, 32)
+                sequential = await throughput(stub, queries, 1)
+                concurrent = await throughput(stub, queries, 32)
         finally:
             router.terminate()
             router.wait(timeout=30)

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from _load import free_port, until_classifying
 from _results import write_results, write_table
 from ruamel.yaml import YAML
 
@@ -65,12 +65,6 @@ def _rows(path: Path) -> list[Row]:
         return [Row(r["text"], r["label"]) for r in map(json.loads, handle)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Served:
     """A `qroute serve` process and a pool of connections to it (one per channel, so
     that SO_REUSEPORT spreads them over the workers)."""
@@ -92,14 +86,7 @@ class Served:
 
     async def ready(self) -> None:
         for stub in self.stubs:
-            for _ in range(900):
-                try:
-                    await stub.Classify(pb.ClassifyRequest(text="warm up"), timeout=5)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError("the router did not start")
+            await until_classifying(stub, tries=900)
 
     async def config_version(self) -> str:
         info = await self.stubs[0].GetIndexInfo(pb.GetIndexInfoRequest(), timeout=5)
@@ -208,7 +195,7 @@ async def main() -> None:
     results: dict[str, Any] = {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         settings = Settings(
             encoder={"model": str(args.encoder)},
             router={"similarity_threshold": -1.0, "cache_size": 0},  # kNN path only
