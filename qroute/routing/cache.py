@@ -59,9 +59,6 @@ class ResultCache:
             self._entries.clear()
             self._scope = scope
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def get(self, query: Query) -> Prediction | None:
         if not self._size:
             return None
