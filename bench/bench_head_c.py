@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qroute.config import LexicalSettings, TableSettings
-from qroute.embedding.lexical import LexicalEncoder, Lexicon
+from qroute.embedding.lexical import LexicalEncoder, Lexicon, morph_from
 from qroute.routing.head import HeadData
 from qroute.table import read_table
 
@@ -71,7 +71,7 @@ def main() -> None:
             None if dense is None else dense[train],
             [sparse[i] for i in train],
         )
-        head = data.fit(lexicon, c)
+        head = data.fit(lexicon, c, morph_from=morph_from(lexical.settings))
         scores = head.scores(
             None if dense is None else dense[held], [sparse[i] for i in held], lexicon
         )

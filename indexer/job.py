@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from qroute.config import Settings
 from qroute.embedding.dense import Encoder
-from qroute.embedding.lexical import Lexicon
+from qroute.embedding.lexical import Lexicon, morph_from
 from qroute.errors import IndexWriteError
 from qroute.routing.head import HeadData
 from qroute.routing.retrieval import Embedded, Retriever
@@ -244,7 +245,11 @@ async def _build(
     )
     if head is not None and len(labels) > 1:
         started = time.perf_counter()
-        fitted = await asyncio.to_thread(head.fit, lexicon, settings.index.head_c)
+        fitted = await asyncio.to_thread(
+            partial(head.fit, morph_from=morph_from(settings.lexical)),
+            lexicon,
+            settings.index.head_c,
+        )
         await store.add_metadata(version, plan.metadata.with_head(fitted.to_metadata()).to_json())
         log.info(
             "fitted the linear head of %s (%d rows, %d labels) in %.1f s",

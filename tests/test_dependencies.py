@@ -94,4 +94,4 @@ def test_an_index_head_without_its_extra_names_the_install_command(
     data = HeadData()
     data.offer(["a", "b"], ["x", "y"], np.eye(2, dtype=np.float32), None)
     with pytest.raises(MissingDependency, match=r"pip install 'qroute\[index\]'"):
-        data.fit(None, 1.0)
+        data.fit(None, 1.0, morph_from=2**20)

@@ -59,8 +59,8 @@ class LexicalSettings(Section):
     # Terms are hashed into this many dimensions.
     dimensions: int = Field(2**20, ge=1024, le=2**31)
     # What the terms are: char (character n-grams), morph (Korean morphemes from
-    # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both,
-    # hashed into the same dimensions).
+    # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both;
+    # the morphemes hashed into [dimensions, 2 * dimensions), apart from the n-grams).
     analyzer: Literal["char", "morph", "char+morph"] = "char"
 
     @model_validator(mode="after")

@@ -8,8 +8,10 @@ are hashed into a fixed space: no vocabulary to ship or grow.
 
 ``lexical.analyzer: morph`` (or ``char+morph``) adds Korean morphemes from kiwipiepy
 (the ``[morph]`` extra, its model included): each morpheme's form/POS, and each pair of
-neighbouring ones, hashed into the same dimensions under their own prefix, so "알려"
-and "알리" meet as the verb 알리/VV whatever the ending.
+neighbouring ones, so "알려" and "알리" meet as the verb 알리/VV whatever the ending.
+They are hashed into a range of their own, ``[dimensions, 2 * dimensions)``, so a
+morpheme never collides with an n-gram and the linear head can weigh the two kinds of
+term as separate blocks (``morph_from``).
 
 Weights are set so that Qdrant's IDF modifier scores a query against an example with
 their IDF-weighted cosine: the store multiplies each shared term by its IDF,
@@ -37,7 +39,7 @@ from qroute.config import LexicalSettings
 from qroute.hub import optional_import
 from qroute.types import SparseVector
 
-__all__ = ["LexicalEncoder", "Lexicon", "SparseVector"]
+__all__ = ["LexicalEncoder", "Lexicon", "SparseVector", "morph_from"]
 
 
 def _words(text: str, jamo: bool) -> list[str]:
@@ -89,7 +91,8 @@ class LexicalEncoder:
         if self._morph is None:
             return base  # char alone: the fingerprint every earlier index carries
         # The analyser's version: another model may cut the same text differently.
-        return f"{base}|analyzer={s.analyzer}|kiwipiepy={self._morph.version}"
+        # "terms=split": morphemes hashed above the n-grams' range (not into it).
+        return f"{base}|analyzer={s.analyzer}|kiwipiepy={self._morph.version}|terms=split"
 
     def morphemes(self, text: str) -> list[str]:
         """The text's morphemes as "form/POS" (with the morph analyser; else empty)."""
@@ -120,11 +123,20 @@ class LexicalEncoder:
         """Hashed term -> count. crc32, not ``hash``: the same across processes."""
         dims = self.settings.dimensions
         analyzer = self.settings.analyzer
-        grams: Iterable[str] = self._grams(text) if analyzer != "morph" else ()
-        morphs: Iterable[str] = self._morph_terms(text) if analyzer != "char" else ()
-        return Counter(
-            zlib.crc32(g.encode("utf-8")) % dims for part in (grams, morphs) for g in part
-        )
+        counts: Counter[int] = Counter()
+        if analyzer != "morph":
+            counts.update(zlib.crc32(g.encode("utf-8")) % dims for g in self._grams(text))
+        if analyzer != "char":
+            start = morph_from(self.settings)
+            counts.update(
+                start + zlib.crc32(m.encode("utf-8")) % dims for m in self._morph_terms(text)
+            )
+        return counts
+
+
+def morph_from(settings: LexicalSettings) -> int:
+    """The first morpheme term: every term below it is a character n-gram's."""
+    return settings.dimensions
 
 
 @dataclass(frozen=True)

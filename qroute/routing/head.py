@@ -7,9 +7,14 @@ bench/RESULTS.md. The head only picks the label: the neighbours still
 gate the answer (thresholds, fallback) and explain it.
 
 Features are what the retriever embeds: the unit dense vector, and in lexical and hybrid
-modes the IDF-weighted n-gram vector (values scaled by the square root of each term's IDF,
-so its dot product with another is their IDF cosine, as in Qdrant), side by side. Only
-terms the version's rows contain get a weight; a query's other terms add nothing.
+modes TF-IDF vectors of the terms (log-scaled counts times the version's IDF), one per kind
+of term (character n-grams, morphemes), each scaled to unit length, side by side: the
+standard TF-IDF of text classifiers, where each kind of term gets its own say however many
+terms it has. Only terms the version's rows contain get a weight; a query's other terms
+are dropped before scaling.
+
+A head written before the blocks (no ``morph_from`` in its metadata) keeps the features it
+was fitted on: one block, values scaled by the square root of each term's IDF.
 
 The head travels in the version's metadata, so it always matches the rows it was fitted
 on: a re-index fits a new one, a rollback brings the old one back.
@@ -46,20 +51,38 @@ def _unpack(text: str, shape: tuple[int, ...]) -> Matrix:
 
 
 def _lexical_features(
-    sparse: Sequence[SparseVector], lexicon: Lexicon, terms: dict[int, int], *, grow: bool
+    sparse: Sequence[SparseVector],
+    lexicon: Lexicon,
+    terms: dict[int, int],
+    morph_from: int | None,
+    *,
+    grow: bool,
 ) -> Any:
-    """The IDF-weighted n-gram vectors as a CSR matrix over ``terms``' columns. With
-    ``grow`` (fitting) unseen terms get new columns; otherwise (scoring) they are dropped."""
+    """The terms' TF-IDF blocks as a CSR matrix over ``terms``' columns (the module's
+    docstring; ``morph_from`` None: the legacy single block). With ``grow`` (fitting)
+    unseen terms get new columns; otherwise (scoring) they are dropped."""
     from scipy.sparse import csr_matrix
 
+    power = 0.5 if morph_from is None else 1.0
     rows, columns, values = [], [], []
     for row, vector in enumerate(sparse):
+        kept: list[tuple[int, bool, float]] = []
         for term, value in zip(vector.indices, vector.values, strict=True):
             column = terms.setdefault(term, len(terms)) if grow else terms.get(term)
             if column is not None:
-                rows.append(row)
-                columns.append(column)
-                values.append(value * math.sqrt(lexicon.idf(term)))
+                block = morph_from is not None and term >= morph_from
+                kept.append((column, block, value * lexicon.idf(term) ** power))
+        if morph_from is not None:
+            # The sparse value's own norm cancels: each block is scaled to unit length.
+            norms = {
+                block: math.sqrt(sum(v * v for _, b, v in kept if b == block)) or 1.0
+                for block in (False, True)
+            }
+            kept = [(c, b, v / norms[b]) for c, b, v in kept]
+        for column, _, value in kept:
+            rows.append(row)
+            columns.append(column)
+            values.append(value)
     return csr_matrix((values, (rows, columns)), shape=(len(sparse), len(terms)))
 
 
@@ -72,6 +95,8 @@ class LinearHead:
     dense: Matrix | None
     terms: dict[int, int]
     lexical: Matrix | None
+    # The first morpheme term (LexicalEncoder.morph_from); None: a legacy head's features.
+    morph_from: int | None = None
 
     def scores(
         self,
@@ -85,7 +110,7 @@ class LinearHead:
         if self.dense is not None and dense is not None:
             logits += dense @ self.dense.T
         if self.lexical is not None and sparse is not None and lexicon is not None:
-            features = _lexical_features(sparse, lexicon, self.terms, grow=False)
+            features = _lexical_features(sparse, lexicon, self.terms, self.morph_from, grow=False)
             logits += np.asarray(features @ self.lexical.T)
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
@@ -104,6 +129,7 @@ class LinearHead:
             "dimension": 0 if self.dense is None else int(self.dense.shape[1]),
             "terms": sorted(self.terms, key=lambda t: self.terms[t]),
             "lexical": None if self.lexical is None else _pack(self.lexical),
+            "morph_from": self.morph_from,
         }
 
     @classmethod
@@ -120,6 +146,7 @@ class LinearHead:
             lexical=None
             if data["lexical"] is None
             else _unpack(data["lexical"], (len(labels), len(terms))),
+            morph_from=data.get("morph_from"),
         )
 
 
@@ -149,8 +176,9 @@ class HeadData:
             if sparse is not None:
                 self._sparse.append(sparse[row])
 
-    def fit(self, lexicon: Lexicon | None, c: float) -> LinearHead:
-        """Multinomial logistic regression (scikit-learn, L2 penalty ``1/c``)."""
+    def fit(self, lexicon: Lexicon | None, c: float, *, morph_from: int) -> LinearHead:
+        """Multinomial logistic regression (scikit-learn, L2 penalty ``1/c``);
+        ``morph_from`` is the lexical settings' first morpheme term (``morph_from``)."""
         from scipy.sparse import csr_matrix, hstack
 
         linear_model = optional_import(
@@ -166,7 +194,7 @@ class HeadData:
             blocks.append(csr_matrix(dense))
         terms: dict[int, int] = {}
         if self._sparse and lexicon is not None:
-            blocks.append(_lexical_features(self._sparse, lexicon, terms, grow=True))
+            blocks.append(_lexical_features(self._sparse, lexicon, terms, morph_from, grow=True))
         features = hstack(blocks).tocsr()
         model = linear_model.LogisticRegression(C=c, max_iter=3000).fit(features, self._labels)
         classes = tuple(str(label) for label in model.classes_)
@@ -182,4 +210,5 @@ class HeadData:
             dense=weights[:, :dimension] if dimension else None,
             terms=terms,
             lexical=weights[:, dimension:] if terms else None,
+            morph_from=morph_from,
         )

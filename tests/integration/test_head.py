@@ -12,7 +12,7 @@ import pytest
 from qroute_indexer import list_versions, rollback, run_index
 
 from qroute.config import LexicalSettings, Settings
-from qroute.embedding.lexical import LexicalEncoder, Lexicon
+from qroute.embedding.lexical import LexicalEncoder, Lexicon, morph_from
 from qroute.evaluation.precompute import precompute
 from qroute.evaluation.tune import predict
 from qroute.routing.classifier import Classifier
@@ -30,6 +30,8 @@ ROWS = [(f"커튼 {f}", "쇼핑") for f in FILLERS] + [(f"습도 {f}", "날씨")
 # One more weather row whose three filler words the query repeats: the query's nearest
 # example by far (3 of 4 words), though it says "커튼".
 ROWS.append(("습도 a b c", "날씨"))
+# Its three words are said under the other label too, each on its own.
+ROWS += [(f"커튼 {word}", "쇼핑") for word in ("a", "b", "c")]
 QUERY = "커튼 a b c"
 ROUTER = {"k": 5, "label_score": "max", "similarity_threshold": 0.2}
 
@@ -83,8 +85,9 @@ async def test_the_head_picks_the_label_the_vote_gets_wrong(
 
 
 async def test_the_neighbours_still_gate_the_heads_answer(serve_router: ServeRouter) -> None:
-    router = await _serve(serve_router, router={**ROUTER, "similarity_threshold": 0.5})
-    # The head says 쇼핑, but no 쇼핑 example is as close as the threshold asks.
+    router = await _serve(serve_router, router={**ROUTER, "similarity_threshold": 0.72})
+    # The head says 쇼핑, but no 쇼핑 example is as close as the threshold asks (the
+    # nearest, "커튼 a", shares two of the query's four words: cosine 0.707).
     response = await router.classify(QUERY)
     assert response.label == ""
     assert response.reason.startswith("head p=")
@@ -182,7 +185,7 @@ def _fitted(labels_per_row: list[str], texts: list[str]) -> tuple[LinearHead, Le
     data.offer([str(i) for i in range(len(texts))], labels_per_row, dense, sparse)
     # A row offered twice (an incremental index writes no row twice, but be sure) counts once.
     data.offer(["0"], [labels_per_row[0]], dense[:1], sparse[:1])
-    return data.fit(lexicon, c=3.0), lexicon
+    return data.fit(lexicon, c=3.0, morph_from=morph_from(LexicalSettings())), lexicon
 
 
 def test_a_head_survives_the_metadata_round_trip() -> None:
@@ -202,3 +205,31 @@ def test_a_head_survives_the_metadata_round_trip() -> None:
         assert [s.label for s in one] == [s.label for s in other]
         np.testing.assert_allclose([s.score for s in one], [s.score for s in other], atol=2e-3)
         assert sum(s.score for s in one) == pytest.approx(1.0)
+
+
+def test_a_head_written_before_the_term_blocks_scores_as_it_was_fitted() -> None:
+    """Metadata without ``morph_from`` (a head of an earlier release) keeps its features:
+    one block, each value scaled by the square root of its IDF, not renormalised."""
+    texts = [f"{word} {f}" for word in ("커튼", "습도") for f in FILLERS]
+    labels = [label for label in ("쇼핑", "날씨") for _ in FILLERS]
+    head, lexicon = _fitted(labels, texts)
+    legacy = head.to_metadata()
+    del legacy["morph_from"]
+    old = LinearHead.from_metadata(legacy)
+    lexical = LexicalEncoder(LexicalSettings())
+    query = lexicon.vector(lexical.terms("커튼 습도 습도 zz"))
+    dense = BagOfWordsEncoder(64).encode(["커튼 습도 습도 zz"])
+    column = {term: c for term, c in old.terms.items()}
+    features = np.zeros(len(column), dtype=np.float32)
+    for term, value in zip(query.indices, query.values, strict=True):
+        if term in column:
+            features[column[term]] = value * np.sqrt(lexicon.idf(term))
+    assert old.dense is not None and old.lexical is not None
+    logits = old.bias + dense[0] @ old.dense.T + features @ old.lexical.T
+    expected = np.exp(logits - logits.max())
+    expected /= expected.sum()
+    scores = {s.label: s.score for s in old.scores(dense, [query], lexicon)[0]}
+    assert scores == pytest.approx(dict(zip(old.labels, expected.tolist(), strict=True)), abs=1e-5)
+    # The current features differ (full IDF, unit blocks): the same weights score otherwise.
+    now = {s.label: s.score for s in head.scores(dense, [query], lexicon)[0]}
+    assert now != pytest.approx(scores, abs=1e-3)

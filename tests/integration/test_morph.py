@@ -11,7 +11,7 @@ from qroute_indexer import run_index
 
 from qroute.config import LexicalSettings, Settings
 from qroute.embedding import lexical as lexical_module
-from qroute.embedding.lexical import LexicalEncoder
+from qroute.embedding.lexical import LexicalEncoder, morph_from
 from qroute.errors import EncoderMismatch, MissingDependency
 from qroute.routing.classifier import Classifier
 from qroute.store.embedded import EmbeddedStore
@@ -38,16 +38,22 @@ def test_the_morph_analyser_cuts_a_request_into_form_and_pos() -> None:
     assert sum(encoder.terms("내일 날씨 알려 주세요").values()) == 11
 
 
-def test_char_and_morph_terms_share_the_space_and_the_fingerprint_says_which() -> None:
-    char = LexicalEncoder(LexicalSettings())
-    both = LexicalEncoder(LexicalSettings(analyzer="char+morph"))
+def test_char_and_morph_terms_keep_apart_and_the_fingerprint_says_which() -> None:
+    settings = LexicalSettings(dimensions=1024)
+    char = LexicalEncoder(settings)
+    morph = LexicalEncoder(settings.model_copy(update={"analyzer": "morph"}))
+    both = LexicalEncoder(settings.model_copy(update={"analyzer": "char+morph"}))
     text = "내일 날씨 알려 주세요"
-    assert both.terms(text) == char.terms(text) + LexicalEncoder(
-        LexicalSettings(analyzer="morph")
-    ).terms(text)
+    assert both.terms(text) == char.terms(text) + morph.terms(text)
+    # In a space this small a morpheme hashed among the n-grams would collide with one;
+    # the morphemes have a range of their own, so the head can weigh them apart.
+    start = morph_from(settings)
+    assert all(term < start for term in char.terms(text))
+    assert all(start <= term < 2 * start for term in morph.terms(text))
     # The char fingerprint is the one every earlier index carries.
     assert char.fingerprint.endswith("|tf=log|idf=qdrant")
     assert "analyzer=char+morph" in both.fingerprint and "kiwipiepy=" in both.fingerprint
+    assert both.fingerprint.endswith("|terms=split")
 
 
 def test_a_missing_kiwipiepy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
