@@ -141,7 +141,9 @@ def sweep(
     oos_label: str | None = None,
     ks: Sequence[int] = (),
     thresholds: Sequence[float] = (),
-    margins: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.05),
+    # Vote shares of near-tied labels differ by hundredths; a head's probabilities by
+    # tenths: the grid spans both scales.
+    margins: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
     zero_shot_thresholds: Sequence[float] = (),
     per_label: bool = True,
     min_label_queries: int = 20,

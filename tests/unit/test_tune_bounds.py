@@ -16,7 +16,7 @@ from qroute.evaluation.precompute import Precomputed
 from qroute.evaluation.tune import decisions, sweep
 from qroute.evaluation.tuned import write_tuned
 from qroute.routing.vote import calibrate
-from qroute.types import Group, Hit
+from qroute.types import Group, Hit, LabelScore
 
 ROUTER = RouterSettings(k=3, group_size=1, similarity_threshold=0.5)
 ZS = ZeroShotSettings(method="off")
@@ -166,3 +166,36 @@ def test_calibration_is_monotone_written_by_tune_and_reloaded(tmp_path: Path) ->
     raw_ece, _ = expected_calibration_error(raw_a.share, right)
     fitted_ece, _ = expected_calibration_error(calibrate(raw_a.share, knots["knn"]), right)
     assert fitted_ece < raw_ece
+
+
+def test_the_tuner_reaches_a_heads_probability_margin() -> None:
+    """With a head the margin is a difference of probabilities: out-of-scope queries the
+    head is unsure of (0.55 against 0.45) are refused by a margin of tenths, which the
+    similarity cannot do here (they sit as close to the examples as in-scope ones)."""
+    truth = ["oos"] * 100 + ["a"] * 100 + ["b"] * 100
+    groups = [
+        [Group("a", (Hit("a1", "", "a", 0.8),)), Group("b", (Hit("b1", "", "b", 0.8),))]
+        for _ in truth
+    ]
+
+    def head(label: str) -> list[LabelScore]:
+        if label == "oos":
+            return [LabelScore("a", 0.55), LabelScore("b", 0.45)]
+        other = "b" if label == "a" else "a"
+        return [LabelScore(label, 0.9), LabelScore(other, 0.1)]
+
+    pre = Precomputed(truth, groups, [{} for _ in truth], "", [head(t) for t in truth])
+    router = RouterSettings(k=2, group_size=1, similarity_threshold=0.5, use_head=True)
+    found = sweep(
+        pre,
+        router,
+        ZS,
+        objective="oos",
+        target=0.9,
+        oos_label="oos",
+        ks=[2],
+        thresholds=[0.5, 0.7],
+        per_label=False,
+    )
+    assert found.best.min_margin >= 0.1
+    assert found.best.oos_recall == 1.0 and found.best.in_scope_accuracy == 1.0
