@@ -173,7 +173,13 @@ def _finetune_encoder(settings: Settings, args: argparse.Namespace) -> int:
     )
     examples = read_table(args.table, settings.table)
     report = finetune_encoder(
-        examples, settings.encoder, args.out, options, source=args.table, base=args.base
+        examples,
+        settings.encoder,
+        args.out,
+        options,
+        source=args.table,
+        base=args.base,
+        none_label=settings.table.none_label,
     )
     print(f"wrote {report.out} ({report.steps} steps, {report.train_seconds:.0f} s)")
     before, after = report.before["knn_accuracy"], report.after["knn_accuracy"]

@@ -19,6 +19,11 @@ own:
 
 ``auto`` takes ``mnrl`` when the table has at least as many labels as a batch has rows.
 
+Rows of ``table.none_label`` (out of scope) are no label to gather: with ``mnrl`` each
+training pair gets one of them as its hard negative, so in-scope rows are pushed away
+from what should be answered "none of these" (the thresholds then refuse it at a lower
+similarity); ``triplet`` leaves them out. Dev kNN figures are over in-scope rows only.
+
 Rows are split train/dev by a hash of their text (as ``qroute finetune-nli`` does), and
 dev is measured as the router's kNN stage sees it: each dev text's 5 nearest train rows
 vote (similarity-weighted), before and after. Training is sentence-transformers' own
@@ -117,8 +122,11 @@ class EncoderFinetuneReport(TrainingReport):
     loss: str
 
 
-def _positive_pairs(rows: Sequence[Example], seed: int) -> dict[str, list[str]]:
-    """Each row with another row of its label (rows alone in their label are left out)."""
+def _positive_pairs(
+    rows: Sequence[Example], seed: int, negatives: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Each row with another row of its label (rows alone in their label are left out),
+    and with ``negatives`` (out-of-scope texts) one of them drawn at random as well."""
     rng = random.Random(seed)
     by_label: dict[str, list[str]] = defaultdict(list)
     for row in rows:
@@ -134,7 +142,10 @@ def _positive_pairs(rows: Sequence[Example], seed: int) -> dict[str, list[str]]:
             positive = rng.choice(texts)
         anchors.append(row.text)
         positives.append(positive)
-    return {"anchor": anchors, "positive": positives}
+    pairs = {"anchor": anchors, "positive": positives}
+    if negatives:
+        pairs["negative"] = [rng.choice(negatives) for _ in anchors]
+    return pairs
 
 
 def _encode_with(model: Any, prompt: str) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
@@ -179,17 +190,21 @@ def finetune_encoder(
     *,
     source: str,
     base: str | None = None,
+    none_label: str | None = None,
     callbacks: Sequence[Any] = (),
 ) -> EncoderFinetuneReport:
     """Train the encoder ``base`` (default ``encoder.model``) on the table rows
     ``examples`` and write the best model (by dev kNN accuracy) to ``out``. Texts are
     encoded with ``encoder.prompt``, as the router encodes them. With ``options.resume``
     the run continues from the latest checkpoint in ``out``; the split is a function of
-    the table, so the same table gives the same data. Raises TableError (too few rows or
-    labels), ModelLoadError (base model), ConfigError (options)."""
+    the table, so the same table gives the same data. Rows of ``none_label`` are hard
+    negatives (the module's docstring). Raises TableError (too few rows or labels),
+    ModelLoadError (base model), ConfigError (options)."""
     base = base or encoder.model
     out = Path(out)
-    labels, train_rows, dev_rows = split_table(examples, options.dev_fraction, source)
+    in_scope = [e for e in examples if e.label != none_label]
+    labels, train_rows, dev_rows = split_table(in_scope, options.dev_fraction, source)
+    none_texts = sorted({e.text for e in examples if e.label == none_label})
     checkpoints = out / CHECKPOINTS_DIR
     resume_from = resume_point(options, checkpoints)
     if resume_from is None:
@@ -199,6 +214,7 @@ def finetune_encoder(
     loss_name = options.loss
     if loss_name == "auto":
         loss_name = "mnrl" if len(labels) >= options.batch_size else "triplet"
+    negatives = none_texts if loss_name == "mnrl" else []
     trainer = _trainer(
         model,
         loss_name,
@@ -208,6 +224,7 @@ def finetune_encoder(
         options,
         checkpoints,
         callbacks,
+        negatives,
     )
 
     def dev_figures() -> dict[str, float]:
@@ -232,6 +249,7 @@ def finetune_encoder(
             "labels": len(labels),
             "train_texts": len(train_rows),
             "dev_texts": len(dev_rows),
+            "none_negatives": len(negatives),
         },
         options=recorded_options(options),
         before=before,
@@ -263,15 +281,17 @@ def _objective(
     labels: Sequence[str],
     train_rows: Sequence[Example],
     options: EncoderFinetuneOptions,
+    negatives: Sequence[str] = (),
 ) -> tuple[Any, Any, Any]:
     """(training set, loss, batch sampler) for ``loss_name``: ``mnrl`` on pairs of rows of
-    a label, ``triplet`` on labelled rows in label-grouped batches."""
+    a label (with ``negatives`` as hard negatives), ``triplet`` on labelled rows in
+    label-grouped batches."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     if loss_name == "mnrl":
-        train_set = Dataset.from_dict(_positive_pairs(train_rows, options.seed))
+        train_set = Dataset.from_dict(_positive_pairs(train_rows, options.seed, negatives))
         return train_set, losses.MultipleNegativesRankingLoss(model), BatchSamplers.NO_DUPLICATES
     ids = {label: i for i, label in enumerate(labels)}
     train_set = Dataset.from_dict(
@@ -294,6 +314,7 @@ def _trainer(
     options: EncoderFinetuneOptions,
     checkpoints: Path,
     callbacks: Sequence[Any],
+    negatives: Sequence[str] = (),
 ) -> Any:
     """sentence-transformers' trainer on the ``split``'s train rows, checkpoints chosen by
     dev kNN accuracy."""
@@ -303,7 +324,7 @@ def _trainer(
     )
 
     train_rows, dev_rows = split
-    train_set, loss, sampler = _objective(model, loss_name, labels, train_rows, options)
+    train_set, loss, sampler = _objective(model, loss_name, labels, train_rows, options, negatives)
     args = SentenceTransformerTrainingArguments(
         **checkpointed_arguments(options, checkpoints, len(train_set), "eval_dev_knn_accuracy"),
         batch_sampler=sampler,

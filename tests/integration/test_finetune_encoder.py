@@ -237,3 +237,40 @@ def test_training_stops_once_dev_stops_improving(tmp_path: Path, models: TinyMod
     assert report.after["knn_accuracy"] == 1.0  # reached early, then nothing to gain
     assert report.stopped_early and report.steps < 400
     assert "stopped early on dev" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+
+
+def _fillers_only(count: int, seed: int) -> list[str]:
+    """Texts of fillers alone: no topic word, so no label's (out of scope)."""
+    rng = random.Random(seed)
+    texts: set[str] = set()
+    while len(texts) < count:
+        texts.add(" ".join(rng.sample(FILLERS, 3)))
+    return sorted(texts)
+
+
+def test_out_of_scope_rows_are_hard_negatives_not_a_label(
+    tmp_path: Path, models: TinyModels
+) -> None:
+    """With table.none_label the out-of-scope rows push in-scope rows away from them: unseen
+    out-of-scope queries end further from every label's rows than after a fine-tune
+    without them, so a similarity threshold refuses them more easily."""
+    seen = _fillers_only(60, seed=3)
+    unseen = [t for t in _fillers_only(120, seed=4) if t not in seen][:30]
+    none_rows = [Example(t, "oos", f"oos-{i}", "t.csv", i + 500) for i, t in enumerate(seen)]
+    encoder = EncoderSettings(model=str(models.encoder))
+    options = _options(loss="mnrl", max_steps=80, eval_steps=1000)
+
+    def nearest_in_scope(out: Path) -> float:
+        model = SentenceTransformerEncoder(EncoderSettings(model=str(out)))
+        table = model.encode([e.text for e in TABLE])
+        return float((model.encode(unseen) @ table.T).max(axis=1).mean())
+
+    plain = finetune_encoder(TABLE, encoder, tmp_path / "plain", options, source="t.csv")
+    report = finetune_encoder(
+        TABLE + none_rows, encoder, tmp_path / "none", options, source="t.csv", none_label="oos"
+    )
+    assert report.counts["labels"] == len(TOPICS)  # "oos" is no label to gather
+    assert report.counts["none_negatives"] == len(seen)
+    assert plain.counts["none_negatives"] == 0
+    with_none, without = nearest_in_scope(tmp_path / "none"), nearest_in_scope(tmp_path / "plain")
+    assert with_none < without - 0.05
