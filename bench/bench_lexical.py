@@ -11,7 +11,7 @@ removed, a space added inside a word, one letter dropped; the English counterpar
 (to develop on a small size).
 
     python bench/bench_lexical.py [--rows 0] [--n 2000] [--concurrency 64]
-        [--min-query-idf X] [--compare N] [--accuracy]
+        [--min-query-idf X] [--compare N] [--accuracy clinc150,stylekqc]
 """
 
 from __future__ import annotations
@@ -248,8 +248,9 @@ async def main() -> None:
     )
     parser.add_argument(
         "--accuracy",
-        action="store_true",
-        help="also CLINC150 train indexed alone, all of dev compared with the unpruned search",
+        default="",
+        help="datasets (e.g. clinc150,stylekqc) whose train is indexed alone, all of dev "
+        "compared with the unpruned search",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lexical.json")
     args = parser.parse_args()
@@ -286,14 +287,17 @@ async def main() -> None:
             print(
                 f"{name:<6} {table.name:<22} {results[f'{name}_qps']:8.1f} requests/s", flush=True
             )
-        if args.accuracy:
-            train = tmp / "clinc150-train.csv"
-            write_table(train, _jsonl_rows(CLINC / "train.jsonl"))
-            settings, _ = _settings(tmp, "train", free_port(), args.min_query_idf)
+        for dataset in filter(None, args.accuracy.split(",")):
+            data = CLINC.parent / dataset
+            train = write_table(tmp / f"{dataset}-train.csv", _jsonl_rows(data / "train.jsonl"))
+            settings, _ = _settings(tmp, f"{dataset}_train", free_port(), args.min_query_idf)
             await run_index(settings, train, progress=False)
-            compared = await _compare(settings, dev, golds)
-            results.update({f"train_{k}": float(v) for k, v in compared.items()})
-            print(f"CLINC150 train alone, all of dev: pruned vs whole: {compared}", flush=True)
+            queries = _jsonl_rows(data / "dev.jsonl")
+            compared = await _compare(
+                settings, [q.text for q in queries], [q.label for q in queries]
+            )
+            results.update({f"{dataset}_{k}": float(v) for k, v in compared.items()})
+            print(f"{dataset} train alone, all of dev: pruned vs whole: {compared}", flush=True)
     ratio = results["large_qps"] / results["small_qps"]
     print(
         f"lexical router at concurrency {args.concurrency}: {rows} rows, {labels} labels "
