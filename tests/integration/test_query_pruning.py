@@ -35,8 +35,6 @@ async def test_a_pruned_query_answers_alike_with_fewer_terms(serve_router: Serve
         update={"lexical": whole.settings.lexical.model_copy(update={"min_query_idf": 1.0})}
     )
     pruned = Classifier(settings, None, None, whole.store)
-    await pruned.refresh_index()
-
     index = await pruned.refresh_index()
     assert index is not None
     embedded = pruned.retriever.embed(QUERIES, index.lexicon)
