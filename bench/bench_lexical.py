@@ -11,6 +11,7 @@ removed, a space added inside a word, one letter dropped; the English counterpar
 (to develop on a small size).
 
     python bench/bench_lexical.py [--rows 0] [--n 2000] [--concurrency 64]
+        [--min-query-idf X] [--compare N] [--accuracy clinc150,stylekqc]
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import grpc
 from _load import free_port, throughput, until_classifying
-from _results import write_results
+from _results import write_results, write_table
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,19 +90,28 @@ def big_table(source: Path, out: Path, rows: int = 0) -> int:
     rng.shuffle(written)
     if rows:
         written = written[:rows]
-    import csv
-
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(written)
+    write_table(out, (_Row(text, label) for text, label in written))
     return len(written)
 
 
-def _settings(tmp: Path, name: str, port: int) -> tuple[Settings, Path]:
-    """The example lexical config (examples/qroute-lexical.yaml), on its own store and port."""
+class _Row(NamedTuple):
+    text: str
+    label: str
+
+
+def _jsonl_rows(source: Path) -> list[_Row]:
+    with source.open(encoding="utf-8") as handle:
+        return [_Row(row["text"], row["label"]) for row in map(json.loads, handle)]
+
+
+def _settings(
+    tmp: Path, name: str, port: int, min_query_idf: float | None = None
+) -> tuple[Settings, Path]:
+    """The example lexical config (examples/qroute-lexical.yaml), on its own store and
+    port, with ``lexical.min_query_idf`` set."""
     yaml = YAML(typ="safe", pure=True)
     data = yaml.load((ROOT / "examples" / "qroute-lexical.yaml").read_text(encoding="utf-8"))
+    data["lexical"] = {**data.get("lexical", {}), "min_query_idf": min_query_idf}
     data["store"] = {"location": str(tmp / name), "collection": name}
     data["server"] = {"bind": f"127.0.0.1:{port}", "metrics_port": None}
     settings = Settings(**data)
@@ -152,14 +163,21 @@ async def _serve_and_measure(
         router.wait(timeout=30)
 
 
-async def _compare(settings: Settings, texts: list[str]) -> dict[str, float]:
-    """The store's grouped lexical search against the round-based one it replaced
-    (``edge.grouped``) on the same version and queries: how many answer alike (label
-    and fallback reasons of the vote), how many have the same groups (labels and
-    similarities to 1e-5), and each path's p50 per query."""
+def _same_answer(a: Any, b: Any) -> bool:
+    return bool([s.label for s in a.scores[:1]] == [s.label for s in b.scores[:1]]) and (
+        a.reasons == b.reasons
+    )
+
+
+async def _compare(settings: Settings, texts: list[str], golds: list[str]) -> dict[str, float]:
+    """The configured search (``lexical.min_query_idf`` pruning the query) against the
+    unpruned one on the same version and queries: how many answer alike (label and
+    fallback reasons of the vote), how many have the same groups (labels and
+    similarities to 1e-5), each one's top-label accuracy, the terms searched, the
+    mean drop of the best similarity, and each path's p50 per query."""
     from qroute.routing.retrieval import Retriever
     from qroute.routing.vote import take_vote
-    from qroute.store import edge, open_store
+    from qroute.store import open_store
     from qroute.store.metadata import IndexMetadata
 
     retriever = Retriever.from_settings(settings)
@@ -170,38 +188,49 @@ async def _compare(settings: Settings, texts: list[str]) -> dict[str, float]:
         version, IndexMetadata.from_json(await store.metadata(version), version)
     )
     await store.open(version)
-    reader = await store._acquire(version)  # type: ignore[attr-defined]
     router, zero_shot = settings.router, settings.zero_shot
-    same_answer = same_groups = 0
-    new_times, old_times = [], []
-    for text in texts:
-        vectors = retriever.embed([text], lexicon).sparse
-        assert vectors is not None
-        start = time.perf_counter()
-        [new] = await store.search_groups(
-            version, vectors, groups=router.k, group_size=router.group_size, labels=[None]
-        )
-        new_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        [old] = edge.grouped(reader.shard, vectors, router.k, router.group_size, [None])
-        old_times.append(time.perf_counter() - start)
+    same_answer = same_groups = right_pruned = right_whole = 0
+    pruned_times, whole_times, terms, whole_terms, drops = [], [], [], [], []
+    for text, gold in zip(texts, golds, strict=True):
+        embedded = retriever.embed([text], lexicon)
+        [whole_vector] = embedded.sparse or []
+        [pruned_vector] = embedded.search_sparse or []
+        terms.append(len(pruned_vector.indices))
+        whole_terms.append(len(whole_vector.indices))
+        found = {}
+        for name, vector, times in (
+            ("pruned", pruned_vector, pruned_times),
+            ("whole", whole_vector, whole_times),
+        ):
+            start = time.perf_counter()
+            [found[name]] = await store.search_groups(
+                version, [vector], groups=router.k, group_size=router.group_size, labels=[None]
+            )
+            times.append(time.perf_counter() - start)
+        new, old = found["pruned"], found["whole"]
         a, b = take_vote(new, router, zero_shot), take_vote(old, router, zero_shot)
-        same_answer += [s.label for s in a.scores[:1]] == [s.label for s in b.scores[:1]] and (
-            a.reasons == b.reasons
-        )
+        same_answer += _same_answer(a, b)
+        right_pruned += bool(a.scores) and a.scores[0].label == gold
+        right_whole += bool(b.scores) and b.scores[0].label == gold
+        if new and old:
+            drops.append(old[0].hits[0].similarity - new[0].hits[0].similarity)
         same_groups += [g.label for g in new] == [g.label for g in old] and all(
             abs(x.similarity - y.similarity) < 1e-5
             for g, h in zip(new, old, strict=True)
             for x, y in zip(g.hits, h.hits, strict=True)
         )
-    await store._release(version, reader)  # type: ignore[attr-defined]
     await store.close()
     return {
         "compared": len(texts),
         "same_answer": same_answer,
         "same_groups": same_groups,
-        "grouped_p50_ms": statistics.median(new_times) * 1000,
-        "rounds_p50_ms": statistics.median(old_times) * 1000,
+        "accuracy_pruned": right_pruned / len(texts),
+        "accuracy_whole": right_whole / len(texts),
+        "terms_pruned": statistics.fmean(terms),
+        "terms_whole": statistics.fmean(whole_terms),
+        "best_similarity_drop": statistics.fmean(drops) if drops else 0.0,
+        "pruned_p50_ms": statistics.median(pruned_times) * 1000,
+        "whole_p50_ms": statistics.median(whole_times) * 1000,
     }
 
 
@@ -212,11 +241,22 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the large run here")
     parser.add_argument(
-        "--compare", type=int, default=0, help="dev queries to compare with the old search"
+        "--min-query-idf", type=float, default=None, help="lexical.min_query_idf (default off)"
+    )
+    parser.add_argument(
+        "--compare", type=int, default=0, help="dev queries to compare with the unpruned search"
+    )
+    parser.add_argument(
+        "--accuracy",
+        default="",
+        help="datasets (e.g. clinc150,stylekqc) whose train is indexed alone, all of dev "
+        "compared with the unpruned search",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lexical.json")
     args = parser.parse_args()
-    dev = [json.loads(line)["text"] for line in (CLINC / "dev.jsonl").open(encoding="utf-8")]
+    dev_rows = [json.loads(line) for line in (CLINC / "dev.jsonl").open(encoding="utf-8")]
+    dev = [row["text"] for row in dev_rows]
+    golds = [row["label"] for row in dev_rows]
     small_queries = [e.text for e in read_table(ROOT / "examples" / "queries_eval.csv")]
 
     results: dict[str, float] = {}
@@ -231,14 +271,14 @@ async def main() -> None:
         }
         for name, (table, texts) in runs.items():
             port = free_port()
-            settings, config = _settings(tmp, name, port)
+            settings, config = _settings(tmp, name, port, args.min_query_idf)
             start = time.perf_counter()
             await run_index(settings, table, progress=False)
             results[f"{name}_index_s"] = time.perf_counter() - start
             if name == "large" and args.compare:
-                compared = await _compare(settings, dev[: args.compare])
+                compared = await _compare(settings, dev[: args.compare], golds[: args.compare])
                 results.update({f"compare_{k}": float(v) for k, v in compared.items()})
-                print(f"grouped search vs the rounds it replaced: {compared}", flush=True)
+                print(f"{name}: pruned vs whole query: {compared}", flush=True)
             queries = (texts * (args.n // len(texts) + 1))[: args.n]
             profile = args.profile if name == "large" else None
             results[f"{name}_qps"] = await _serve_and_measure(
@@ -247,6 +287,17 @@ async def main() -> None:
             print(
                 f"{name:<6} {table.name:<22} {results[f'{name}_qps']:8.1f} requests/s", flush=True
             )
+        for dataset in filter(None, args.accuracy.split(",")):
+            data = CLINC.parent / dataset
+            train = write_table(tmp / f"{dataset}-train.csv", _jsonl_rows(data / "train.jsonl"))
+            settings, _ = _settings(tmp, f"{dataset}_train", free_port(), args.min_query_idf)
+            await run_index(settings, train, progress=False)
+            queries = _jsonl_rows(data / "dev.jsonl")
+            compared = await _compare(
+                settings, [q.text for q in queries], [q.label for q in queries]
+            )
+            results.update({f"{dataset}_{k}": float(v) for k, v in compared.items()})
+            print(f"{dataset} train alone, all of dev: pruned vs whole: {compared}", flush=True)
     ratio = results["large_qps"] / results["small_qps"]
     print(
         f"lexical router at concurrency {args.concurrency}: {rows} rows, {labels} labels "

@@ -62,6 +62,11 @@ class LexicalSettings(Section):
     # kiwipiepy, form/POS unigrams and bigrams: the [morph] extra), or char+morph (both;
     # the morphemes hashed into [dimensions, 2 * dimensions), apart from the n-grams).
     analyzer: Literal["char", "morph", "char+morph"] = "char"
+    # Query-side only: search with just the query's terms whose IDF in the searched
+    # version is at least this (None: every term). The commonest terms (single letters,
+    # frequent word endings) have the longest posting lists and add least to the cosine;
+    # the similarities are then over the kept terms (never higher than the full ones).
+    min_query_idf: float | None = Field(None, ge=0.0, le=20.0)
 
     @model_validator(mode="after")
     def _range(self) -> LexicalSettings:

@@ -170,6 +170,20 @@ class Lexicon:
         norm = math.sqrt(sum(w * w * self.idf(i) for i, w in zip(indices, weights, strict=True)))
         return SparseVector(tuple(indices), tuple(w / norm for w in weights))
 
+    def prune(self, query: SparseVector, min_idf: float) -> SparseVector:
+        """``query`` with only its terms of IDF at least ``min_idf``, its values (and
+        so its norm) unchanged: its score against an example is then the part of their
+        cosine the kept terms make, never more than the whole. A query none of whose
+        terms reaches the bound is kept whole (it would otherwise find nothing)."""
+        kept = [
+            (i, v)
+            for i, v in zip(query.indices, query.values, strict=True)
+            if self.idf(i) >= min_idf
+        ]
+        if not kept or len(kept) == len(query.indices):
+            return query
+        return SparseVector(tuple(i for i, _ in kept), tuple(v for _, v in kept))
+
     def similarity(self, query: SparseVector, example: SparseVector) -> float:
         """What Qdrant scores for ``query`` against ``example``: their IDF cosine."""
         other = example.as_dict()

@@ -74,11 +74,7 @@ async def _stored(
     if any(e.row_id not in found for e in chunk):
         return None
     dense = np.asarray([found[e.row_id] for e in chunk], dtype=np.float32)
-    sparse = None
-    if retriever.lexical is not None:
-        assert index.lexicon is not None
-        sparse = [index.lexicon.vector(retriever.lexical.terms(e.text)) for e in chunk]
-    return Embedded(dense, sparse)
+    return retriever.with_lexical([e.text for e in chunk], dense, index.lexicon)
 
 
 async def precompute(

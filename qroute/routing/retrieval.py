@@ -35,21 +35,30 @@ __all__ = ["Embedded", "Retriever", "fuse", "load_encoder"]
 
 @dataclass(frozen=True)
 class Embedded:
-    """A batch of texts, ready to search: dense rows and/or sparse vectors."""
+    """A batch of texts, ready to search: dense rows and/or sparse vectors.
+    ``searched``: the sparse vectors the search sends when they are not ``sparse``
+    itself (``lexical.min_query_idf`` pruned them); ``sparse`` stays whole for the
+    linear head, which was fitted on whole vectors."""
 
     dense: npt.NDArray[np.float32] | None
     sparse: list[SparseVector] | None
+    searched: list[SparseVector] | None = None
 
     def __len__(self) -> int:
         if self.dense is not None:
             return len(self.dense)
         return len(self.sparse or ())
 
+    @property
+    def search_sparse(self) -> list[SparseVector] | None:
+        """The sparse vectors a search sends."""
+        return self.searched if self.searched is not None else self.sparse
+
     def search_vectors(self) -> list[SearchVector]:
         """What a single-vector search sends: the dense rows, else the sparse vectors."""
         if self.dense is not None:
             return list(self.dense.tolist())
-        return list(self.sparse or ())
+        return list(self.search_sparse or ())
 
 
 class Retriever:
@@ -78,10 +87,16 @@ class Retriever:
     @property
     def fingerprint(self) -> str:
         """Identifies what the similarities come from (thresholds are tuned against it)."""
-        if self.encoder is not None and self.lexical is not None:
-            return f"hybrid:{self.encoder.fingerprint}+{self.lexical.fingerprint}"
         if self.lexical is not None:
-            return f"lexical:{self.lexical.fingerprint}"
+            # Query pruning changes the similarities (not the index's vectors, so it is
+            # not in the n-grams' fingerprint): thresholds tuned without it do not hold.
+            bound = self.lexical.settings.min_query_idf
+            lexical = self.lexical.fingerprint + (
+                f"|min_query_idf={bound:g}" if bound is not None else ""
+            )
+            if self.encoder is not None:
+                return f"hybrid:{self.encoder.fingerprint}+{lexical}"
+            return f"lexical:{lexical}"
         assert self.encoder is not None
         return self.encoder.fingerprint
 
@@ -152,11 +167,24 @@ class Retriever:
     def embed(self, texts: Sequence[str], lexicon: Lexicon | None) -> Embedded:
         """Blocking (a model call): run it on the model thread."""
         dense = self.encoder.encode(texts) if self.encoder is not None else None
-        sparse = None
-        if self.lexical is not None:
-            assert lexicon is not None
-            sparse = [lexicon.vector(self.lexical.terms(text)) for text in texts]
-        return Embedded(dense, sparse)
+        return self.with_lexical(texts, dense, lexicon)
+
+    def with_lexical(
+        self,
+        texts: Sequence[str],
+        dense: npt.NDArray[np.float32] | None,
+        lexicon: Lexicon | None,
+    ) -> Embedded:
+        """``dense`` (the texts' dense rows, or None) with the texts' n-gram vectors
+        where the mode has them, and the pruned ones a search sends
+        (``lexical.min_query_idf``). Cheap: no model call."""
+        if self.lexical is None:
+            return Embedded(dense, None)
+        assert lexicon is not None
+        sparse = [lexicon.vector(self.lexical.terms(text)) for text in texts]
+        bound = self.lexical.settings.min_query_idf
+        searched = None if bound is None else [lexicon.prune(v, bound) for v in sparse]
+        return Embedded(dense, sparse, searched)
 
     async def search_groups(
         self,
@@ -179,11 +207,12 @@ class Retriever:
                 group_size=group_size,
                 labels=labels,
             )
-        assert embedded.dense is not None and embedded.sparse is not None
+        sparse = embedded.search_sparse
+        assert embedded.dense is not None and sparse is not None
         found = await store.search_fused(
             version,
             embedded.dense.tolist(),
-            embedded.sparse,
+            sparse,
             limit=max(settings.candidates, groups * group_size),
             labels=labels,
         )

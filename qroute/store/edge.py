@@ -24,6 +24,7 @@ __all__ = [
     "point_vector",
     "query",
     "query_filter",
+    "version_labels",
 ]
 
 # The page sizes ``grouped_by_map`` tries, in turn, before it falls back to ``grouped``.
@@ -252,6 +253,12 @@ def labels_by_id(shard: Any) -> dict[Any, str]:
         time.sleep(0)
 
 
+def version_labels(shard: Any) -> tuple[dict[Any, str], frozenset[str]]:
+    """``labels_by_id`` and the set of the labels in it."""
+    label_of = labels_by_id(shard)
+    return label_of, frozenset(label_of.values())
+
+
 def grouped_by_map(
     shard: Any,
     vectors: Sequence[SearchVector],
@@ -259,6 +266,7 @@ def grouped_by_map(
     group_size: int,
     labels: Sequence[Sequence[str] | None],
     label_of: Mapping[Any, str],
+    known: frozenset[str] | None = None,
 ) -> list[list[Group]]:
     """The same groups as ``grouped``, from one plain page of neighbours per query
     (ids and scores only: reading payloads costs more than the search), grouped by
@@ -271,7 +279,9 @@ def grouped_by_map(
     enough (rare: a label whose examples are far down the ranking) goes to ``grouped``.
     Sparse vectors walk their terms' posting lists whatever the page size, so a page of
     hundreds costs little more than one of dozens, and far less than the filtered
-    searches of ``grouped``'s rounds."""
+    searches of ``grouped``'s rounds. ``known``: every label in ``label_of``; where a
+    query can reach fewer than ``groups`` labels (of the version, or of its allowed
+    ones), a page that holds each of them ``group_size`` times is complete too."""
     from qdrant_edge import QueryBatchRequest, QueryRequest
 
     chosen: list[list[tuple[str, list[tuple[Any, float]]]] | None] = [None] * len(vectors)
@@ -287,8 +297,14 @@ def grouped_by_map(
         results = shard.query_batch(QueryBatchRequest(requests))
         still = []
         for position, points in zip(pending, results, strict=True):
+            reachable = groups
+            if known is not None:
+                allowed = labels[position]
+                reachable = min(
+                    groups, len(known if allowed is None else known.intersection(allowed))
+                )
             picked = _group_page(
-                points, label_of, groups, group_size, exhausted=len(points) < limit
+                points, label_of, reachable, group_size, exhausted=len(points) < limit
             )
             if picked is None:
                 still.append(position)

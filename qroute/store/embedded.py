@@ -440,5 +440,5 @@ def _grouped_sparse(
     # A version is read-only once published, so its labels can be read once: grouping
     # by them spares reading hundreds of payloads per query (see edge.grouped_by_map).
     # Not for a borrowed writer: the indexer's version is still changing.
-    label_of = reader.labels(edge.labels_by_id)
-    return edge.grouped_by_map(reader.shard, vectors, groups, group_size, labels, label_of)
+    label_of, known = reader.labels(edge.version_labels)
+    return edge.grouped_by_map(reader.shard, vectors, groups, group_size, labels, label_of, known)

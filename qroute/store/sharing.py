@@ -12,13 +12,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, cast
 
 __all__ = ["READERS", "Reader", "reader_lock", "try_remove"]
 
 log = logging.getLogger(__name__)
 
 READERS = ".readers"
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,15 +35,15 @@ class Reader:
     retired: bool = False
     guard: threading.Lock = field(default_factory=threading.Lock)
     # Every point's label by id, read once on the first grouped sparse search.
-    _labels: dict[Any, str] | None = None
+    _labels: Any = None
     _labels_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def labels(self, read: Callable[[Any], dict[Any, str]]) -> dict[Any, str]:
-        """The version's labels by point id, ``read(shard)`` the first time (blocking)."""
+    def labels(self, read: Callable[[Any], T]) -> T:
+        """The version's labels (by point id), ``read(shard)`` the first time (blocking)."""
         with self._labels_lock:
             if self._labels is None:
                 self._labels = read(self.shard)
-            return self._labels
+            return cast(T, self._labels)
 
     def close(self) -> None:
         if self.owned:

@@ -116,3 +116,38 @@ async def test_the_same_groups_as_the_rounds(
     assert any(groups_ for groups_ in old)  # the queries find something
     for got, want in zip(new, old, strict=True):
         _same(got, want)
+
+
+# Pages shorter than the rows each query reaches (478-480 of all, 120 of the allowed
+# labels'): never exhausted, and long enough to hold each label twice.
+@pytest.mark.parametrize(
+    ("groups", "allowed", "page"), [(20, None, 460), (5, ["l1", "l4", "l7", "no-such-label"], 100)]
+)
+async def test_fewer_labels_than_groups_are_answered_from_the_page(
+    index: tuple[EmbeddedStore, str, list[SparseVector]],
+    monkeypatch: pytest.MonkeyPatch,
+    groups: int,
+    allowed: list[str] | None,
+    page: int,
+) -> None:
+    # 12 labels in the version (3 of the allowed ones): every label fills its group
+    # within the first page, which is then the whole answer, not a fallback to the rounds
+    # (a filtered search per round: several times slower).
+    store, version, queries = index
+    queries = queries[:-1]  # the last one shares no term with most labels
+    labels = [allowed] * len(queries)
+    reader = await store._acquire(version)
+    try:
+        old = edge.grouped(reader.shard, queries, groups, 2, labels)
+    finally:
+        await store._release(version, reader)
+
+    def no_rounds(*args: object) -> None:
+        raise AssertionError("fell back to the rounds")
+
+    monkeypatch.setattr(edge, "grouped", no_rounds)
+    monkeypatch.setattr(edge, "PAGES", (page,))
+    new = await store.search_groups(version, queries, groups=groups, group_size=2, labels=labels)
+    assert len(new[0]) == (12 if allowed is None else 3)
+    for got, want in zip(new, old, strict=True):
+        _same(got, want)

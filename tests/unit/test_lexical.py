@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections import Counter
 
 import pytest
 
@@ -73,3 +74,17 @@ def test_lexicon_survives_the_metadata_round_trip() -> None:
 def test_ngram_range_is_validated() -> None:
     with pytest.raises(ValueError, match="ngram_min"):
         LexicalSettings(ngram_min=4, ngram_max=2)
+
+
+def test_pruning_keeps_the_rare_terms_and_their_share_of_the_cosine() -> None:
+    # Term 1 is in every row but one (IDF ~0.1), term 2 in half, term 3 in one row.
+    lexicon = Lexicon(points=10, frequencies={1: 9, 2: 5, 3: 1})
+    query = lexicon.vector(Counter({1: 1, 2: 1, 3: 1}))
+    pruned = lexicon.prune(query, min_idf=0.5)
+    assert pruned.indices == (2, 3)
+    assert pruned.as_dict() == {i: v for i, v in query.as_dict().items() if i != 1}
+    example = lexicon.vector(Counter({1: 1, 3: 1}))
+    assert 0 < lexicon.similarity(pruned, example) < lexicon.similarity(query, example)
+    # Nothing reaches the bound: the query is searched whole, not as nothing.
+    common = lexicon.vector(Counter({1: 1}))
+    assert lexicon.prune(common, min_idf=0.5) == common
