@@ -8,8 +8,8 @@ ms per store and the ratio local/edge, and writes JSON to bench/results/ (or --o
 ``--scale 10000,1000000 --keep DIR``: instead, top-k search p50 of the embedded store
 (Qdrant Edge, HNSW built at publish) at each size, and the ratio of the largest to the
 smallest, measured in one run (target at 1M / 10k <= 5). Building a million rows takes
-long: ``--build-only`` builds what DIR lacks (no measuring: run it outside the bench
-lock), a later run with ``--keep DIR`` measures the indexes kept there.
+long: ``--build-only`` builds what DIR lacks (no measuring; niced, under the bench lock
+like any long run), a later run with ``--keep DIR`` measures the indexes kept there.
 
 ``--data clinc150``: the indexes hold clustered vectors like real ones instead of random
 unit vectors (on which HNSW recall means nothing): CLINC150 train (in-scope rows) embedded
