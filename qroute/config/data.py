@@ -35,6 +35,9 @@ class StoreSettings(Section):
     read_consistency: Annotated[int, Field(ge=1)] | Literal["majority", "quorum", "all"] | None = (
         None
     )
+    # Both stores: the HNSW search beam of every dense search (larger: better recall,
+    # slower); None: Qdrant's default. Sparse (lexical) searches have no graph.
+    hnsw_ef: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _write_consistency_fits(self) -> StoreSettings:

@@ -30,7 +30,8 @@ def open_store(settings: StoreSettings) -> VectorStore:
             replication_factor=settings.replication_factor,
             write_consistency_factor=settings.write_consistency_factor,
             read_consistency=settings.read_consistency,
+            hnsw_ef=settings.hnsw_ef,
         )
     from qroute.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.location, settings.collection)
+    return EmbeddedStore(settings.location, settings.collection, hnsw_ef=settings.hnsw_ef)

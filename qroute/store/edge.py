@@ -43,9 +43,11 @@ def fused(
     sparse: Sequence[SparseVector],
     limit: int,
     labels: Sequence[Sequence[str] | None],
+    hnsw_ef: int | None = None,
 ) -> list[list[Candidate]]:
     """For each query, ``limit`` candidates by each vector fused by reciprocal rank
-    (best first), each with both its similarities, scored by the shard itself."""
+    (best first), each with both its similarities, scored by the shard itself.
+    ``hnsw_ef``: the beam of the dense search (None: Qdrant's default)."""
     from qdrant_edge import (
         Filter,
         Fusion,
@@ -60,7 +62,12 @@ def fused(
     for d, s, allowed in zip(dense, sparse, labels, strict=True):
         allowed_only = query_filter(allowed, ())
         prefetches = [
-            Prefetch(limit=limit, query=query(d), filter=allowed_only),
+            Prefetch(
+                limit=limit,
+                query=query(d),
+                filter=allowed_only,
+                params=search_params(d, hnsw_ef),
+            ),
             Prefetch(limit=limit, query=query(s), filter=allowed_only),
         ]
         fused.append(
@@ -91,6 +98,7 @@ def nearest(
     limit: int,
     allowed: Sequence[str] | None,
     exclude: Sequence[str] = (),
+    hnsw_ef: int | None = None,
 ) -> Any:
     from qdrant_edge import QueryRequest
 
@@ -99,6 +107,7 @@ def nearest(
         query=query(vector),
         filter=query_filter(allowed, exclude),
         with_payload=list(HIT_FIELDS),
+        params=search_params(vector, hnsw_ef),
     )
 
 
@@ -125,6 +134,15 @@ def query(vector: SearchVector) -> Any:
     return Query.Nearest([float(x) for x in vector])
 
 
+def search_params(vector: SearchVector, hnsw_ef: int | None) -> Any:
+    """The HNSW beam of a dense search (None: Qdrant's default); a sparse one has no graph."""
+    if hnsw_ef is None or isinstance(vector, SparseVector):
+        return None
+    from qdrant_edge import SearchParams
+
+    return SearchParams(hnsw_ef=hnsw_ef)
+
+
 def query_filter(allowed: Sequence[str] | None, exclude: Sequence[str]) -> Any:
     from qdrant_edge import FieldCondition, Filter, MatchAny
 
@@ -145,6 +163,7 @@ def grouped(
     groups: int,
     group_size: int,
     labels: Sequence[Sequence[str] | None],
+    hnsw_ef: int | None = None,
 ) -> list[list[Group]]:
     # Qdrant Edge has no group-by; this is its exact equivalent in batched rounds.
     # 1. Nearest neighbours among the labels not seen yet, until `groups` labels are
@@ -153,8 +172,8 @@ def grouped(
     #    order, are the top groups. Excluding seen labels keeps a label with many
     #    near-duplicates from filling every round.
     # 2. One filtered search per top label that holds fewer than group_size hits.
-    found, complete = _rounds(shard, vectors, groups, group_size, labels)
-    _complete_groups(shard, vectors, found, complete, groups, group_size)
+    found, complete = _rounds(shard, vectors, groups, group_size, labels, hnsw_ef)
+    _complete_groups(shard, vectors, found, complete, groups, group_size, hnsw_ef)
     answer = []
     for by_label in found:
         ranked = sorted(by_label.items(), key=lambda item: item[1][0].similarity, reverse=True)
@@ -168,6 +187,7 @@ def _rounds(
     groups: int,
     group_size: int,
     labels: Sequence[Sequence[str] | None],
+    hnsw_ef: int | None,
 ) -> tuple[list[dict[str, list[Hit]]], list[set[str]]]:
     """Step 1: per query, its nearest examples by label, and the labels whose every
     example was seen."""
@@ -180,7 +200,10 @@ def _rounds(
     # returned fewer points than it asked for.
     complete: list[set[str]] = [set() for _ in vectors]
     while pending:
-        requests = [nearest(vectors[i], fetch, labels[i], exclude=list(found[i])) for i in pending]
+        requests = [
+            nearest(vectors[i], fetch, labels[i], exclude=list(found[i]), hnsw_ef=hnsw_ef)
+            for i in pending
+        ]
         results = shard.query_batch(QueryBatchRequest(requests))
         still = []
         for position, points in zip(pending, results, strict=True):
@@ -207,6 +230,7 @@ def _complete_groups(
     complete: list[set[str]],
     groups: int,
     group_size: int,
+    hnsw_ef: int | None,
 ) -> None:
     """Step 2: fill each top label's group to ``group_size`` with a filtered search."""
     from qdrant_edge import QueryBatchRequest
@@ -218,7 +242,7 @@ def _complete_groups(
         if len(by_label[label]) < group_size and label not in complete[position]
     ]
     if plan:
-        requests = [nearest(vectors[i], group_size, [label]) for i, label in plan]
+        requests = [nearest(vectors[i], group_size, [label], hnsw_ef=hnsw_ef) for i, label in plan]
         completed = shard.query_batch(QueryBatchRequest(requests))
         for (position, label), points in zip(plan, completed, strict=True):
             found[position][label] = [hit_from_payload(p.id, p.score, p.payload) for p in points]

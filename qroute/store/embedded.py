@@ -63,10 +63,19 @@ _REOPEN_EVERY = 50_000
 class EmbeddedStore:
     """A VectorStore on local disk. ``drain_s``: how long ``drop`` waits for readers
     of a superseded version to let go before leaving it for the retention of the next
-    successful run to remove."""
+    successful run to remove. ``hnsw_ef``: the HNSW beam of every dense search (None:
+    Qdrant's default); sparse searches have no graph and ignore it."""
 
-    def __init__(self, location: str | Path, collection: str, *, drain_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        location: str | Path,
+        collection: str,
+        *,
+        drain_s: float = 30.0,
+        hnsw_ef: int | None = None,
+    ) -> None:
         self._location = location
+        self._hnsw_ef = hnsw_ef
         self._root = Path(location).expanduser() / collection
         self._collection = collection
         self._drain_s = drain_s
@@ -363,7 +372,15 @@ class EmbeddedStore:
     ) -> list[list[Hit]]:
         from qdrant_edge import QueryBatchRequest, QueryRequest
 
-        requests = [QueryRequest(limit=k, query=edge.query(v), with_payload=True) for v in vectors]
+        requests = [
+            QueryRequest(
+                limit=k,
+                query=edge.query(v),
+                with_payload=True,
+                params=edge.search_params(v, self._hnsw_ef),
+            )
+            for v in vectors
+        ]
         reader = await self._acquire(version)
         try:
             results = await asyncio.to_thread(reader.shard.query_batch, QueryBatchRequest(requests))
@@ -382,7 +399,9 @@ class EmbeddedStore:
     ) -> list[list[Candidate]]:
         reader = await self._acquire(version)
         try:
-            return await asyncio.to_thread(edge.fused, reader.shard, dense, sparse, limit, labels)
+            return await asyncio.to_thread(
+                edge.fused, reader.shard, dense, sparse, limit, labels, self._hnsw_ef
+            )
         finally:
             await self._release(version, reader)
 
@@ -402,7 +421,7 @@ class EmbeddedStore:
                     _grouped_sparse, reader, vectors, groups, group_size, labels
                 )
             return await asyncio.to_thread(
-                edge.grouped, reader.shard, vectors, groups, group_size, labels
+                edge.grouped, reader.shard, vectors, groups, group_size, labels, self._hnsw_ef
             )
         finally:
             await self._release(version, reader)

@@ -13,7 +13,7 @@ from qroute.store.base import LEXICAL, Point, SearchVector
 from qroute.store.metadata import LABEL_FIELD
 from qroute.types import SparseVector
 
-__all__ = ["is_not_found", "label_filter", "point_vector", "query", "using"]
+__all__ = ["is_not_found", "label_filter", "point_vector", "query", "search_params", "using"]
 
 
 def point_vector(point: Point) -> Any:
@@ -38,6 +38,13 @@ def query(vector: SearchVector) -> Any:
 
 def using(vector: SearchVector) -> str | None:
     return LEXICAL if isinstance(vector, SparseVector) else None
+
+
+def search_params(vector: SearchVector, hnsw_ef: int | None) -> models.SearchParams | None:
+    """The HNSW beam of a dense search (None: Qdrant's default); a sparse one has no graph."""
+    if hnsw_ef is None or isinstance(vector, SparseVector):
+        return None
+    return models.SearchParams(hnsw_ef=hnsw_ef)
 
 
 def label_filter(allowed: Sequence[str] | None) -> models.Filter | None:

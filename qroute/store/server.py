@@ -50,7 +50,8 @@ class ServerStore:
     """``endpoint``: where the client dials, named in StoreUnavailable messages.
     ``shard_number``, ``replication_factor`` and ``write_consistency_factor`` shape each
     version collection it creates; ``read_consistency`` is how many replicas each search
-    asks. None leaves each to Qdrant; copies and consistency matter only in a cluster."""
+    asks. None leaves each to Qdrant; copies and consistency matter only in a cluster.
+    ``hnsw_ef``: the HNSW beam of every dense search (None: Qdrant's default)."""
 
     def __init__(
         self,
@@ -62,7 +63,9 @@ class ServerStore:
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         read_consistency: int | str | None = None,
+        hnsw_ef: int | None = None,
     ) -> None:
+        self._hnsw_ef = hnsw_ef
         self._client = client
         self._collection = collection
         self._endpoint = endpoint
@@ -277,7 +280,11 @@ class ServerStore:
     ) -> list[list[Hit]]:
         requests = [
             models.QueryRequest(
-                query=forms.query(v), using=forms.using(v), limit=k, with_payload=True
+                query=forms.query(v),
+                using=forms.using(v),
+                limit=k,
+                with_payload=True,
+                params=forms.search_params(v, self._hnsw_ef),
             )
             for v in vectors
         ]
@@ -306,7 +313,12 @@ class ServerStore:
         for d, s, allowed in zip(dense, sparse, labels, strict=True):
             query_filter = forms.label_filter(allowed)
             prefetch = [
-                models.Prefetch(query=forms.query(d), limit=limit, filter=query_filter),
+                models.Prefetch(
+                    query=forms.query(d),
+                    limit=limit,
+                    filter=query_filter,
+                    params=forms.search_params(d, self._hnsw_ef),
+                ),
                 models.Prefetch(
                     query=forms.query(s), using=LEXICAL, limit=limit, filter=query_filter
                 ),
@@ -368,6 +380,7 @@ class ServerStore:
                     query=forms.query(vector),
                     using=forms.using(vector),
                     query_filter=forms.label_filter(allowed),
+                    search_params=forms.search_params(vector, self._hnsw_ef),
                     limit=groups,
                     group_size=group_size,
                     with_payload=True,
