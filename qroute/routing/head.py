@@ -66,23 +66,22 @@ def _lexical_features(
     power = 0.5 if morph_from is None else 1.0
     rows, columns, values = [], [], []
     for row, vector in enumerate(sparse):
-        kept: list[tuple[int, bool, float]] = []
+        kept: list[tuple[int, int, float]] = []  # (column, block, weight)
+        squares = [0.0, 0.0]
         for term, value in zip(vector.indices, vector.values, strict=True):
             column = terms.setdefault(term, len(terms)) if grow else terms.get(term)
             if column is not None:
-                block = morph_from is not None and term >= morph_from
-                kept.append((column, block, value * lexicon.idf(term) ** power))
-        if morph_from is not None:
-            # The sparse value's own norm cancels: each block is scaled to unit length.
-            norms = {
-                block: math.sqrt(sum(v * v for _, b, v in kept if b == block)) or 1.0
-                for block in (False, True)
-            }
-            kept = [(c, b, v / norms[b]) for c, b, v in kept]
-        for column, _, value in kept:
+                block = int(morph_from is not None and term >= morph_from)
+                weight = value * lexicon.idf(term) ** power
+                kept.append((column, block, weight))
+                squares[block] += weight * weight
+        # Each block scaled to unit length (the sparse value's own norm cancels); a
+        # legacy head's values stay as they were fitted.
+        scale = [1.0 / math.sqrt(s) if s and morph_from is not None else 1.0 for s in squares]
+        for column, block, weight in kept:
             rows.append(row)
             columns.append(column)
-            values.append(value)
+            values.append(weight * scale[block])
     return csr_matrix((values, (rows, columns)), shape=(len(sparse), len(terms)))
 
 

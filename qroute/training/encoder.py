@@ -281,7 +281,7 @@ def _objective(
     labels: Sequence[str],
     train_rows: Sequence[Example],
     options: EncoderFinetuneOptions,
-    negatives: Sequence[str] = (),
+    negatives: Sequence[str],
 ) -> tuple[Any, Any, Any]:
     """(training set, loss, batch sampler) for ``loss_name``: ``mnrl`` on pairs of rows of
     a label (with ``negatives`` as hard negatives), ``triplet`` on labelled rows in
@@ -314,7 +314,7 @@ def _trainer(
     options: EncoderFinetuneOptions,
     checkpoints: Path,
     callbacks: Sequence[Any],
-    negatives: Sequence[str] = (),
+    negatives: Sequence[str],
 ) -> Any:
     """sentence-transformers' trainer on the ``split``'s train rows, checkpoints chosen by
     dev kNN accuracy."""

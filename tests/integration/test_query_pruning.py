@@ -5,10 +5,11 @@ never above the whole query's."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qroute.config import TunedSettings
+from qroute.config import Settings, TunedSettings
 from qroute.routing.classifier import Classifier
 from qroute.table import read_table
 from qroute.types import Query
@@ -20,7 +21,8 @@ QUERIES = [e.text for e in read_table(Path(__file__).parents[2] / "examples" / "
 ROUTER = {"k": 10, "group_size": 3, "similarity_threshold": 0.0, "min_margin": 0.0}
 
 
-async def test_a_pruned_query_answers_alike_with_fewer_terms(serve_router: ServeRouter) -> None:
+async def _whole(serve_router: ServeRouter) -> Classifier:
+    """The example table served by a lexical router without pruning."""
     served = await serve_router(
         ROWS,
         encoder=None,
@@ -31,10 +33,18 @@ async def test_a_pruned_query_answers_alike_with_fewer_terms(serve_router: Serve
     )
     whole = served.app.classifier
     assert whole is not None
-    settings = whole.settings.model_copy(
-        update={"lexical": whole.settings.lexical.model_copy(update={"min_query_idf": 1.0})}
-    )
-    pruned = Classifier(settings, None, None, whole.store)
+    return whole
+
+
+def _pruning(settings: Settings, **update: Any) -> Settings:
+    """``settings`` with ``lexical.min_query_idf: 1.0`` (and ``update``)."""
+    lexical = settings.lexical.model_copy(update={"min_query_idf": 1.0})
+    return settings.model_copy(update={"lexical": lexical, **update})
+
+
+async def test_a_pruned_query_answers_alike_with_fewer_terms(serve_router: ServeRouter) -> None:
+    whole = await _whole(serve_router)
+    pruned = Classifier(_pruning(whole.settings), None, None, whole.store)
     index = await pruned.refresh_index()
     assert index is not None
     embedded = pruned.retriever.embed(QUERIES, index.lexicon)
@@ -57,23 +67,9 @@ async def test_a_pruned_query_answers_alike_with_fewer_terms(serve_router: Serve
 async def test_thresholds_tuned_without_pruning_ask_for_a_new_tune(
     serve_router: ServeRouter,
 ) -> None:
-    served = await serve_router(
-        ROWS,
-        encoder=None,
-        nli=False,
-        retrieval={"mode": "lexical"},
-        zero_shot={"method": "off"},
-        router=ROUTER,
-    )
-    whole = served.app.classifier
-    assert whole is not None
+    whole = await _whole(serve_router)
     tuned = TunedSettings(encoder=whole.retriever.fingerprint)
-    settings = whole.settings.model_copy(
-        update={
-            "tuned": tuned,
-            "lexical": whole.settings.lexical.model_copy(update={"min_query_idf": 1.0}),
-        }
-    )
+    settings = _pruning(whole.settings, tuned=tuned)
     pruned = Classifier(settings, None, None, whole.store)
     # The index itself is the same: the pruned router serves it.
     assert await pruned.refresh_index() is not None
