@@ -150,6 +150,7 @@ def measure(
             "k": chosen.k,
             "similarity_threshold": chosen.similarity_threshold,
             "min_margin": chosen.min_margin,
+            "vote_weight": chosen.vote_weight,
             "label_overrides": len(chosen.label_thresholds),
             "fitted": chosen.figures(),
             "oos_recall_lower_bound": bound,

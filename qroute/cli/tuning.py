@@ -254,7 +254,8 @@ def _print_tuned(args: argparse.Namespace, tuned: _Tuned) -> None:
         f"best of {tuned.result.evaluated} settings ({args.objective}): k={choice.k} "
         f"similarity_threshold={choice.similarity_threshold:.3f} min_margin={choice.min_margin} "
         f"zero_shot.threshold={choice.zero_shot_threshold:.3f} "
-        f"per-label overrides={len(choice.label_thresholds)}"
+        + ("" if choice.vote_weight is None else f"vote_weight={choice.vote_weight} ")
+        + f"per-label overrides={len(choice.label_thresholds)}"
     )
     print("fitted (on the rows it was chosen on): " + _render(choice.figures(), {}))
     if validated is not None:

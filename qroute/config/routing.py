@@ -90,6 +90,10 @@ class RouterSettings(Section):
     # Let the index's linear head (``index.head``) pick the label, where it has one;
     # the neighbours still gate and explain the answer. False: the vote always picks.
     use_head: bool = True
+    # With the head: its label scores become (1 - vote_weight) * its probability +
+    # vote_weight * the vote's share (at vote_temperature), so that neighbours which agree
+    # can outvote a head that is unsure. 0: the head alone. `qroute tune` chooses it.
+    vote_weight: float = Field(0.0, ge=0.0, le=1.0)
     max_text_chars: int = Field(1000, ge=1)
     # Texts one ClassifyBatch may carry; more is INVALID_ARGUMENT (never queued). The
     # batcher's queue (batching.max_queue) caps it too: a larger batch could never fit.

@@ -27,8 +27,9 @@ class CrossValidated:
     folds: int
     figures: dict[str, float | None]
     ranges: dict[str, tuple[float, float]]
-    # Each fold's chosen (k, similarity_threshold): how stable the choice is.
-    chosen: list[tuple[int, float]]
+    # Each fold's chosen (k, similarity_threshold, vote_weight or None where not swept):
+    # how stable the choice is.
+    chosen: list[tuple[int, float, float | None]]
 
 
 def _folds(truth: Sequence[str], folds: int, seed: int) -> np.ndarray:
@@ -68,7 +69,7 @@ def cross_validate(
         choice = sweep(
             train, router, zs, oos_label=oos_label, none_label=none_label, **options
         ).best
-        chosen.append((choice.k, round(choice.similarity_threshold, 4)))
+        chosen.append((choice.k, round(choice.similarity_threshold, 4), choice.vote_weight))
         r, z = choice.settings(router, zs)
         _, ids, pred, used = decisions(test, r, z, none_label)
         names = {i: label for label, i in ids.items()}

@@ -44,19 +44,22 @@ class Choice:
     zero_shot_rate: float
     # Whether the constraint holds on its Wilson bound over the tuning rows.
     meets_target: bool = True
+    # router.vote_weight, where the rows have the head's scores to mix (None: not swept).
+    vote_weight: float | None = None
 
     def settings(
         self, router: RouterSettings, zs: ZeroShotSettings
     ) -> tuple[RouterSettings, ZeroShotSettings]:
         """``router`` and ``zs`` with the chosen values."""
-        chosen = router.model_copy(
-            update={
-                "k": self.k,
-                "similarity_threshold": self.similarity_threshold,
-                "min_margin": self.min_margin,
-                "label_thresholds": dict(self.label_thresholds),
-            }
-        )
+        update: dict[str, object] = {
+            "k": self.k,
+            "similarity_threshold": self.similarity_threshold,
+            "min_margin": self.min_margin,
+            "label_thresholds": dict(self.label_thresholds),
+        }
+        if self.vote_weight is not None:
+            update["vote_weight"] = self.vote_weight
+        chosen = router.model_copy(update=update)
         return chosen, zs.model_copy(update={"threshold": self.zero_shot_threshold})
 
     def figures(self) -> dict[str, float | None]:
@@ -145,6 +148,7 @@ def sweep(
     # tenths: the grid spans both scales.
     margins: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
     zero_shot_thresholds: Sequence[float] = (),
+    vote_weights: Sequence[float] = (),
     per_label: bool = True,
     min_label_queries: int = 20,
     min_label_threshold: float | None = None,
@@ -154,8 +158,10 @@ def sweep(
     """The best decision parameters under ``objective`` (``oos``: in-scope accuracy with
     out-of-scope recall >= target; ``zero-shot-rate``: accuracy with zero-shot rate <=
     target), the constraint holding on its Wilson bound at ``z`` (0: point estimate).
-    A per-label threshold never goes below ``min_label_threshold`` (None: the shared
-    threshold minus 0.1), so no label is tuned into never falling back."""
+    With the head's scores in ``pre``, router.vote_weight is swept too (``vote_weights``,
+    default 0 to 0.9; a tie keeps the smaller). A per-label threshold never goes below
+    ``min_label_threshold`` (None: the shared threshold minus 0.1), so no label is tuned
+    into never falling back."""
     ids = pre.label_ids()
     trial = _Trial(
         truth=np.array([ids[t] for t in pre.truth]),
@@ -171,15 +177,27 @@ def sweep(
     ks = sorted({min(k, k_max) for k in (ks or (1, 3, 5, 10, k_max))})
     thresholds = list(thresholds or np.round(np.arange(0.0, 1.0001, 0.01), 3))
     zero_shot_thresholds = _zero_shot_grid(zero_shot_thresholds, pre, trial, zs)
+    with_head = any(pre.head)
+    weights = sorted(set(vote_weights or VOTE_WEIGHTS)) if with_head else [router.vote_weight]
     arrays = {
-        k: vote_arrays(pre.groups, pre.head, pre.zero_shot, k, router, zs, ids, none_label)
+        (k, w): vote_arrays(
+            pre.groups,
+            pre.head,
+            pre.zero_shot,
+            k,
+            router.model_copy(update={"vote_weight": w}),
+            zs,
+            ids,
+            none_label,
+        )
         for k in ks
+        for w in weights
     }
-    grid = itertools.product(ks[::-1], margins, zero_shot_thresholds)
-    best_value, (k, t, margin, z, figures), evaluated = _best_shared(
+    grid = itertools.product(ks[::-1], weights, margins, zero_shot_thresholds)
+    best_value, (k, w, t, margin, z, figures), evaluated = _best_shared(
         trial, arrays, grid, thresholds
     )
-    a = arrays[k]
+    a = arrays[(k, w)]
     label_thresholds: dict[str, float] = {}
     if per_label:
         floor = min_label_threshold if min_label_threshold is not None else t - 0.1
@@ -205,34 +223,40 @@ def sweep(
         coverage=float(figures["coverage"] or 0.0),
         zero_shot_rate=float(figures["zero_shot_rate"] or 0.0),
         meets_target=objective == "accuracy" or best_value >= 0.0,
+        vote_weight=float(w) if with_head else None,
     )
     curve = _curve(trial, a, thresholds, margin, z)
     return Sweep(best=choice, evaluated=evaluated, curve=curve)
 
 
-_Best = tuple[int, float, float, float, dict[str, float | None]]  # k, t, margin, z, figures
+# The vote weights tried where the head's scores can be mixed with the vote's: 1.0 is
+# router.use_head false, which is the user's choice, not the tuner's.
+VOTE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(10))
+
+# k, vote weight, t, margin, z, figures
+_Best = tuple[int, float, float, float, float, dict[str, float | None]]
 
 
 def _best_shared(
     trial: _Trial,
-    arrays: dict[int, VoteArrays],
-    grid: Iterable[tuple[int, float, float]],
+    arrays: dict[tuple[int, float], VoteArrays],
+    grid: Iterable[tuple[int, float, float, float]],
     thresholds: Sequence[float],
 ) -> tuple[float, _Best, int]:
     """(objective value, best parameters with their figures, trials run) of one similarity
-    threshold for every label, over ``grid`` (k, margin, zero-shot threshold) and
-    ``thresholds``; the first best wins a tie."""
+    threshold for every label, over ``grid`` (k, vote weight, margin, zero-shot
+    threshold) and ``thresholds``; the first best wins a tie."""
     best_value, best = -np.inf, None
     evaluated = 0
     # Largest k first (the grid's order), so a tie keeps it: fewer labels fetched gained
     # nothing, and a smaller k only removes labels the head (or a later table) may pick.
-    for k, margin, z in grid:
-        a = arrays[k]
+    for k, w, margin, z in grid:
+        a = arrays[(k, w)]
         for t in thresholds:
             figures, value = trial.run(a, np.full(len(trial.truth), t), margin, z)
             evaluated += 1
             if value > best_value:
-                best_value, best = value, (k, t, margin, z, figures)
+                best_value, best = value, (k, w, t, margin, z, figures)
     assert best is not None
     return best_value, best, evaluated
 

@@ -44,6 +44,8 @@ def write_tuned(
     router["k"] = choice.k
     router["similarity_threshold"] = round(choice.similarity_threshold, 4)
     router["min_margin"] = round(choice.min_margin, 4)
+    if choice.vote_weight is not None:
+        router["vote_weight"] = round(choice.vote_weight, 4)
     router["label_thresholds"] = {
         k: round(v, 4) for k, v in sorted(choice.label_thresholds.items())
     }

@@ -26,6 +26,7 @@ __all__ = [
     "Vote",
     "VoteArrays",
     "answer_confidence",
+    "blend",
     "calibrate",
     "label_scores",
     "leave_reasons",
@@ -64,6 +65,23 @@ def shares(scores: Sequence[LabelScore], temperature: float) -> list[LabelScore]
     weights = [math.exp((s.score - top) / temperature) for s in scores]
     total = sum(weights)
     ranked = [LabelScore(s.label, w / total) for s, w in zip(scores, weights, strict=True)]
+    return sorted(ranked, key=lambda s: s.score, reverse=True)
+
+
+def blend(
+    head: Sequence[LabelScore], groups: Sequence[Group], router: RouterSettings
+) -> list[LabelScore]:
+    """The head's label scores mixed with the vote's: ``(1 - w) * probability + w *
+    share``, ``w`` = router.vote_weight, the shares over ``groups`` at
+    router.vote_temperature (a label outside them has none), best first. The head's
+    probabilities as given at ``w`` = 0."""
+    weight = router.vote_weight
+    if not weight:
+        return list(head)
+    mixed = {s.label: (1.0 - weight) * s.score for s in head}
+    for s in shares(label_scores(groups, router.label_score), router.vote_temperature):
+        mixed[s.label] = mixed.get(s.label, 0.0) + weight * s.score
+    ranked = [LabelScore(label, score) for label, score in mixed.items()]
     return sorted(ranked, key=lambda s: s.score, reverse=True)
 
 
@@ -160,9 +178,14 @@ def take_vote(
     ``none_label`` (table.none_label) never votes and is never answered."""
     if none_label is not None:
         groups = [g for g in groups if g.label != none_label]
-    scores = tuple(head) if head is not None else tuple(label_scores(groups, router.label_score))
+    if head is not None:
+        scores = tuple(blend(head, groups, router))
+    else:
+        scores = tuple(label_scores(groups, router.label_score))
+    # With a vote weight the head's scores are mixed with the vote's shares.
+    named = "head+vote p" if head is not None and router.vote_weight else "head p"
     if head is not None and scores and scores[0].label == none_label:
-        detail = f"head p={scores[0].score:.3f} for the none label {none_label!r}"
+        detail = f"{named}={scores[0].score:.3f} for the none label {none_label!r}"
         return _refusal(groups, scores, router, zero_shot, detail, head=True, none=True)
     if not scores:
         return _refusal(groups, scores, router, zero_shot, "no neighbours")
@@ -183,7 +206,7 @@ def take_vote(
     unsure = confidence < router.min_confidence
 
     reasons = []
-    parts = [f"head p={top.score:.3f} for {top.label!r}"] if head is not None else []
+    parts = [f"{named}={top.score:.3f} for {top.label!r}"] if head is not None else []
     if not hits:
         parts.append(f"no example of {top.label!r} among the {router.k} nearest labels")
     elif low:
@@ -234,7 +257,7 @@ class VoteArrays:
     sims: FloatArray  # the winner's group similarities, padded with -inf
     zs_label: IntArray  # best zero-shot label id among the candidates, -1 if none
     zs_score: FloatArray
-    share: FloatArray  # the winner's deciding score: vote share, or head probability
+    share: FloatArray  # the winner's deciding score: vote share, or head(+vote) probability
     via_head: npt.NDArray[np.bool_]  # whether the head picked (its calibration applies)
     none: npt.NDArray[np.bool_]  # the head picked the none label: NO_MATCH, no fallback
 
@@ -266,7 +289,11 @@ def vote_arrays(
     for q, all_groups in enumerate(groups):
         query_groups = [g for g in all_groups[:k] if g.label != none_label]
         head = heads[q] if heads else None
-        scores = list(head) if head else label_scores(query_groups, router.label_score)
+        scores = (
+            blend(head, query_groups, router)
+            if head
+            else label_scores(query_groups, router.label_score)
+        )
         if not scores:
             continue
         out.via_head[q] = bool(head)

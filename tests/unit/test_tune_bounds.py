@@ -13,7 +13,7 @@ from qroute.evaluation.bounds import wilson
 from qroute.evaluation.calibration import expected_calibration_error, fit_calibration
 from qroute.evaluation.crossval import cross_validate
 from qroute.evaluation.precompute import Precomputed
-from qroute.evaluation.tune import decisions, sweep
+from qroute.evaluation.tune import decisions, predict, sweep
 from qroute.evaluation.tuned import write_tuned
 from qroute.routing.vote import calibrate
 from qroute.types import Group, Hit, LabelScore
@@ -115,7 +115,7 @@ def test_cross_validation_pools_held_out_figures_with_ranges() -> None:
     assert recall is not None and low <= recall <= high
     # Every fold sees ~80 out-of-scope rows: 0.7 (and its 0.97 recall) is the only
     # setting whose bound can reach 0.9 there, so no fold may choose 0.6.
-    assert all(t != 0.6 for _, t in validated.chosen)
+    assert all(t != 0.6 for _, t, _ in validated.chosen)
 
 
 def _calibration_rows() -> Precomputed:
@@ -199,3 +199,40 @@ def test_the_tuner_reaches_a_heads_probability_margin() -> None:
     )
     assert found.best.min_margin >= 0.1
     assert found.best.oos_recall == 1.0 and found.best.in_scope_accuracy == 1.0
+
+
+def _unsure_head(noisy: int) -> Precomputed:
+    """300 rows of labels a / b whose neighbours are right with a clear lead; the head is
+    right and sure on the rest, but on ``noisy`` rows it leans the wrong way, unsure."""
+    truth = (["a", "b"] * 150)[:300]
+    groups, heads = [], []
+    for i, label in enumerate(truth):
+        other = "b" if label == "a" else "a"
+        groups.append(
+            [
+                Group(label, (Hit(f"{label}{i}", "", label, 0.9),)),
+                Group(other, (Hit(f"{other}{i}", "", other, 0.75),)),
+            ]
+        )
+        if i < noisy:
+            heads.append([LabelScore(other, 0.58), LabelScore(label, 0.42)])
+        else:
+            heads.append([LabelScore(label, 0.9), LabelScore(other, 0.1)])
+    return Precomputed(truth, groups, [{} for _ in truth], "", heads)
+
+
+def test_the_tuner_mixes_in_the_vote_only_where_it_corrects_the_head(tmp_path: Path) -> None:
+    router = RouterSettings(k=2, group_size=1, similarity_threshold=0.0, use_head=True)
+    options = {"ks": [2], "thresholds": [0.0], "margins": [0.0], "per_label": False}
+    corrected = sweep(_unsure_head(60), router, ZS, **options).best  # type: ignore[arg-type]
+    assert corrected.vote_weight is not None and 0.0 < corrected.vote_weight < 1.0
+    assert corrected.accuracy == 1.0  # the head alone: 0.8
+    # Where the head is never wrong, mixing gains nothing and a tie keeps the head alone.
+    assert sweep(_unsure_head(0), router, ZS, **options).best.vote_weight == 0.0  # type: ignore[arg-type]
+    # Without the head's scores there is nothing to mix: not swept, not written.
+    assert sweep(_pre([("a", 0.8)] * 10), ROUTER, ZS).best.vote_weight is None
+    path = tmp_path / "qroute.yaml"
+    write_tuned(path, corrected, encoder="e", index_version="v", objective="accuracy", data="d")
+    assert load_settings(path).router.vote_weight == corrected.vote_weight
+    r, _ = corrected.settings(router, ZS)
+    assert predict(_unsure_head(60), r, ZS) == _unsure_head(60).truth

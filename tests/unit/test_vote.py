@@ -176,6 +176,25 @@ def test_the_none_label_never_votes_and_a_head_choosing_it_is_no_match() -> None
     assert vote.none and vote.reasons
 
 
+def test_neighbours_that_agree_outvote_an_unsure_head_only_with_a_vote_weight() -> None:
+    zs = ZeroShotSettings()
+    groups = [_group("b", 0.9, 0.88, 0.87), _group("a", 0.6, 0.5, 0.5)]
+    head = [LabelScore("a", 0.55), LabelScore("b", 0.45)]
+    alone = take_vote(groups, RouterSettings(similarity_threshold=0.0), zs, head)
+    assert alone.scores == tuple(head) and alone.scores[0].label == "a"
+    assert alone.detail.startswith("head p=0.550")
+    mixed = take_vote(groups, RouterSettings(similarity_threshold=0.0, vote_weight=0.5), zs, head)
+    # The vote's share of "b" is ~1 at the default temperature: 0.5 * 0.45 + 0.5 * 1.
+    assert mixed.scores[0].label == "b"
+    assert mixed.scores[0].score == pytest.approx(0.725, abs=1e-3)
+    assert sum(s.score for s in mixed.scores) == pytest.approx(1.0)
+    assert mixed.detail.startswith("head+vote p=0.72") and "for 'b'" in mixed.detail
+    # A head that is sure keeps its label against the same neighbours.
+    sure = [LabelScore("a", 0.95), LabelScore("b", 0.05)]
+    kept = take_vote(groups, RouterSettings(similarity_threshold=0.0, vote_weight=0.4), zs, sure)
+    assert kept.scores[0].label == "a"
+
+
 def test_calibration_knots_must_be_monotone() -> None:
     with pytest.raises(ValueError, match=r"calibration\.knn"):
         RouterSettings(calibration={"knn": [(0.2, 0.5), (0.5, 0.4)]})
@@ -199,6 +218,7 @@ def _head(draw: st.DrawFn) -> list[LabelScore]:
     min_confidence=st.sampled_from([0.0, 0.3, 0.6]),
     calibrated=st.booleans(),
     none_label=st.sampled_from([None, "d"]),
+    vote_weight=st.sampled_from([0.0, 0.4, 0.9]),
 )
 def test_the_replay_decides_as_the_vote_with_the_head(
     queries: list[tuple[tuple[list[Group], dict[str, float]], list[LabelScore]]],
@@ -206,6 +226,7 @@ def test_the_replay_decides_as_the_vote_with_the_head(
     min_confidence: float,
     calibrated: bool,
     none_label: str | None,
+    vote_weight: float,
 ) -> None:
     router = RouterSettings(
         k=4,
@@ -213,6 +234,7 @@ def test_the_replay_decides_as_the_vote_with_the_head(
         similarity_threshold=threshold,
         calibration={"head": [(0.2, 0.1), (0.8, 0.7)]} if calibrated else {},
         min_confidence=min_confidence,
+        vote_weight=vote_weight,
     )
     zs = ZeroShotSettings(threshold=0.5, candidates="vote", top_n=2)
     groups = [g for (g, _), _ in queries]
