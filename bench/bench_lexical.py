@@ -10,8 +10,10 @@ removed, a space added inside a word, one letter dropped; the English counterpar
 `qroute typos`), duplicates (text, label) dropped: 60,3xx rows. ``--rows`` cuts it
 (to develop on a small size).
 
-    python bench/bench_lexical.py [--rows 0] [--n 2000] [--concurrency 64]
+    python bench/bench_lexical.py [--rows 0] [--n 2000] [--concurrency 64] [--workers 1]
         [--min-query-idf X] [--compare N] [--accuracy clinc150,stylekqc]
+
+Requests go over 8 connections, so that with --workers > 1 every worker gets its share.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -30,8 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import grpc
-from _load import free_port, throughput, until_classifying
+from _load import Served, free_port, throughput
 from _results import write_results, write_table
 from ruamel.yaml import YAML
 
@@ -42,7 +42,6 @@ from qroute_indexer import run_index  # noqa: E402
 
 from qroute.config import Settings  # noqa: E402
 from qroute.table import read_table  # noqa: E402
-from qroute.v1 import router_pb2_grpc  # noqa: E402
 
 CLINC = ROOT.parent.parent / "shared" / "datasets" / "clinc150"
 if not CLINC.is_dir():
@@ -121,46 +120,44 @@ def _settings(
 
 
 async def _serve_and_measure(
-    config: Path, port: int, queries: list[str], concurrency: int, profile: Path | None
+    config: Path,
+    port: int,
+    queries: list[str],
+    concurrency: int,
+    workers: int,
+    profile: Path | None,
 ) -> float:
     # The result cache off: these figures time the search path, and the query
     # lists repeat (warm-up, passes).
-    env = {**os.environ, "QROUTE_CONFIG": str(config), "QROUTE_ROUTER__CACHE_SIZE": "0"}
-    command = [sys.executable, "-m", "qroute", "serve"]
-    router = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    served = Served(config, port, workers, env={"QROUTE_ROUTER__CACHE_SIZE": "0"})
     spy = None
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), 120)
-            stub = router_pb2_grpc.RouterServiceStub(channel)
-            await until_classifying(stub)
-            await throughput(stub, queries[:200], concurrency)  # warm-up
-            if profile is not None:
-                spy = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-o",
-                        str(profile),
-                        "-f",
-                        "speedscope",
-                        "-p",
-                        str(router.pid),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                await asyncio.sleep(1.0)
-            return await throughput(stub, queries, concurrency)
+        await served.ready()
+        await throughput(served.stubs, queries[:200], concurrency)  # warm-up
+        if profile is not None:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "-o",
+                    str(profile),
+                    "-f",
+                    "speedscope",
+                    "-p",
+                    str(served.process.pid),
+                    "--subprocesses",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1.0)
+        return await throughput(served.stubs, queries, concurrency)
     finally:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=60)
-        router.terminate()
-        router.wait(timeout=30)
+        await served.close()
 
 
 def _same_answer(a: Any, b: Any) -> bool:
@@ -239,6 +236,9 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=0, help="cut the large table (0: all)")
     parser.add_argument("--n", type=int, default=2000, help="requests timed per table")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server.workers of both routers (0: one per core)"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the large run here")
     parser.add_argument(
         "--min-query-idf", type=float, default=None, help="lexical.min_query_idf (default off)"
@@ -282,7 +282,7 @@ async def main() -> None:
             queries = (texts * (args.n // len(texts) + 1))[: args.n]
             profile = args.profile if name == "large" else None
             results[f"{name}_qps"] = await _serve_and_measure(
-                config, port, queries, args.concurrency, profile
+                config, port, queries, args.concurrency, args.workers, profile
             )
             print(
                 f"{name:<6} {table.name:<22} {results[f'{name}_qps']:8.1f} requests/s", flush=True
@@ -300,7 +300,8 @@ async def main() -> None:
             print(f"{dataset} train alone, all of dev: pruned vs whole: {compared}", flush=True)
     ratio = results["large_qps"] / results["small_qps"]
     print(
-        f"lexical router at concurrency {args.concurrency}: {rows} rows, {labels} labels "
+        f"lexical router at concurrency {args.concurrency}, workers {args.workers}: {rows} "
+        f"rows, {labels} labels "
         f"{results['large_qps']:.1f} req/s / 313-row example {results['small_qps']:.1f} req/s "
         f"= {ratio:.2f}   (target >= 0.5)"
     )

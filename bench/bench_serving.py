@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
-from _load import free_port, until_classifying
+from _load import Served, free_port, throughput
 from _results import write_results, write_table
 from ruamel.yaml import YAML
 
@@ -49,7 +46,6 @@ from qroute.embedding.dense import SentenceTransformerEncoder  # noqa: E402
 from qroute.routing.cache import ResultCache  # noqa: E402
 from qroute.types import Decision, Prediction, Query, Thresholds  # noqa: E402
 from qroute.v1 import router_pb2 as pb  # noqa: E402
-from qroute.v1 import router_pb2_grpc  # noqa: E402
 
 DATA = Path("/work/shared/datasets/clinc150")
 
@@ -65,51 +61,8 @@ def _rows(path: Path) -> list[Row]:
         return [Row(r["text"], r["label"]) for r in map(json.loads, handle)]
 
 
-class Served:
-    """A `qroute serve` process and a pool of connections to it (one per channel, so
-    that SO_REUSEPORT spreads them over the workers)."""
-
-    def __init__(self, config: Path, port: int, workers: int, connections: int = 8) -> None:
-        env = {**os.environ, "QROUTE_CONFIG": str(config), "QROUTE_SERVER__WORKERS": str(workers)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "qroute", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        options = [("grpc.use_local_subchannel_pool", 1)]
-        self.channels = [
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
-            for _ in range(connections)
-        ]
-        self.stubs = [router_pb2_grpc.RouterServiceStub(c) for c in self.channels]
-
-    async def ready(self) -> None:
-        for stub in self.stubs:
-            await until_classifying(stub, tries=900)
-
-    async def config_version(self) -> str:
-        info = await self.stubs[0].GetIndexInfo(pb.GetIndexInfoRequest(), timeout=5)
-        return str(info.config_version)
-
-    async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
 async def _throughput(served: Served, queries: list[str], concurrency: int = 32) -> float:
-    pending = list(reversed(queries))
-
-    async def worker(i: int) -> None:
-        stub = served.stubs[i % len(served.stubs)]
-        while pending:
-            await stub.Classify(pb.ClassifyRequest(text=pending.pop()), timeout=120)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return len(queries) / (time.perf_counter() - start)
+    return await throughput(served.stubs, queries, concurrency)
 
 
 async def _latencies(served: Served, queries: list[str]) -> list[float]:
