@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,10 @@ class EmbeddedStore:
         if shard is None:
             raise IndexWriteError(f"version {version} is not open for writing in this process")
         operation = UpdateOperation.upsert_points(
-            [EdgePoint(p.id, edge.point_vector(p), dict(p.payload)) for p in points]
+            [
+                EdgePoint(edge.point_key(p.id), edge.point_vector(p), {"row_id": p.id, **p.payload})
+                for p in points
+            ]
         )
         await asyncio.to_thread(shard.update, operation)
         written = self._unflushed.get(version, 0) + len(points)
@@ -206,13 +210,19 @@ class EmbeddedStore:
             await self._release(version, reader)
 
     async def vectors(self, version: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        keys = {edge.point_key(i): i for i in ids}
+        # This release's versions hold each row under its point_key; older ones under the
+        # row id itself (a UUID), which a live version being reused may still be.
+        wanted = [*keys, *(i for i in ids if _is_uuid(i))]
         reader = await self._acquire(version)
         try:
-            records = await asyncio.to_thread(reader.shard.retrieve, list(ids), False, True)
+            records = await asyncio.to_thread(reader.shard.retrieve, wanted, False, True)
         finally:
             await self._release(version, reader)
         return {
-            str(r.id): list(r.vector.get("", ()) if isinstance(r.vector, dict) else r.vector)
+            keys[r.id] if type(r.id) is int else str(r.id): list(
+                r.vector.get("", ()) if isinstance(r.vector, dict) else r.vector
+            )
             for r in records
         }
 
@@ -447,6 +457,14 @@ class EmbeddedStore:
             await asyncio.to_thread(reader.close)
         for shard in writers.values():
             shard.close()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _grouped_sparse(
