@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from qroute.store.base import LEXICAL, RRF_K, Candidate, Point, SearchVector, fused_candidates
+from qroute.store.base import LEXICAL, RRF_K, Candidate, Point, SearchVector
 from qroute.store.metadata import LABEL_FIELD, hit_from_payload
 from qroute.types import Group, Hit, SparseVector
 
 __all__ = [
+    "LEXICAL_PAGE",
     "PAGES",
     "create_shard",
     "fused",
@@ -31,6 +32,9 @@ __all__ = [
 
 # The page sizes ``grouped_by_map`` tries, in turn, before it falls back to ``grouped``.
 PAGES = (1024, 4096)
+# How deep ``fused`` reads the lexical ranking, to find its dense candidates' lexical
+# similarities there instead of searching for them again.
+LEXICAL_PAGE = 256
 # Points per scroll call when reading a version's labels.
 _LABEL_PAGE = 512
 # The most one round asks for.
@@ -48,51 +52,88 @@ def fused(
     hnsw_ef: int | None = None,
 ) -> list[list[Candidate]]:
     """For each query, ``limit`` candidates by each vector fused by reciprocal rank
-    (best first), each with both its similarities, scored by the shard itself.
-    ``hnsw_ef``: the beam of the dense search (None: Qdrant's default)."""
-    from qdrant_edge import (
-        Filter,
-        Fusion,
-        HasIdCondition,
-        Prefetch,
-        QueryBatchRequest,
-        QueryRequest,
-    )
+    (best first; a tie keeps the dense one first), each with both its similarities, as
+    scored by the shard. ``hnsw_ef``: the beam of the dense search (None: Qdrant's
+    default).
 
-    # 1. Candidates from both vectors, fused by rank (no vectors returned).
-    fused = []
+    Qdrant Edge's own fusion returns the fused rank only, and scoring its candidates by
+    the lexical vector afterwards (a search filtered by their ids) walks the query's
+    posting lists again, which costs as much as the lexical search itself. So one batch
+    asks each vector for its nearest, the lexical one ``LEXICAL_PAGE`` deep (it then
+    holds the lexical similarity of almost every dense candidate), the ranks are fused
+    here with Qdrant's formula, and only what is still missing is scored by id: the dense
+    similarity of the lexical candidates (cheap) and the lexical one of dense candidates
+    beyond a full page (rare)."""
+    from qdrant_edge import Filter, HasIdCondition, QueryBatchRequest, QueryRequest
+
+    # 1. Each vector's nearest, ids and scores only.
+    page = max(limit, LEXICAL_PAGE)
+    nearest_first = []
     for d, s, allowed in zip(dense, sparse, labels, strict=True):
         allowed_only = query_filter(allowed, ())
-        prefetches = [
-            Prefetch(
-                limit=limit,
-                query=query(d),
-                filter=allowed_only,
-                params=search_params(d, hnsw_ef),
-            ),
-            Prefetch(limit=limit, query=query(s), filter=allowed_only),
-        ]
-        fused.append(
+        nearest_first.append(
             QueryRequest(
-                limit=2 * limit,
-                prefetches=prefetches,
-                query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub: Fusion, not Fusion.Rrf
-                with_payload=True,
+                limit=limit, query=query(d), filter=allowed_only, params=search_params(d, hnsw_ef)
             )
         )
-    found = shard.query_batch(QueryBatchRequest(fused)) if fused else []
-    # 2. Both similarities of exactly those candidates, scored by the shard itself:
-    #    cheaper than shipping their vectors back, and the same arithmetic.
-    scoring = []
-    for d, s, points in zip(dense, sparse, found, strict=True):
-        ids = Filter(must=[HasIdCondition({p.id for p in points})])
-        n = max(len(points), 1)
-        scoring.append(QueryRequest(limit=n, query=query(d), filter=ids))
-        scoring.append(QueryRequest(limit=n, query=query(s), filter=ids))
-    scores = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
-    return [
-        fused_candidates(points, scores[2 * i], scores[2 * i + 1]) for i, points in enumerate(found)
-    ]
+        nearest_first.append(QueryRequest(limit=page, query=query(s), filter=allowed_only))
+    found = shard.query_batch(QueryBatchRequest(nearest_first)) if nearest_first else []
+    # 2. Fused by rank; what each candidate still lacks.
+    plans = []
+    scoring: list[Any] = []
+    for i, (d, s) in enumerate(zip(dense, sparse, strict=True)):
+        by_dense = {p.id: float(p.score) for p in found[2 * i]}
+        lexical_page = found[2 * i + 1]
+        by_lexical = {p.id: float(p.score) for p in lexical_page}
+        rank: dict[Any, float] = {}
+        for position, pid in enumerate(by_dense):
+            rank[pid] = 1.0 / (RRF_K + position)
+        for position, p in enumerate(lexical_page[:limit]):
+            rank[p.id] = rank.get(p.id, 0.0) + 1.0 / (RRF_K + position)
+        order = sorted(rank, key=rank.__getitem__, reverse=True)
+        # A page shorter than asked holds every point that shares a term with the query:
+        # one missing from it has lexical similarity 0.
+        lexical_missing = (
+            [pid for pid in order if pid not in by_lexical] if len(lexical_page) == page else []
+        )
+        dense_missing = [pid for pid in order if pid not in by_dense]
+        asks = []
+        for missing, vector in ((dense_missing, d), (lexical_missing, s)):
+            if missing:
+                asks.append((len(scoring), missing is dense_missing))
+                scoring.append(
+                    QueryRequest(
+                        limit=len(missing),
+                        query=query(vector),
+                        filter=Filter(must=[HasIdCondition(set(missing))]),
+                        params=search_params(vector, hnsw_ef),
+                    )
+                )
+        plans.append((order, rank, by_dense, by_lexical, asks))
+    scored = shard.query_batch(QueryBatchRequest(scoring)) if scoring else []
+    # 3. The payloads of the candidates.
+    ids = [pid for order, *_ in plans for pid in order]
+    payloads = (
+        {r.id: r.payload for r in shard.retrieve(ids, list(HIT_FIELDS), False)} if ids else {}
+    )
+    answer = []
+    for order, rank, by_dense, by_lexical, asks in plans:
+        for at, is_dense in asks:
+            (by_dense if is_dense else by_lexical).update(
+                (p.id, float(p.score)) for p in scored[at]
+            )
+        answer.append(
+            [
+                Candidate(
+                    # The hit's own score is the fused one, as Qdrant's fusion gives it.
+                    hit_from_payload(pid, rank[pid], payloads.get(pid)),
+                    by_dense.get(pid, 0.0),
+                    by_lexical.get(pid, 0.0),
+                )
+                for pid in order
+            ]
+        )
+    return answer
 
 
 def nearest(
