@@ -36,6 +36,25 @@ async def until_classifying(stub: router_pb2_grpc.RouterServiceStub, tries: int 
     raise RuntimeError("the router did not start answering")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and all its descendants so far, from
+    /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            # Fields after the parenthesised name: utime and stime are the 12th and 13th.
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited meanwhile
+    return total
+
+
 class Served:
     """A `qroute serve` process with ``workers`` and a pool of connections to it: one per
     channel, so that SO_REUSEPORT spreads them over the workers (one channel would reach

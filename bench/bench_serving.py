@@ -1,7 +1,9 @@
 """Serving benchmark (issue 18): every core used, and the result cache. One run, one model.
 
 (1) Service throughput at concurrency 32 (cache off) / the encoder's own batch-32
-    throughput in this process, for server.workers = 1 and 2 (target >= 0.85).
+    throughput in this process, for server.workers = 1 and 2 (target >= 0.85); beside it
+    the same per CPU-second (the routers' processes against the encoder's), and the CPU
+    per query of the routers and of the load generator, which shares their cores.
 (2) Cache: p50 Classify latency of a repeated query / p50 of a miss, sequential
     (target <= 0.2); throughput on a replay of a Zipf-distributed (s = 1.1) query stream,
     cache on / off; the cache's cost on an all-miss stream: throughput cache on / off at
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _load import Served, free_port, throughput
+from _load import Served, cpu_seconds, free_port, throughput
 from _results import write_results, write_table
 from ruamel.yaml import YAML
 
@@ -165,11 +167,14 @@ async def main() -> None:
         # The encoder's own batch-32 throughput, in this process (torch's default threads).
         sample = dev[: args.n]
         encoder.encode(sample[:32])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for offset in range(0, len(sample), 32):
             encoder.encode(sample[offset : offset + 32])
         encoder_qps = len(sample) / (time.perf_counter() - start)
+        # Queries per CPU-second (all of torch's threads): the encoder's work, and nothing else.
+        encoder_per_cpu = len(sample) / (time.process_time() - cpu)
         results["encoder_batch32_qps"] = encoder_qps
+        results["encoder_batch32_queries_per_cpu_s"] = encoder_per_cpu
         del encoder
 
         served_qps: dict[int, float] = {}
@@ -178,15 +183,31 @@ async def main() -> None:
             try:
                 await served.ready()
                 await _throughput(served, dev[-64:])  # warm every worker
-                served_qps[workers] = await _throughput(served, next(passes))
+                queries = next(passes)
+                router_cpu, load_cpu = cpu_seconds(served.process.pid), time.process_time()
+                served_qps[workers] = await _throughput(served, queries)
+                router_cpu = cpu_seconds(served.process.pid) - router_cpu
+                load_cpu = time.process_time() - load_cpu
             finally:
                 await served.close()
-            results[f"workers{workers}_c32_qps"] = served_qps[workers]
-            results[f"workers{workers}_ratio"] = served_qps[workers] / encoder_qps
+            # Where the two cores went: the routers' CPU per query, and the load
+            # generator's (this process), which the encoder's figure did not share.
+            per_cpu = len(queries) / router_cpu
+            results |= {
+                f"workers{workers}_c32_qps": served_qps[workers],
+                f"workers{workers}_ratio": served_qps[workers] / encoder_qps,
+                f"workers{workers}_router_cpu_ms_per_query": 1000 * router_cpu / len(queries),
+                f"workers{workers}_load_cpu_ms_per_query": 1000 * load_cpu / len(queries),
+                f"workers{workers}_cpu_ratio": per_cpu / encoder_per_cpu,
+            }
             print(
                 f"(1) workers={workers}: concurrency 32 {served_qps[workers]:.1f} q/s / encoder "
                 f"batch-32 {encoder_qps:.1f} q/s = {served_qps[workers] / encoder_qps:.3f}  "
-                "(target >= 0.85)",
+                "(target >= 0.85)\n"
+                f"    per CPU-second: routers {per_cpu:.1f} q / encoder {encoder_per_cpu:.1f} q "
+                f"= {per_cpu / encoder_per_cpu:.3f}; CPU per query: routers "
+                f"{1000 * router_cpu / len(queries):.2f} ms, load generator "
+                f"{1000 * load_cpu / len(queries):.2f} ms",
                 flush=True,
             )
 
