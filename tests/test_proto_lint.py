@@ -41,5 +41,16 @@ def test_no_breaking_change_since_the_release() -> None:
             f"commit {RELEASED} (the released proto) is not in this clone: "
             "fetch the full history (`git fetch --unshallow`)"
         )
-    result = _buf("breaking", "proto", "--against", f".git#ref={RELEASED},subdir=proto")
+    # buf clones the repository to a limited depth before it looks for the ref, and
+    # failed once the release was 219 commits back: ask for the whole way to it.
+    since = subprocess.run(
+        ["git", "rev-list", "--count", f"{RELEASED}..HEAD"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    depth = int(since.stdout) + 1
+    against = f".git#ref={RELEASED},subdir=proto,depth={depth}"
+    result = _buf("breaking", "proto", "--against", against)
     assert result.returncode == 0, f"buf breaking:\n{result.stdout}{result.stderr}"
