@@ -7,12 +7,12 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from qroute.store.base import LEXICAL, RRF_K, Candidate, Point, SearchVector
 from qroute.store.metadata import LABEL_FIELD, hit_from_payload
-from qroute.types import Group, Hit, SparseVector
+from qroute.types import Group, SparseVector
 
 __all__ = [
     "LEXICAL_PAGE",
@@ -142,6 +142,7 @@ def nearest(
     allowed: Sequence[str] | None,
     exclude: Sequence[str] = (),
     hnsw_ef: int | None = None,
+    with_payload: bool = True,
 ) -> Any:
     from qdrant_edge import QueryRequest
 
@@ -149,7 +150,7 @@ def nearest(
         limit=limit,
         query=query(vector),
         filter=query_filter(allowed, exclude),
-        with_payload=list(HIT_FIELDS),
+        with_payload=list(HIT_FIELDS) if with_payload else False,
         params=search_params(vector, hnsw_ef),
     )
 
@@ -216,7 +217,11 @@ def grouped(
     group_size: int,
     labels: Sequence[Sequence[str] | None],
     hnsw_ef: int | None = None,
+    label_of: Mapping[Any, str] | None = None,
 ) -> list[list[Group]]:
+    """Each query's ``groups`` nearest labels with their ``group_size`` nearest hits.
+    ``label_of``: every point's label by ``_key`` of its id (``labels_by_id``): the
+    searches then read ids and scores only, and the payloads of just the hits kept."""
     # Qdrant Edge has no group-by; this is its exact equivalent in batched rounds.
     # 1. Nearest neighbours among the labels not seen yet, until `groups` labels are
     #    seen or the examples run out. Labels first seen in a round are nearer (by
@@ -224,13 +229,43 @@ def grouped(
     #    order, are the top groups. Excluding seen labels keeps a label with many
     #    near-duplicates from filling every round.
     # 2. One filtered search per top label that holds fewer than group_size hits.
-    found, complete = _rounds(shard, vectors, groups, group_size, labels, hnsw_ef)
-    _complete_groups(shard, vectors, found, complete, groups, group_size, hnsw_ef)
-    answer = []
+    found, complete = _rounds(shard, vectors, groups, group_size, labels, hnsw_ef, label_of)
+    _complete_groups(shard, vectors, found, complete, groups, group_size, hnsw_ef, label_of)
+    kept = []
     for by_label in found:
-        ranked = sorted(by_label.items(), key=lambda item: item[1][0].similarity, reverse=True)
-        answer.append([Group(label, tuple(hits[:group_size])) for label, hits in ranked[:groups]])
-    return answer
+        ranked = sorted(by_label.items(), key=lambda item: item[1][0].score, reverse=True)
+        kept.append([(label, hits[:group_size]) for label, hits in ranked[:groups]])
+    payloads = {}
+    if label_of is not None:
+        ids = [h.id for query in kept for _, hits in query for h in hits]
+        if ids:
+            payloads = {r.id: r.payload for r in shard.retrieve(ids, list(HIT_FIELDS), False)}
+    return [
+        [
+            Group(
+                label,
+                tuple(hit_from_payload(h.id, h.score, payloads.get(h.id, h.payload)) for h in hits),
+            )
+            for label, hits in query
+        ]
+        for query in kept
+    ]
+
+
+class _Found(NamedTuple):
+    """A point a round found: its id, score, and payload (None when read later)."""
+
+    id: Any
+    score: float
+    payload: Any
+
+
+def _found(point: Any, label_of: Mapping[Any, str] | None) -> tuple[str, _Found]:
+    if label_of is None:
+        payload = point.payload or {}
+        return str(payload.get(LABEL_FIELD, "")), _Found(point.id, float(point.score), payload)
+    pid = point.id
+    return label_of[_key(pid)], _Found(pid, float(point.score), None)
 
 
 def _rounds(
@@ -240,20 +275,22 @@ def _rounds(
     group_size: int,
     labels: Sequence[Sequence[str] | None],
     hnsw_ef: int | None,
-) -> tuple[list[dict[str, list[Hit]]], list[set[str]]]:
+    label_of: Mapping[Any, str] | None,
+) -> tuple[list[dict[str, list[_Found]]], list[set[str]]]:
     """Step 1: per query, its nearest examples by label, and the labels whose every
     example was seen."""
     from qdrant_edge import QueryBatchRequest
 
     fetch = min(groups * group_size * 2, _MOST)
-    found: list[dict[str, list[Hit]]] = [{} for _ in vectors]
+    found: list[dict[str, list[_Found]]] = [{} for _ in vectors]
     pending = list(range(len(vectors)))
     # Labels whose every example has been seen: first seen in a round that
     # returned fewer points than it asked for.
     complete: list[set[str]] = [set() for _ in vectors]
+    with_payload = label_of is None
     while pending:
         requests = [
-            nearest(vectors[i], fetch, labels[i], exclude=list(found[i]), hnsw_ef=hnsw_ef)
+            nearest(vectors[i], fetch, labels[i], list(found[i]), hnsw_ef, with_payload)
             for i in pending
         ]
         results = shard.query_batch(QueryBatchRequest(requests))
@@ -262,10 +299,10 @@ def _rounds(
             by_label = found[position]
             new: set[str] = set()
             for point in points:
-                hit = hit_from_payload(point.id, point.score, point.payload)
-                if hit.label not in by_label:
-                    new.add(hit.label)
-                by_label.setdefault(hit.label, []).append(hit)
+                label, hit = _found(point, label_of)
+                if label not in by_label:
+                    new.add(label)
+                by_label.setdefault(label, []).append(hit)
             if len(points) < fetch:
                 complete[position] |= new
             elif len(by_label) < groups:
@@ -278,11 +315,12 @@ def _rounds(
 def _complete_groups(
     shard: Any,
     vectors: Sequence[SearchVector],
-    found: list[dict[str, list[Hit]]],
+    found: list[dict[str, list[_Found]]],
     complete: list[set[str]],
     groups: int,
     group_size: int,
     hnsw_ef: int | None,
+    label_of: Mapping[Any, str] | None,
 ) -> None:
     """Step 2: fill each top label's group to ``group_size`` with a filtered search."""
     from qdrant_edge import QueryBatchRequest
@@ -294,10 +332,13 @@ def _complete_groups(
         if len(by_label[label]) < group_size and label not in complete[position]
     ]
     if plan:
-        requests = [nearest(vectors[i], group_size, [label], hnsw_ef=hnsw_ef) for i, label in plan]
+        requests = [
+            nearest(vectors[i], group_size, [label], (), hnsw_ef, label_of is None)
+            for i, label in plan
+        ]
         completed = shard.query_batch(QueryBatchRequest(requests))
         for (position, label), points in zip(plan, completed, strict=True):
-            found[position][label] = [hit_from_payload(p.id, p.score, p.payload) for p in points]
+            found[position][label] = [_found(p, label_of)[1] for p in points]
 
 
 def _key(point_id: Any) -> Any:
@@ -390,7 +431,12 @@ def grouped_by_map(
     fallback = {}
     if pending:
         rest = grouped(
-            shard, [vectors[i] for i in pending], groups, group_size, [labels[i] for i in pending]
+            shard,
+            [vectors[i] for i in pending],
+            groups,
+            group_size,
+            [labels[i] for i in pending],
+            label_of=label_of,
         )
         fallback = dict(zip(pending, rest, strict=True))
     ids = [pid for picked in chosen if picked for _, hits in picked for pid, _ in hits]

@@ -426,12 +426,8 @@ class EmbeddedStore:
     ) -> list[list[Group]]:
         reader = await self._acquire(version)
         try:
-            if reader.owned and vectors and all(isinstance(v, SparseVector) for v in vectors):
-                return await asyncio.to_thread(
-                    _grouped_sparse, reader, vectors, groups, group_size, labels
-                )
             return await asyncio.to_thread(
-                edge.grouped, reader.shard, vectors, groups, group_size, labels, self._hnsw_ef
+                _grouped, reader, vectors, groups, group_size, labels, self._hnsw_ef
             )
         finally:
             await self._release(version, reader)
@@ -467,15 +463,24 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _grouped_sparse(
+def _grouped(
     reader: sharing.Reader,
     vectors: Sequence[SearchVector],
     groups: int,
     group_size: int,
     labels: Sequence[Sequence[str] | None],
+    hnsw_ef: int | None,
 ) -> list[list[Group]]:
+    if not reader.owned:
+        # A borrowed writer: the indexer's version is still changing, so its labels are
+        # read with each search's payloads.
+        return edge.grouped(reader.shard, vectors, groups, group_size, labels, hnsw_ef)
     # A version is read-only once published, so its labels can be read once: grouping
-    # by them spares reading hundreds of payloads per query (see edge.grouped_by_map).
-    # Not for a borrowed writer: the indexer's version is still changing.
+    # by them spares reading the payloads of every point a search returns (see
+    # edge.grouped_by_map); the router's load probe reads them before the version serves.
     label_of, known = reader.labels(edge.version_labels)
-    return edge.grouped_by_map(reader.shard, vectors, groups, group_size, labels, label_of, known)
+    if vectors and all(isinstance(v, SparseVector) for v in vectors):
+        return edge.grouped_by_map(
+            reader.shard, vectors, groups, group_size, labels, label_of, known
+        )
+    return edge.grouped(reader.shard, vectors, groups, group_size, labels, hnsw_ef, label_of)
