@@ -136,22 +136,33 @@ def fused(
     return answer
 
 
+class _Asked(NamedTuple):
+    """A query vector as Qdrant Edge takes it, converted once for all its searches
+    (a dense one is a list of hundreds of floats to copy each time)."""
+
+    query: Any
+    params: Any
+
+
+def _asked(vector: SearchVector, hnsw_ef: int | None) -> _Asked:
+    return _Asked(query(vector), search_params(vector, hnsw_ef))
+
+
 def nearest(
-    vector: SearchVector,
+    asked: _Asked,
     limit: int,
     allowed: Sequence[str] | None,
     exclude: Sequence[str] = (),
-    hnsw_ef: int | None = None,
     with_payload: bool = True,
 ) -> Any:
     from qdrant_edge import QueryRequest
 
     return QueryRequest(
         limit=limit,
-        query=query(vector),
+        query=asked.query,
         filter=query_filter(allowed, exclude),
         with_payload=list(HIT_FIELDS) if with_payload else False,
-        params=search_params(vector, hnsw_ef),
+        params=asked.params,
     )
 
 
@@ -229,8 +240,9 @@ def grouped(
     #    order, are the top groups. Excluding seen labels keeps a label with many
     #    near-duplicates from filling every round.
     # 2. One filtered search per top label that holds fewer than group_size hits.
-    found, complete = _rounds(shard, vectors, groups, group_size, labels, hnsw_ef, label_of)
-    _complete_groups(shard, vectors, found, complete, groups, group_size, hnsw_ef, label_of)
+    asked = [_asked(v, hnsw_ef) for v in vectors]
+    found, complete = _rounds(shard, asked, groups, group_size, labels, label_of)
+    _complete_groups(shard, asked, found, complete, groups, group_size, label_of)
     kept = []
     for by_label in found:
         ranked = sorted(by_label.items(), key=lambda item: item[1][0].score, reverse=True)
@@ -270,11 +282,10 @@ def _found(point: Any, label_of: Mapping[Any, str] | None) -> tuple[str, _Found]
 
 def _rounds(
     shard: Any,
-    vectors: Sequence[SearchVector],
+    asked: Sequence[_Asked],
     groups: int,
     group_size: int,
     labels: Sequence[Sequence[str] | None],
-    hnsw_ef: int | None,
     label_of: Mapping[Any, str] | None,
 ) -> tuple[list[dict[str, list[_Found]]], list[set[str]]]:
     """Step 1: per query, its nearest examples by label, and the labels whose every
@@ -282,15 +293,15 @@ def _rounds(
     from qdrant_edge import QueryBatchRequest
 
     fetch = min(groups * group_size * 2, _MOST)
-    found: list[dict[str, list[_Found]]] = [{} for _ in vectors]
-    pending = list(range(len(vectors)))
+    found: list[dict[str, list[_Found]]] = [{} for _ in asked]
+    pending = list(range(len(asked)))
     # Labels whose every example has been seen: first seen in a round that
     # returned fewer points than it asked for.
-    complete: list[set[str]] = [set() for _ in vectors]
+    complete: list[set[str]] = [set() for _ in asked]
     with_payload = label_of is None
     while pending:
         requests = [
-            nearest(vectors[i], fetch, labels[i], list(found[i]), hnsw_ef, with_payload)
+            nearest(asked[i], fetch, labels[i], list(found[i]), with_payload)
             for i in pending
         ]
         results = shard.query_batch(QueryBatchRequest(requests))
@@ -314,12 +325,11 @@ def _rounds(
 
 def _complete_groups(
     shard: Any,
-    vectors: Sequence[SearchVector],
+    asked: Sequence[_Asked],
     found: list[dict[str, list[_Found]]],
     complete: list[set[str]],
     groups: int,
     group_size: int,
-    hnsw_ef: int | None,
     label_of: Mapping[Any, str] | None,
 ) -> None:
     """Step 2: fill each top label's group to ``group_size`` with a filtered search."""
@@ -333,7 +343,7 @@ def _complete_groups(
     ]
     if plan:
         requests = [
-            nearest(vectors[i], group_size, [label], (), hnsw_ef, label_of is None)
+            nearest(asked[i], group_size, [label], (), label_of is None)
             for i, label in plan
         ]
         completed = shard.query_batch(QueryBatchRequest(requests))
@@ -403,12 +413,13 @@ def grouped_by_map(
 
     chosen: list[list[tuple[str, list[tuple[Any, float]]]] | None] = [None] * len(vectors)
     pending = list(range(len(vectors)))
+    asked = [query(v) for v in vectors]
     for page in PAGES:
         if not pending:
             break
         limit = max(page, groups * group_size)
         requests = [
-            QueryRequest(limit=limit, query=query(vectors[i]), filter=query_filter(labels[i], ()))
+            QueryRequest(limit=limit, query=asked[i], filter=query_filter(labels[i], ()))
             for i in pending
         ]
         results = shard.query_batch(QueryBatchRequest(requests))
