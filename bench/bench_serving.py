@@ -79,16 +79,6 @@ async def _latencies(served: Served, queries: list[str]) -> list[float]:
     return times
 
 
-def _config_on(config: Path, port: int) -> Path:
-    """A copy of ``config`` that binds ``port`` (one per router, all up at once)."""
-    yaml = YAML(typ="safe", pure=True)
-    data = yaml.load(config)
-    data["server"]["bind"] = f"127.0.0.1:{port}"
-    copy = config.with_name(f"qroute-{port}.yaml")
-    yaml.dump(data, copy)
-    return copy
-
-
 async def _set_cache(served: Served, config: Path, size: int) -> None:
     """Hot-reload router.cache_size (a reload empties the cache)."""
     before = await served.config_version()
@@ -184,8 +174,11 @@ async def main() -> None:
         sample = dev[: args.n]
         encoder.encode(sample[:32])
         worker_counts = [int(w) for w in args.workers.split(",")]
-        ports = {w: port if k == 0 else free_port() for k, w in enumerate(worker_counts)}
-        routers = {w: Served(_config_on(config, ports[w]), ports[w], w) for w in worker_counts}
+        ports = {w: free_port() for w in worker_counts}
+        routers = {
+            w: Served(config, ports[w], w, env={"QROUTE_SERVER__BIND": f"127.0.0.1:{ports[w]}"})
+            for w in worker_counts
+        }
         rounds: list[dict[str, float]] = []
         try:
             for served in routers.values():
@@ -201,8 +194,8 @@ async def main() -> None:
                     "encoder_batch32_qps": len(sample) / (time.perf_counter() - start),
                     "encoder_batch32_queries_per_cpu_s": len(sample) / (time.process_time() - cpu),
                 }
-                for workers, served in routers.items():
-                    queries = passes[(round_ * len(routers) + worker_counts.index(workers)) % 4]
+                for k, (workers, served) in enumerate(routers.items()):
+                    queries = passes[(round_ * len(routers) + k) % len(passes)]
                     router_cpu = cpu_seconds(served.process.pid)
                     load_cpu = time.process_time()
                     qps = await _throughput(served, queries)

@@ -22,7 +22,6 @@ __all__ = [
     "grouped",
     "grouped_by_map",
     "labels_by_id",
-    "nearest",
     "point_key",
     "point_vector",
     "query",
@@ -148,7 +147,7 @@ def _asked(vector: SearchVector, hnsw_ef: int | None) -> _Asked:
     return _Asked(query(vector), search_params(vector, hnsw_ef))
 
 
-def nearest(
+def _nearest(
     asked: _Asked,
     limit: int,
     allowed: Sequence[str] | None,
@@ -301,8 +300,7 @@ def _rounds(
     with_payload = label_of is None
     while pending:
         requests = [
-            nearest(asked[i], fetch, labels[i], list(found[i]), with_payload)
-            for i in pending
+            _nearest(asked[i], fetch, labels[i], list(found[i]), with_payload) for i in pending
         ]
         results = shard.query_batch(QueryBatchRequest(requests))
         still = []
@@ -343,8 +341,7 @@ def _complete_groups(
     ]
     if plan:
         requests = [
-            nearest(asked[i], group_size, [label], (), label_of is None)
-            for i, label in plan
+            _nearest(asked[i], group_size, [label], (), label_of is None) for i, label in plan
         ]
         completed = shard.query_batch(QueryBatchRequest(requests))
         for (position, label), points in zip(plan, completed, strict=True):
@@ -413,13 +410,13 @@ def grouped_by_map(
 
     chosen: list[list[tuple[str, list[tuple[Any, float]]]] | None] = [None] * len(vectors)
     pending = list(range(len(vectors)))
-    asked = [query(v) for v in vectors]
+    queries = [query(v) for v in vectors]
     for page in PAGES:
         if not pending:
             break
         limit = max(page, groups * group_size)
         requests = [
-            QueryRequest(limit=limit, query=asked[i], filter=query_filter(labels[i], ()))
+            QueryRequest(limit=limit, query=queries[i], filter=query_filter(labels[i], ()))
             for i in pending
         ]
         results = shard.query_batch(QueryBatchRequest(requests))
