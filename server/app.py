@@ -316,7 +316,10 @@ class RouterApp:
             await self.follow_index_once()
 
     async def _set_health(self, *, serving: bool) -> None:
-        """This router serves or not; health says SERVING while every worker does."""
+        """This router serves or not (never once it stopped accepting calls: the index
+        follower still runs while it drains); health says SERVING while every worker
+        does."""
+        serving = serving and self.router.accepting
         self.readiness.set(serving)
         serving = serving and self.readiness.all_serving()
         if serving == self._serving:
@@ -335,7 +338,7 @@ class RouterApp:
         while True:
             await asyncio.sleep(_WORKERS_POLL_S)
             index = self.classifier.index if self.classifier is not None else None
-            await self._set_health(serving=index is not None and self.router.accepting)
+            await self._set_health(serving=index is not None)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: health NOT_SERVING and new calls refused (UNAVAILABLE) at

@@ -89,6 +89,29 @@ async def test_health_is_serving_only_while_every_worker_serves(tmp_path: Path) 
             await app.stop(grace=0)
 
 
+async def test_a_draining_worker_never_reports_serving_again(tmp_path: Path) -> None:
+    # A stopping worker refuses new calls at once, but its index follower polls on until
+    # the drain ends: a poll then must not mark it serving again, or the other workers
+    # would say SERVING while it drains (and for good, once its process is gone).
+    slots = bytearray(2)
+    settings = _lexical(tmp_path / "a")
+    await run_index(settings, EXAMPLE_TABLE, progress=False)
+    apps = [RouterApp(settings, readiness=Readiness(slots, i)) for i in range(2)]
+    ports = [await app.start() for app in apps]
+    try:
+        for app in apps:
+            await app.load(lambda: Classifier.from_settings(settings))
+        await _eventually(ports[0], SERVING)
+
+        apps[1].router.stop_accepting()  # what stop() does first
+        await apps[1].follow_index_once()  # the follower's poll during the drain
+        assert slots[1] == 0
+        await _eventually(ports[0], NOT_SERVING)
+    finally:
+        for app in apps:
+            await app.stop(grace=0)
+
+
 def _worker_metrics(router: Router, workers: int) -> list[int]:
     for _ in range(workers):
         router.wait_for_line("listening on")
