@@ -211,10 +211,14 @@ async def test_hot_reload_under_load_fails_no_request(serve_router: ServeRouter)
                 failures.append(exc)
 
     clients = [asyncio.create_task(client(i)) for i in range(8)]
+    # Each config serves the clients' own calls before the next change: on busy cores a
+    # change could otherwise land before any of them is answered.
+    await router.wait_for(lambda: _async(before.config_version in versions))
     # A valid change, an invalid file, then another valid change.
     router.write_config(router={"similarity_threshold": 0.95})
     await router.wait_for(lambda: _threshold_is(router, 0.95))
     version_a = router.app.settings.version
+    await router.wait_for(lambda: _async(version_a in versions))
 
     rejected = _sample(router, "qroute_config_reloads_total", {"result": "rejected"})
     router.config.write_text("router:\n  k: -3\n", encoding="utf-8")
@@ -228,6 +232,7 @@ async def test_hot_reload_under_load_fails_no_request(serve_router: ServeRouter)
 
     router.config.write_text("router:\n  similarity_threshold: 0.5\n", encoding="utf-8")
     await router.wait_for(lambda: _threshold_is(router, 0.5))
+    await router.wait_for(lambda: _async(router.app.settings.version in versions))
     stop.set()
     await asyncio.gather(*clients)
 
