@@ -181,6 +181,11 @@ def _choose(settings: Settings, args: argparse.Namespace, pre: Precomputed) -> _
         "per_label": not args.no_label_thresholds,
         "min_label_threshold": args.min_label_threshold,
     }
+    if args.folds and len(pre.truth) < 2:
+        raise ConfigError(
+            f"--folds {args.folds}: cross-validation needs at least 2 rows to tune on, not "
+            f"{len(pre.truth)}: add rows, or use --folds 0 (the fitted figures only)"
+        )
     result = sweep(pre, settings.router, settings.zero_shot, **labels, **options)
     validated = (
         cross_validate(
@@ -284,6 +289,9 @@ def _render(figures: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> 
 async def _tune(settings: Settings, args: argparse.Namespace) -> int:
     if args.folds == 1 or args.folds < 0:
         raise ConfigError(f"--folds {args.folds}: use 0 (no cross-validation) or 2 and more")
+    # A share (NaN fails it too): 90 meant as 90% would only end in "no setting meets it".
+    if not 0.0 <= args.target <= 1.0:
+        raise ConfigError(f"--target {args.target:g}: a share in [0, 1] (0.9 is 90%)")
     source, examples = _tune_rows(settings, args)
     searched = await _search(settings, args, examples)
     tuned = _choose(settings, args, searched.pre)

@@ -58,6 +58,9 @@ def cross_validate(
     with that choice, and pool the held-out decisions into figures with ranges."""
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
+    if len(pre.truth) < 2:
+        # One row's fold would leave the other folds no row to choose on.
+        raise ValueError(f"cross-validation needs at least 2 rows, not {len(pre.truth)}")
     fold = _folds(pre.truth, folds, seed)
     truth: list[str] = []
     predicted: list[str | None] = []

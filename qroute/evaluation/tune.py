@@ -164,8 +164,9 @@ def sweep(
     into never falling back."""
     ids = pre.label_ids()
     trial = _Trial(
-        truth=np.array([ids[t] for t in pre.truth]),
-        oos=np.array([t == oos_label for t in pre.truth]),
+        # Typed, so that no rows (an empty fold) is an empty figure, not a float array.
+        truth=np.array([ids[t] for t in pre.truth], dtype=int),
+        oos=np.array([t == oos_label for t in pre.truth], dtype=bool),
         min_agreeing=router.min_agreeing,
         single=_single(pre, zs),
         method=pre.method,

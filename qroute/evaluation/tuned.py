@@ -5,6 +5,10 @@ key."""
 
 from __future__ import annotations
 
+import io
+import os
+import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,5 +77,40 @@ def write_tuned(
         else {},
         "folds": validated.folds if validated else 0,
     }
-    with path.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
+    rendered = io.StringIO()
+    yaml.dump(document, rendered)
+    _replace(path, rendered.getvalue())
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: into a temporary file beside it, then renamed
+    over it. The router polls its config file and hot-reloads any valid content, and an
+    empty or truncated file is valid (the defaults): a failed or interrupted write must
+    never be what it reads. A symlinked config keeps its link (the file it points to is
+    replaced) and the file keeps its permission bits."""
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+        )
+    except PermissionError:
+        # A writable file in a folder we may not create files in: in place, as before
+        # (the text is complete, so only the write itself can be cut short).
+        target.write_text(text, encoding="utf-8")
+        return
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
