@@ -104,6 +104,15 @@ def plot_confusion(result: EvalResult, path: str | Path) -> Path:
         width = max(5.0, 0.45 * len(columns) + 3)
         height = max(4.0, 0.45 * len(rows) + 2.5)
         figure, axes = plt.subplots(figsize=(width, height))
+        if not result.confusion:
+            # Every row out of scope (a refusal test set): no true label to draw a row
+            # for; imshow would refuse the empty matrix.
+            axes.text(0.5, 0.5, "no in-scope rows", ha="center", va="center")
+            axes.set_axis_off()
+            axes.set_title(f"Confusion matrix: {result.n} rows, all out of scope")
+            _save(figure, path)
+            plt.close(figure)
+            return Path(path)
         image = axes.imshow(result.confusion, cmap="Blues", aspect="auto")
         figure.colorbar(image, ax=axes, label="rows")
         if len(columns) <= 40:
