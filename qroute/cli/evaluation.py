@@ -103,6 +103,9 @@ def _threshold_curve(settings: Settings, args: argparse.Namespace, pre: Precompu
         ks=[router.k],
         margins=[router.min_margin],
         zero_shot_thresholds=[settings.zero_shot.threshold],
+        # Where the index has a head the sweep would otherwise try every vote weight and
+        # draw the curve at its best one, not at the configured one.
+        vote_weights=[router.vote_weight],
         per_label=False,
     ).curve
 
