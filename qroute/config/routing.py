@@ -4,6 +4,7 @@ values and micro-batching."""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Literal
 
 from pydantic import (
@@ -126,6 +127,10 @@ class RouterSettings(Section):
         for path, knots in value.items():
             xs = [x for x, _ in knots]
             ys = [y for _, y in knots]
+            # NaN passes every comparison below, and interpolating through it (or an
+            # infinite end) makes the confidence NaN or flat.
+            if not all(math.isfinite(x) for x in xs):
+                raise ValueError(f"calibration.{path}: scores must be finite numbers")
             if any(b <= a for a, b in itertools.pairwise(xs)):
                 raise ValueError(f"calibration.{path}: scores must increase strictly")
             if any(b < a for a, b in itertools.pairwise(ys)) or not all(
