@@ -120,6 +120,19 @@ class RouterApp:
         self.learning: FeedbackLoop | None = None
         # The last index refresh failure logged ("Type: message"), None once it works.
         self._refresh_failure: str | None = None
+        # Made now, not once the models are loaded: the watcher takes the file's content
+        # when it is made as the one running, so a change made while the models load
+        # (minutes for a hub download) would never be applied.
+        self._watcher = (
+            ConfigWatcher(
+                config_path,
+                lambda: self.settings.server.config_poll_s,
+                self.apply_settings,
+                lambda reason: self.metrics.reloads.labels("rejected").inc(),
+            )
+            if config_path is not None
+            else None
+        )
 
     @property
     def classifier(self) -> Classifier | None:
@@ -244,14 +257,8 @@ class RouterApp:
         self.learning.start()
         await self.follow_index_once(at_start=True)
         self._tasks.append(asyncio.create_task(self._follow_index(), name="qroute-index"))
-        if self.config_path is not None:
-            watcher = ConfigWatcher(
-                self.config_path,
-                lambda: self.settings.server.config_poll_s,
-                self.apply_settings,
-                lambda reason: self.metrics.reloads.labels("rejected").inc(),
-            )
-            self._tasks.append(asyncio.create_task(watcher.run(), name="qroute-config"))
+        if self._watcher is not None:
+            self._tasks.append(asyncio.create_task(self._watcher.run(), name="qroute-config"))
 
     async def apply_settings(self, new: Settings) -> None:
         """Hot-reload: swap in a classifier on ``new``, keeping restart-only sections."""
