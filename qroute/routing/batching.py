@@ -38,8 +38,9 @@ _SERVING: contextvars.ContextVar[tuple[contextvars.Context, ...]] = contextvars.
 
 def batch_contexts() -> tuple[contextvars.Context, ...]:
     """The ``contextvars`` contexts of the ``submit`` calls whose items are being handled
-    (one per item), for code called back from inside the batch (the timing hook), so that
-    a tracer can attach a stage to each request it served. Empty outside a batch."""
+    (one per call, however many items it submitted), for code called back from inside the
+    batch (the timing hook), so that a tracer can attach a stage to each request it
+    served. Empty outside a batch."""
     return _SERVING.get()
 
 
@@ -149,7 +150,10 @@ class MicroBatcher(Generic[T, R]):
             if self._on_batch is not None:
                 self._on_batch(len(live))
             self._observe_waits(live)
-            _SERVING.set(tuple(entry.context for entry in live))
+            # One context per submit call, not per item: the items of one ClassifyBatch
+            # share theirs, and a stage of the batch is one span under that call, not one
+            # per text (contexts are unhashable: by identity, in order).
+            _SERVING.set(tuple({id(entry.context): entry.context for entry in live}.values()))
             try:
                 results = await self._handle([entry.item for entry in live])
             except asyncio.CancelledError:
