@@ -20,7 +20,8 @@ def validate_query(query: Query, router: RouterSettings, index: IndexState | Non
         raise InvalidQuery("text is empty", "text")
     if len(query.text) > router.max_text_chars:
         raise InvalidQuery(
-            f"text has {len(query.text)} characters; the limit is {router.max_text_chars}",
+            f"text has {len(query.text)} characters; the limit is {router.max_text_chars} "
+            "(router.max_text_chars)",
             "text",
         )
     if query.top_labels < 0:

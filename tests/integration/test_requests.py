@@ -155,7 +155,7 @@ async def test_a_bad_text_in_a_batch_is_named_by_index(serve_router: ServeRouter
     assert details.startswith("requests[1]: text is empty; requests[3]: text has 51 characters")
     assert _violations(info.value) == [
         ("requests[1].text", "text is empty"),
-        ("requests[3].text", "text has 51 characters; the limit is 50"),
+        ("requests[3].text", "text has 51 characters; the limit is 50 (router.max_text_chars)"),
     ]
     assert _count(router, "ClassifyBatch", "INVALID_ARGUMENT") == 1
 
