@@ -118,7 +118,7 @@ async def _write(
         with tqdm(
             total=report.accepted, unit="row", desc=f"indexing {version}", disable=not progress
         ) as bar:
-            while (item := await batches.get()) is not None:
+            while (item := await _next_batch(batches, producer)) is not None:
                 chunk, embedded = item
                 points = [
                     Point(
@@ -136,6 +136,24 @@ async def _write(
     finally:
         producer.cancel()
     return len(ids), counts["embedded"], counts["reused"]
+
+
+async def _next_batch(
+    batches: asyncio.Queue[tuple[list[Example], Embedded] | None], producer: asyncio.Task[None]
+) -> tuple[list[Example], Embedded] | None:
+    """The next encoded batch, or None at the end. A producer that failed (the encoder,
+    the store, the table) puts no end marker, so waiting on the queue alone would wait
+    forever: its error is raised here instead."""
+    getter = asyncio.ensure_future(batches.get())
+    try:
+        await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        getter.cancel()
+        raise
+    if not getter.done() and (producer.cancelled() or producer.exception() is not None):
+        getter.cancel()
+        await producer  # raises its error
+    return await getter
 
 
 async def _dense(

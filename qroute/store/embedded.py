@@ -285,11 +285,28 @@ class EmbeddedStore:
         shard = self._writers.pop(version, None)
         if shard is not None:
             await asyncio.to_thread(shard.close)
+        # This store's own reader (an incremental run reads the live version's vectors,
+        # which retention then drops when keep_versions is 1) would hold the version's
+        # reader lock against itself: let it go now, or once its searches finish.
+        with self._lock:
+            own = self._readers.get(version)
+            if own is not None:
+                with own.guard:
+                    own.retired = True
+                    if own.active == 0:
+                        del self._readers[version]
+                    else:
+                        own = None
+        if own is not None:
+            await asyncio.to_thread(own.close)
         path = self._root / version
         if not path.is_dir():
             return
         deadline = time.monotonic() + self._drain_s
-        while not sharing.try_remove(path):
+        # The published mark goes first: a removal cut short (a kill, a full disk) then
+        # leaves a draft, which the next run removes, not a published-looking half that
+        # a rollback would publish and no router could open.
+        while not sharing.try_remove(path, first=_PUBLISHED):
             if time.monotonic() >= deadline:
                 log.warning(
                     "version %s is still open by a reader; a later run's retention will remove it",

@@ -70,8 +70,9 @@ def reader_lock(path: Path) -> TextIO | None:
     return None
 
 
-def try_remove(path: Path) -> bool:
-    """Remove a version directory unless a reader holds it open."""
+def try_remove(path: Path, *, first: str | None = None) -> bool:
+    """Remove a version directory unless a reader holds it open; the file ``first``
+    before anything else, so that a removal cut short never leaves it beside a half."""
     try:
         handle = (path / READERS).open("a")
     except FileNotFoundError:
@@ -82,6 +83,8 @@ def try_remove(path: Path) -> bool:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
+        if first is not None:
+            (path / first).unlink(missing_ok=True)
         shutil.rmtree(path, ignore_errors=True)
         return True
     finally:
