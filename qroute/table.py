@@ -9,6 +9,8 @@ person sees them in an editor (a CSV header is row 1; a JSONL file's first line 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import unicodedata
 import uuid
 from collections import Counter
@@ -158,6 +160,29 @@ def _fields(
     return values[settings.text_column], values[settings.label_column], problems
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_text(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """An ``unreadable`` problem for each field holding an unpaired surrogate (what a
+    tool writes when it cuts an emoji's UTF-16 pair in half, as ``\\ud83d`` in JSON): it
+    is no Unicode text, and would fail the row's id and the store's write later."""
+    problems = []
+    for column, value in record.items():
+        if isinstance(value, str) and not value.isascii():
+            found = _SURROGATE.search(value)
+            if found is not None:
+                problems.append(
+                    (
+                        "unreadable",
+                        f"{column}: character {found.start() + 1} is an unpaired surrogate "
+                        f"({found.group()!a}), not text: fix or remove it where the file "
+                        "was written",
+                    )
+                )
+    return problems
+
+
 def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
@@ -235,11 +260,14 @@ def scan_table(
             found.append(("unreadable", unreadable or "unreadable"))
         else:
             text, label, found = _fields(record, settings)
+            found += _not_text(record)
         if text is not None and len(text) > settings.max_text_chars:
             found.append(
                 ("too_long", f"text has {len(text)} characters (limit {settings.max_text_chars})")
             )
-        if text is not None and label is not None and not found:
+        # A row kept despite its problems (their policy is warn) is one a later row can
+        # repeat or contradict; one dropped is not.
+        if text is not None and label is not None and all(policy[k] == "warn" for k, _ in found):
             found += _repeated(seen, text, label, (position, number), sources, settings)
         keep = True
         for kind, detail in found:
@@ -312,6 +340,9 @@ def _examples(
             for key, value in record.items()
             if key not in (settings.text_column, settings.label_column)
             and isinstance(value, str | int | float | bool)
+            # NaN is what pandas and json.dumps write for a missing number: left out like
+            # a null. Qdrant cannot store it (nor an infinity), and the write would fail.
+            and not (isinstance(value, float) and not math.isfinite(value))
         }
         yield Example(
             text=text,

@@ -7,6 +7,7 @@ labelled example is ``qroute.table``'s.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -30,15 +31,31 @@ FORMATS = {
 }
 
 
+_HEAD = 1 << 20
+
+
 def _detect_encoding(path: Path, forced: str | None) -> str:
     if forced:
-        return forced
+        try:
+            # A forced UTF-8 still drops a BOM (Excel's "CSV UTF-8" writes one): read as
+            # plain utf-8 it would be part of the first column's name, and every row
+            # would then miss that column.
+            return "utf-8-sig" if codecs.lookup(forced).name == "utf-8" else forced
+        except LookupError:
+            return forced  # named as unknown when the file is read
     with path.open("rb") as handle:
-        head = handle.read(1 << 20)
+        head = handle.read(_HEAD)
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # not just a character cut at the 1 MiB boundary
+        # Only a read cut short can end inside a character; in a whole (small) file an
+        # invalid last character is as telling as any other.
+        cut = (
+            len(head) == _HEAD
+            and exc.start >= len(head) - 3
+            and exc.reason == "unexpected end of data"
+        )
+        if not cut:
             return "cp949"
     return "utf-8-sig"
 
