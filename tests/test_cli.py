@@ -253,3 +253,36 @@ def test_eval_says_how_many_rows_it_left_out_and_why(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "ev" / "eval.json").read_text(encoding="utf-8"))
     assert report["n"] == 80
     assert report["table"] == {"rows": 83, "evaluated": 80, "left_out": {"duplicate": 3}}
+
+
+def test_tune_reports_the_figures_eval_measures_under_min_confidence(tmp_path: Path) -> None:
+    """``router.min_confidence`` refuses answers through the calibration ``tune`` fits: the
+    figures ``tune --write`` records are the ones ``eval`` then measures on the same rows
+    (they were those of the sweep, which leaves it out)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    data = yaml.load((ROOT / "examples" / "qroute-lexical.yaml").read_text(encoding="utf-8"))
+    data["router"]["min_confidence"] = 0.9
+    config = tmp_path / "qroute.yaml"
+    yaml.dump(data, config)
+    base = [sys.executable, "-m", "qroute"]
+    run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True}
+    table = str(ROOT / "examples" / "queries.csv")
+    indexed = subprocess.run([*base, "index", table, "--config", str(config)], **run)  # type: ignore[call-overload]
+    assert indexed.returncode == 0, indexed.stderr
+    held = str(ROOT / "examples" / "queries_eval.csv")
+    tuned = subprocess.run(  # type: ignore[call-overload]
+        [*base, "tune", held, "--config", str(config), "--out", "tu", "--write", "--folds", "0"],
+        **run,
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    promised = yaml.load(config)["tuned"]["figures"]
+    evaluated = subprocess.run(  # type: ignore[call-overload]
+        [*base, "eval", held, "--config", str(config), "--out", "ev"], **run
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text(encoding="utf-8"))
+    assert promised["coverage"] < 1.0  # min_confidence refused some answers
+    assert promised["accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
+    assert promised["coverage"] == pytest.approx(report["coverage"], abs=1e-4)

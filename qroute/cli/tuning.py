@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from qroute.cli.common import (
@@ -167,7 +167,7 @@ class _Tuned:
 
 
 def _choose(settings: Settings, args: argparse.Namespace, pre: Precomputed) -> _Tuned:
-    from qroute.evaluation.calibration import fit_calibration
+    from qroute.evaluation.calibration import calibrate_choice
     from qroute.evaluation.crossval import cross_validate
     from qroute.evaluation.tune import sweep
 
@@ -186,19 +186,25 @@ def _choose(settings: Settings, args: argparse.Namespace, pre: Precomputed) -> _
             f"--folds {args.folds}: cross-validation needs at least 2 rows to tune on, not "
             f"{len(pre.truth)}: add rows, or use --folds 0 (the fitted figures only)"
         )
+    fit = not args.no_calibration
     result = sweep(pre, settings.router, settings.zero_shot, **labels, **options)
     validated = (
         cross_validate(
-            pre, settings.router, settings.zero_shot, folds=args.folds, **labels, **options
+            pre,
+            settings.router,
+            settings.zero_shot,
+            folds=args.folds,
+            calibrate=fit,
+            **labels,
+            **options,
         )
         if args.folds
         else None
     )
-    calibration = None
-    if not args.no_calibration:
-        router, zero_shot = result.best.settings(settings.router, settings.zero_shot)
-        calibration = fit_calibration(pre, router, zero_shot, **labels)
-    return _Tuned(result, validated, calibration)
+    calibrated = calibrate_choice(
+        pre, settings.router, settings.zero_shot, result.best, fit=fit, **labels
+    )
+    return _Tuned(replace(result, best=calibrated.choice), validated, calibrated.calibration)
 
 
 def _write_report(args: argparse.Namespace, tuned: _Tuned) -> None:

@@ -5,15 +5,18 @@ path, an isotonic map from the deciding score to being right (stored as
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from qroute.config import RouterSettings, ZeroShotSettings
+from qroute.evaluation import bounds
 from qroute.evaluation.precompute import Precomputed
-from qroute.evaluation.tune import decisions
+from qroute.evaluation.tune import Choice, decisions
 
-__all__ = ["expected_calibration_error", "fit_calibration"]
+__all__ = ["Calibrated", "calibrate_choice", "expected_calibration_error", "fit_calibration"]
 
 
 def fit_calibration(
@@ -63,6 +66,57 @@ def fit_calibration(
             knots.append((x_, max(y_, knots[-1][1]) if knots else y_))
         out[path] = knots
     return out
+
+
+class Calibrated(NamedTuple):
+    """A sweep's choice once calibrated: its settings as the router runs them, and its
+    figures under them."""
+
+    choice: Choice
+    router: RouterSettings
+    zero_shot: ZeroShotSettings
+    # The knots fitted at the choice (None: not fitted, the config's own stay).
+    calibration: dict[str, list[tuple[float, float]]] | None
+
+
+def calibrate_choice(
+    pre: Precomputed,
+    router: RouterSettings,
+    zs: ZeroShotSettings,
+    choice: Choice,
+    *,
+    fit: bool = True,
+    oos_label: str | None = None,
+    none_label: str | None = None,
+) -> Calibrated:
+    """``choice`` with its calibration fitted on ``pre`` (``fit``) and its figures as the
+    router decides with it. The sweep leaves ``router.min_confidence`` out, since the
+    calibration it is read through is fitted at the chosen settings only afterwards: its
+    refusals are counted here, so that what ``tune`` reports is what ``eval`` measures."""
+    r, z = choice.settings(router, zs)
+    calibration = None
+    if fit:
+        calibration = fit_calibration(pre, r, z, oos_label=oos_label, none_label=none_label)
+        r = r.model_copy(update={"calibration": calibration})
+    if r.min_confidence <= 0.0:
+        return Calibrated(choice, r, z, calibration)  # the calibration decides nothing
+    _, ids, pred, used = decisions(pre, r, z, none_label)
+    truth = np.array([ids[t] for t in pre.truth], dtype=int)
+    oos = np.array([t == oos_label for t in pre.truth], dtype=bool)
+    figures = bounds.figures(bounds.counts(pred, used, truth, oos))
+    return Calibrated(
+        dataclasses.replace(
+            choice,
+            accuracy=float(figures["accuracy"] or 0.0),
+            in_scope_accuracy=float(figures["in_scope_accuracy"] or 0.0),
+            oos_recall=figures["oos_recall"],
+            coverage=float(figures["coverage"] or 0.0),
+            zero_shot_rate=float(figures["zero_shot_rate"] or 0.0),
+        ),
+        r,
+        z,
+        calibration,
+    )
 
 
 def expected_calibration_error(

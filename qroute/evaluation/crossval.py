@@ -13,6 +13,7 @@ import numpy as np
 
 from qroute.config import RouterSettings, ZeroShotSettings
 from qroute.evaluation import bounds
+from qroute.evaluation.calibration import calibrate_choice
 from qroute.evaluation.precompute import Precomputed
 from qroute.evaluation.tune import decisions, sweep
 
@@ -52,10 +53,14 @@ def cross_validate(
     seed: int = 0,
     oos_label: str | None = None,
     none_label: str | None = None,
+    calibrate: bool = False,
     **options: Any,
 ) -> CrossValidated:
     """Choose on ``folds - 1`` folds with ``sweep(**options)``, decide the held-out fold
-    with that choice, and pool the held-out decisions into figures with ranges."""
+    with that choice, and pool the held-out decisions into figures with ranges. With
+    ``calibrate`` each fold's calibration is fitted on its own tuning folds, as ``tune``
+    fits it on all the rows (else ``router``'s stands); either way the held-out fold is
+    decided with it, ``router.min_confidence`` included."""
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
     if len(pre.truth) < 2:
@@ -73,8 +78,10 @@ def cross_validate(
             train, router, zs, oos_label=oos_label, none_label=none_label, **options
         ).best
         chosen.append((choice.k, round(choice.similarity_threshold, 4), choice.vote_weight))
-        r, z = choice.settings(router, zs)
-        _, ids, pred, used = decisions(test, r, z, none_label)
+        fitted = calibrate_choice(
+            train, router, zs, choice, fit=calibrate, oos_label=oos_label, none_label=none_label
+        )
+        _, ids, pred, used = decisions(test, fitted.router, fitted.zero_shot, none_label)
         names = {i: label for label, i in ids.items()}
         truth += test.truth
         predicted += [None if int(p) == -1 else names[int(p)] for p in pred]
