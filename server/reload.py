@@ -27,9 +27,16 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+# The longest wait before a valid config whose apply failed is tried again.
+RETRY_MAX_S = 60.0
+
+
 class ConfigWatcher:
     """Calls ``apply`` with the new Settings when ``path`` changes to a valid config;
-    calls ``rejected`` with the reason when it changes to an invalid one."""
+    calls ``rejected`` with the reason when it changes to an invalid one. A valid config
+    whose ``apply`` failed (an NLI model switched on whose directory is not mounted yet)
+    is tried again, at doubling intervals up to ``RETRY_MAX_S``, until it applies or the
+    file changes: it is what the operator asked for, and the cause may pass."""
 
     def __init__(
         self,
@@ -43,19 +50,33 @@ class ConfigWatcher:
         self._apply = apply
         self._rejected = rejected
         self._seen = _digest(path)
+        # Failed applies of the file seen, and when (loop time) to try it again.
+        self._failures = 0
+        self._retry_at: float | None = None
 
     async def check(self) -> None:
         digest = _digest(self._path)
-        if digest == self._seen:
+        now = asyncio.get_running_loop().time()
+        if digest == self._seen and (self._retry_at is None or now < self._retry_at):
             return
-        self._seen = digest
+        if digest != self._seen:
+            self._seen, self._failures, self._retry_at = digest, 0, None
         try:
             settings = await asyncio.to_thread(load_settings, self._path)
         except ConfigError as exc:
+            self._retry_at = None  # only the file changing can fix it
             log.error("config reload rejected, the previous config keeps serving: %s", exc)
             self._rejected(str(exc))
             return
-        await self._apply(settings)
+        try:
+            await self._apply(settings)
+        except Exception:
+            self._failures += 1
+            wait = min(RETRY_MAX_S, self._interval_s() * 2**self._failures)
+            self._retry_at = now + wait
+            log.warning("config reload failed; trying the same file again in %.0f s", wait)
+            raise
+        self._failures, self._retry_at = 0, None
 
     async def run(self) -> None:
         while True:
