@@ -61,18 +61,24 @@ class IndexReport:
     table: TableReport | None = field(default=None, compare=False)
 
 
-def _lexicon(retriever: Retriever, report: TableReport, settings: Settings) -> Lexicon:
+def _lexicon(
+    retriever: Retriever, report: TableReport, settings: Settings, progress: bool
+) -> Lexicon:
     """Document frequencies over the distinct rows the version will hold."""
     lexical = retriever.lexical
     assert lexical is not None
     seen: set[str] = set()
 
     def documents() -> Iterator[Counter[int]]:
-        for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
-            for example in chunk:
-                if example.row_id not in seen:
-                    seen.add(example.row_id)
-                    yield lexical.terms(example.text)
+        with tqdm(
+            total=report.accepted, unit="row", desc="counting terms", disable=not progress
+        ) as bar:
+            for chunk in iter_examples(report, settings.table, batch=settings.index.write_batch):
+                for example in chunk:
+                    if example.row_id not in seen:
+                        seen.add(example.row_id)
+                        yield lexical.terms(example.text)
+                bar.update(len(chunk))
 
     return Lexicon.count(documents())
 
@@ -301,18 +307,19 @@ async def _prepare(
     table: str | Path,
     encoder: Encoder | None,
     extra: Sequence[str | Path] = (),
+    progress: bool = False,
 ) -> tuple[TableReport, Retriever, Lexicon | None]:
     """Validate the whole table and its ``extra`` tables (nothing is written when a row
     breaks an ``error`` policy), load the encoder, and count the n-grams' document
     frequencies."""
-    report = scan_table(table, settings.table, extra)
+    report = scan_table(table, settings.table, extra, progress=progress)
     report.raise_for_errors()
     for problem in report.problems:
         log.warning("%s", problem)
     retriever = Retriever.from_settings(settings, encoder)
     lexicon = None
     if retriever.lexical is not None:
-        lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings)
+        lexicon = await asyncio.to_thread(_lexicon, retriever, report, settings, progress)
     return report, retriever, lexicon
 
 
@@ -333,7 +340,7 @@ async def run_index(
     and publish it. Raises TableError (nothing written), ModelLoadError,
     StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
     another retrieval mode and ``replace_mode`` is not set: nothing published)."""
-    report, retriever, lexicon = await _prepare(settings, table, encoder, extra)
+    report, retriever, lexicon = await _prepare(settings, table, encoder, extra, progress)
     own_store = store is None
     store = store or open_store(settings.store)
     try:

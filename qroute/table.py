@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from qroute.config import TableSettings
 from qroute.errors import TableError
 from qroute.tableformats import read_records
@@ -219,9 +221,12 @@ def scan_table(
     path: str | Path,
     settings: TableSettings | None = None,
     extra: Sequence[str | Path] = (),
+    *,
+    progress: bool = False,
 ) -> TableReport:
     """Validate every row of ``path`` (streaming) and report; writes nothing, raises only
     when the file itself cannot be read. Apply the report with ``iter_examples``.
+    ``progress``: a bar of the rows read (no total: the file is streamed).
 
     ``extra`` tables (same columns) are validated as if appended to ``path``: a text they
     label differently from an earlier row is a ``conflicting_labels`` problem, and so on."""
@@ -251,7 +256,8 @@ def scan_table(
         for position, (source, source_rows) in enumerate(sources)
         for number, record, unreadable in source_rows
     )
-    for position, source, number, record, unreadable in numbered:
+    bar = tqdm(numbered, unit="row", desc="validating", disable=not progress)
+    for position, source, number, record, unreadable in bar:
         report.rows += 1
         where = f"{source}:{number}"
         found: list[tuple[str, str]] = []

@@ -286,3 +286,21 @@ def test_tune_reports_the_figures_eval_measures_under_min_confidence(tmp_path: P
     assert promised["coverage"] < 1.0  # min_confidence refused some answers
     assert promised["accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
     assert promised["coverage"] == pytest.approx(report["coverage"], abs=1e-4)
+
+
+def test_index_shows_progress_through_every_long_pass(tmp_path: Path) -> None:
+    """Validation and the lexical term count are passes over the whole table too: each has
+    its bar, not only the write (minutes of silence on a table of millions of rows)."""
+    base = [sys.executable, "-m", "qroute"]
+    config = str(ROOT / "examples" / "qroute-lexical.yaml")
+    run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True}
+    table = str(ROOT / "examples" / "queries.csv")
+    indexed = subprocess.run([*base, "index", table, "--config", config], **run)  # type: ignore[call-overload]
+    assert indexed.returncode == 0, indexed.stderr
+    for bar in ("validating: ", "counting terms: ", "indexing examples_lexical_v1: "):
+        assert bar in indexed.stderr, indexed.stderr
+    quiet = subprocess.run(  # type: ignore[call-overload]
+        [*base, "index", table, "--config", config, "--full", "--no-progress"], **run
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "validating" not in quiet.stderr and "counting terms" not in quiet.stderr
