@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -241,7 +242,7 @@ class RouterApp:
         and the config file."""
         if not isinstance(classifier, Classifier):
             factory = classifier or (lambda: Classifier.from_settings(self.settings))
-            classifier = await asyncio.to_thread(factory)
+            classifier = await _on_daemon_thread(factory)
         classifier.observe = self.metrics.stage  # reconfigured clones keep it
         self.router.install(classifier)
         warning = classifier.tuning_warning()
@@ -394,6 +395,33 @@ def run(settings: Settings, config_path: Path | None = None) -> int:
     return 0
 
 
+async def _on_daemon_thread(work: Callable[[], Classifier]) -> Classifier:
+    """``work()`` on a daemon thread: asyncio.to_thread's pool is joined when the
+    interpreter exits, so a router stopped while its models load would wait for them."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Classifier] = loop.create_future()
+
+    def settle(result: Classifier | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # handed to the awaiting task, which raises it
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="qroute-load", daemon=True).start()
+    return await done
+
+
 async def serve(
     settings: Settings,
     config_path: Path | None = None,
@@ -422,7 +450,17 @@ async def serve(
     try:
         # Inside the try: a failed start (metrics port taken) still stops the gRPC server.
         await app.start(bind)
-        await app.load()
+        # A stop while the models load (minutes for a hub download) ends the start: it
+        # does not wait for the load, whose thread the interpreter does not join.
+        loading = asyncio.ensure_future(app.load())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not loading.done():
+            log.info("stopped while loading the models: nothing was serving yet")
+            loading.cancel()
+            return
+        stopping.cancel()
+        loading.result()  # a failed load ends the process
         if app.classifier is not None and app.classifier.index is None:
             log.warning("no index published yet: health stays NOT_SERVING until `qroute index`")
         await stop.wait()

@@ -242,3 +242,16 @@ async def test_a_second_router_on_a_busy_port_fails_naming_the_address(
     assert len(errors) == 1 and first.address in errors[0], "".join(second.stderr)
     assert "Traceback" not in "".join(second.stderr)
     assert first.process.poll() is None
+
+
+def test_sigterm_while_the_models_load_exits_at_once(routers: list[Router], store: Path) -> None:
+    """A pod stopped during a long model download goes at once, with exit code 0: it has
+    no call to finish, and waiting for the load would run out the orchestrator's grace."""
+    router = _serve(routers, store, delay=0.0, SLOW_SERVE_LOAD_S="120")
+    router.wait_for_line("slow_serve: loading")
+    stopped_at = time.monotonic()
+    router.process.send_signal(signal.SIGTERM)
+    code = router.process.wait(timeout=60)
+    assert time.monotonic() - stopped_at < 15, "".join(router.stderr)
+    assert code == 0, "".join(router.stderr)
+    router.wait_for_line("stopped while loading the models")
