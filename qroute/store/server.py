@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -39,6 +41,7 @@ from qroute.types import Hit, SparseVector
 
 __all__ = ["ServerStore"]
 
+log = logging.getLogger(__name__)
 
 # A writer refreshes its lock this often; a lock not refreshed for _LEASE_S belongs to
 # a writer that died (Qdrant has no lock primitive, and no session to end with it).
@@ -92,15 +95,33 @@ class ServerStore:
                 raise VersionMissing(f"index version {version} does not exist") from exc
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise StoreUnavailable(f"{self._unreachable()} ({what}): {exc.details()}") from exc
+            if exc.code() in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
+                raise StoreUnavailable(self._refused(what, exc.details())) from exc
             raise
         except (UnexpectedResponse, ValueError, KeyError) as exc:
+            if isinstance(exc, UnexpectedResponse) and exc.status_code in (401, 403):
+                raise StoreUnavailable(self._refused(what, str(exc).splitlines()[0])) from exc
             if version is not None and forms.is_not_found(exc):
                 raise VersionMissing(f"index version {version} does not exist") from exc
             raise
 
     def _unreachable(self) -> str:
-        where = f" at {self._endpoint}" if self._endpoint else ""
-        return f"Qdrant{where} is unreachable"
+        return f"Qdrant{self._where()} is unreachable"
+
+    def _where(self) -> str:
+        return f" at {self._endpoint}" if self._endpoint else ""
+
+    def _refused(self, what: str, details: str | None) -> str:
+        # Without this a wrong key surfaced as a raw client error, and a read-only key
+        # on the indexer as "another indexer is writing" (its lock could not be created).
+        return (
+            f"Qdrant{self._where()} refused the request ({what}): {details}; check "
+            "store.api_key (QROUTE_STORE__API_KEY): the indexer needs a key that may "
+            "write, the router one that may read"
+        )
 
     async def current_version(self) -> str | None:
         response = await self._call("get aliases", self._client.get_aliases())
@@ -218,7 +239,11 @@ class ServerStore:
         }
 
     async def published(self, version: str) -> bool:
-        return bool((await self.metadata(version)).get("published_at"))
+        # The live version counts even unmarked: publish marks it only after the alias
+        # switch, and a mark lost then is written when the next publish replaces it.
+        if (await self.metadata(version)).get("published_at"):
+            return True
+        return version == await self.current_version()
 
     async def metadata(self, version: str) -> dict[str, Any]:
         info = await self._call("get collection", self._client.get_collection(version), version)
@@ -233,17 +258,18 @@ class ServerStore:
         )
 
     async def publish(self, version: str) -> str | None:
-        from datetime import UTC, datetime
-
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        await self._call(
-            "mark published",
-            self._client.update_collection(
-                collection_name=version, metadata={"published_at": stamp}
-            ),
-            version,
-        )
+        # The mark follows the switch: marked first, a switch that failed while the
+        # store then stayed down (so the indexer could not drop it) left a version that
+        # never served looking published, kept by retention and chosen by --rollback.
         previous = await self.current_version()
+        # The version being replaced has served; make sure it says so (its own mark may
+        # have been lost after its switch), or it would be removed as a draft.
+        if (
+            previous is not None
+            and previous != version
+            and not (await self.metadata(previous)).get("published_at")
+        ):
+            await self._mark_published(previous)
         operations: list[Any] = []
         if previous is not None:
             operations.append(
@@ -260,12 +286,34 @@ class ServerStore:
         )
         # One request: Qdrant applies alias changes atomically, so readers see
         # either the old version or the new one, never none.
-        await self._call(
-            "switch alias",
-            self._client.update_collection_aliases(change_aliases_operations=operations),
-            version,
-        )
+        try:
+            await self._call(
+                "switch alias",
+                self._client.update_collection_aliases(change_aliases_operations=operations),
+                version,
+            )
+        except StoreUnavailable as failure:
+            # A timeout says nothing of the outcome: a cluster commits alias changes
+            # through consensus, which may finish after the client gave up. Reported as a
+            # failure, an applied switch made the indexer drop its own live version
+            # ("refusing to drop the published version"), hiding this error.
+            applied = False
+            with contextlib.suppress(StoreUnavailable):  # still down: report the switch
+                applied = await self.current_version() == version
+            if not applied:
+                raise
+            log.warning("the alias switch to %s was applied, though: %s", version, failure)
+        try:
+            await self._mark_published(version)
+        except StoreUnavailable as exc:
+            # It is live, and published() counts the live version; the next publish
+            # writes the mark when it replaces it.
+            log.warning("published %s, but could not mark it so yet: %s", version, exc)
         return previous if previous != version else None
+
+    async def _mark_published(self, version: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        await self.add_metadata(version, {"published_at": stamp})
 
     async def drop(self, version: str) -> None:
         if version == await self.current_version():
@@ -422,6 +470,7 @@ class ServerStore:
             await self._call("release the lock", self._client.delete_collection(self._lock_name))
 
     async def _take_lock(self) -> bool:
+        refusal: Exception | None = None
         for _ in range(2):
             try:
                 await self._call(
@@ -435,16 +484,24 @@ class ServerStore:
                 return True
             except StoreUnavailable:
                 raise
-            except Exception:  # exists (each transport words it differently), or gone again
+            except Exception as exc:  # exists (each transport words it differently), or not
+                refusal = None
                 try:
                     held = await self.metadata(self._lock_name)
                 except VersionMissing:
-                    continue  # released meanwhile
+                    refusal = exc  # released meanwhile, or refused for another reason
+                    continue
                 if time.time() - float(held.get("heartbeat", 0)) < _LEASE_S:
                     return False
                 await self._call(
                     "remove an expired lock", self._client.delete_collection(self._lock_name)
                 )
+        if refusal is not None:
+            # Refused twice with no lock there: not another writer, so not "retry later".
+            raise IndexWriteError(
+                f"Qdrant{self._where()} refused to create the lock collection "
+                f"{self._lock_name}: {refusal}"
+            ) from refusal
         return False
 
     async def _heartbeat(self) -> None:
