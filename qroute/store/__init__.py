@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from qroute.config import StoreSettings
 from qroute.store.base import Point, VectorStore
 
@@ -20,7 +22,8 @@ def open_store(settings: StoreSettings) -> VectorStore:
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             prefer_grpc=settings.prefer_grpc,
             grpc_port=settings.grpc_port,
-            timeout=int(settings.timeout_s),
+            # Whole seconds, as the client takes them: int() made 0.5 a 0 s deadline.
+            timeout=math.ceil(settings.timeout_s),
         )
         return ServerStore(
             client,
