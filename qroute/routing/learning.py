@@ -77,11 +77,13 @@ class FeedbackLoop:
         if self.shadow is not None:
             self.shadow.start()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Stop the shadow candidate first: what it still holds goes to the review queue,
+        which is written (each up to ``timeout`` s) before its writer stops."""
         if self.shadow is not None:
-            await self.shadow.stop()
+            await self.shadow.stop(timeout)
         if self.recorder is not None:
-            await self.recorder.stop()
+            await self.recorder.stop(timeout)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait until the shadow candidate and the review writer have caught up."""

@@ -71,6 +71,8 @@ class Shadow:
         # The candidate index version's own reader (a store follows one version).
         self._store: VectorStore | None = None
         self._task: asyncio.Task[None] | None = None
+        # The batch with the candidate now (its answers are not recorded yet).
+        self._current: list[tuple[Query, Prediction]] | None = None
         self.counts: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
 
     def _count(self, outcome: str, n: int = 1) -> None:
@@ -126,14 +128,24 @@ class Shadow:
     async def _run(self) -> None:
         while True:
             batch = await self._queue.get()
+            taken = 1
             while len(batch) < self._settings.max_batch and not self._queue.empty():
-                batch += self._queue.get_nowait()
+                batch = batch + self._queue.get_nowait()
+                taken += 1
+            # Until it is evaluated, the batch's answers are not recorded: ``stop`` records
+            # what a cancellation leaves here.
+            self._current = batch
             try:
                 await self._evaluate(batch)
+                self._current = None
             except Exception:
+                self._current = None
                 log.exception("shadow evaluation failed")
             finally:
-                self._queue.task_done()
+                # One task_done per item taken off the queue, or ``drain`` (join) never
+                # returns before its timeout.
+                for _ in range(taken):
+                    self._queue.task_done()
 
     async def _evaluate(self, batch: list[tuple[Query, Prediction]]) -> None:
         live = self._live()
@@ -159,12 +171,24 @@ class Shadow:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Let the candidate answer what is queued (up to ``timeout`` s), then stop. The
+        answers it did not reach are counted as dropped and handed on without a candidate
+        answer, so that their review records are written as for a full queue."""
         if self._task is not None:
+            await self.drain(timeout)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            left = self._current or []
+            self._current = None
+            while not self._queue.empty():
+                left = left + self._queue.get_nowait()
+                self._queue.task_done()
+            if left:
+                self._count("dropped", len(left))
+                self._on_results([ShadowResult(query, live, None) for query, live in left])
         if self._store is not None:
             await self._store.close()
             self._store = None
