@@ -148,12 +148,15 @@ def _export(store: ReviewStore, out: Path, as_json: bool) -> int:
 
     labelled: dict[str, tuple[str, str]] = {}
     no_text = no_label = 0
-    # Oldest first, so the latest decision about a text wins.
-    for row in reversed(store.rows(status="accepted")):
+    # In the order they were decided (not recorded), so the latest decision about a text
+    # wins, and a later "none of these" takes back an earlier label.
+    decided = sorted(store.rows(status="accepted"), key=lambda r: (r.reviewed_at or "", r.id))
+    for row in decided:
         if row.text is None:
             no_text += 1
         elif row.reviewed_label is None:
             no_label += 1
+            labelled.pop(normalise(row.text), None)
         else:
             labelled[normalise(row.text)] = (row.text, row.reviewed_label)
     out.parent.mkdir(parents=True, exist_ok=True)
