@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qroute.errors import ConfigError
 from qroute.routing.review import ReviewRecord, ShadowTally, Status, now
 
 __all__ = ["SCHEMA", "ReviewRow", "ReviewStore"]
@@ -118,16 +119,36 @@ class ReviewStore:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10)
-        # WAL: readers (`qroute review`) never block the writer; NORMAL: a commit does not
-        # wait for fsync (a crash may lose the last records, never corrupt the file).
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         try:
+            db = sqlite3.connect(self.path, timeout=10)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            # WAL: readers (`qroute review`) never block the writer; NORMAL: a commit does
+            # not wait for fsync (a crash may lose the last records, never corrupt the file).
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
             with db:  # one transaction: committed, or rolled back on an error
                 yield db
+        except sqlite3.DatabaseError as exc:
+            # sqlite3's own message ("file is not a database") names neither the file nor
+            # the setting; the CLI and the router's start would show it as a traceback.
+            # Its subclasses for a wrong statement or constraint are this code's, not the
+            # file's: raised as they are.
+            if type(exc) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise
+            raise self._error(exc) from exc
         finally:
             db.close()
+
+    def _error(self, exc: sqlite3.Error) -> ConfigError:
+        # Locked or unopenable (OperationalError) is not damage: no advice to move it.
+        hint = (
+            "; if the file is damaged, move it aside and the router starts a new one"
+            if type(exc) is sqlite3.DatabaseError
+            else ""
+        )
+        return ConfigError(f"review store {self.path} (review.path): {exc}{hint}")
 
     def add(self, records: Sequence[ReviewRecord], tallies: Sequence[ShadowTally] = ()) -> None:
         """Insert ``records`` and add ``tallies``, then drop the oldest pending rows
