@@ -53,6 +53,7 @@ import numpy.typing as npt
 
 from qroute.config import EncoderSettings
 from qroute.embedding.dense import RUN_FILE
+from qroute.errors import TableError
 from qroute.evaluation.knn import DEFAULT_K, knn_accuracy
 from qroute.hub import resolve_model
 from qroute.training.common import (
@@ -204,16 +205,23 @@ def finetune_encoder(
     out = Path(out)
     in_scope = [e for e in examples if e.label != none_label]
     labels, train_rows, dev_rows = split_table(in_scope, options.dev_fraction, source)
-    none_texts = sorted({e.text for e in examples if e.label == none_label})
+    # Only the out-of-scope rows on the train side of the same split by text: the dev side
+    # is what `held_out_rows` hands `qroute tune --cross-validate` as never trained on.
+    none_texts, _ = split_by_text(
+        sorted({e.text for e in examples if e.label == none_label}),
+        lambda t: t,
+        options.dev_fraction,
+    )
+    loss_name = options.loss
+    if loss_name == "auto":
+        loss_name = "mnrl" if len(labels) >= options.batch_size else "triplet"
+    _check_learnable(train_rows, loss_name, source)
     checkpoints = out / CHECKPOINTS_DIR
     resume_from = resume_point(options, checkpoints)
     if resume_from is None:
         clear_checkpoints(checkpoints)
 
     model = _load_base(base, encoder, options)
-    loss_name = options.loss
-    if loss_name == "auto":
-        loss_name = "mnrl" if len(labels) >= options.batch_size else "triplet"
     negatives = none_texts if loss_name == "mnrl" else []
     trainer = _trainer(
         model,
@@ -260,6 +268,33 @@ def finetune_encoder(
     (out / "README.md").write_text(model_card(report), encoding="utf-8")
     discard_checkpoints(options, checkpoints)
     return report
+
+
+def _check_learnable(train_rows: Sequence[Example], loss_name: str, source: str) -> None:
+    """Raise TableError when ``loss_name`` has nothing to learn from the training rows:
+    ``mnrl`` pairs two different rows of a label (none: zero steps, yet a new run_id that
+    invalidates the index), ``triplet`` groups two or more rows of at least two labels
+    (sentence-transformers' sampler would raise a bare ValueError)."""
+    texts: dict[str, set[str]] = defaultdict(set)
+    rows: dict[str, int] = defaultdict(int)
+    for row in train_rows:
+        texts[row.label].add(row.text)
+        rows[row.label] += 1
+    if loss_name == "mnrl" and not any(len(found) > 1 for found in texts.values()):
+        raise TableError(
+            [
+                f"{source}: no label has two different training rows (after the dev split), "
+                "so the mnrl loss has no pair to learn from: add rows per label"
+            ]
+        )
+    grouped = sum(n >= 2 for n in rows.values())
+    if loss_name == "triplet" and grouped < 2:
+        raise TableError(
+            [
+                f"{source}: {grouped} label(s) have two or more training rows (after the dev "
+                "split); the triplet loss needs at least two such labels: add rows per label"
+            ]
+        )
 
 
 def _load_base(base: str, encoder: EncoderSettings, options: EncoderFinetuneOptions) -> Any:
