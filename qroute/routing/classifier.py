@@ -27,6 +27,7 @@ from qroute.errors import (
     QrouteError,
     VersionMissing,
 )
+from qroute.routing.head import LinearHead
 from qroute.routing.published import IndexState, follow_published, load_version
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.validation import validate_queries, validate_query
@@ -88,6 +89,9 @@ class Classifier:
         self.observe: Observe | None = None
         # Pinned (``pinned``): searches one given version and never follows the pointer.
         self._pinned = False
+        # Index versions whose head this router was told it cannot use: said once, not
+        # on every batch (shared with the clones of a reload).
+        self._unusable_heads: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -127,6 +131,7 @@ class Classifier:
         )
         clone.embedding = self.embedding
         clone.observe = self.observe
+        clone._unusable_heads = self._unusable_heads
         return clone
 
     async def pinned(self, settings: Settings, store: VectorStore, version: str) -> Classifier:
@@ -218,7 +223,7 @@ class Classifier:
             encoder_fingerprint=self.retriever.fingerprint,
             config_version=self.config_version,
             tuned_encoder=tuned.encoder if tuned is not None else "",
-            uses_head=index.head is not None and self.settings.router.use_head,
+            uses_head=self.usable_head(index) is not None,
             limits=self.limits(),
         )
 
@@ -278,19 +283,43 @@ class Classifier:
                 index = await self.refresh_index()
         raise AssertionError("unreachable")
 
+    def usable_head(self, index: IndexState) -> LinearHead | None:
+        """The index's linear head where ``router.use_head`` is on and this router
+        computes every feature it was fitted on, else None (the vote decides)."""
+        head = index.head
+        if head is None or not self.settings.router.use_head:
+            return None
+        lacks = head.lacks(
+            dense=self.retriever.encoder is not None, lexical=self.retriever.lexical is not None
+        )
+        if not lacks:
+            return head
+        if index.version not in self._unusable_heads:
+            self._unusable_heads.add(index.version)
+            log.warning(
+                "index version %s has a linear head fitted on %s features this %s-mode "
+                "router does not compute (retrieval.mode): the vote decides instead; "
+                "re-index with index.head in this mode, or set retrieval.mode to the index's",
+                index.version,
+                lacks,
+                self.retriever.mode,
+            )
+        return None
+
     async def head_scores(
         self, index: IndexState, embedded: Embedded, allowed: Sequence[Sequence[str]]
     ) -> list[list[LabelScore] | None]:
         """The index's linear head's label probabilities per text (over its allowed
-        labels), or None each where there is no head or ``router.use_head`` is off."""
-        head = index.head
-        if head is None or not self.settings.router.use_head:
+        labels), or None each where there is no usable head (``usable_head``)."""
+        head = self.usable_head(index)
+        if head is None:
             return [None] * len(embedded)
         with timed(self.observe, Stage.HEAD):
             scored = await asyncio.get_running_loop().run_in_executor(
                 self._executor, head.scores, embedded.dense, embedded.sparse, index.lexicon
             )
-        return [_allowed(s, labels) for s, labels in zip(scored, allowed, strict=True)]
+        none = self.settings.table.none_label
+        return [_allowed(s, labels, none) for s, labels in zip(scored, allowed, strict=True)]
 
     def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
         settings = self.settings.zero_shot
@@ -389,7 +418,9 @@ class Classifier:
                 rule = "single-label mode" if single else f">= {threshold:.3f}"
                 verdict = f"{method} {best.score:.3f} for {best.label!r} ({rule})"
             else:
-                decision, label, confidence = Decision.NO_MATCH, None, 1.0 - best.score
+                # 1 - the best score, cut to [0, 1]: an embedding cosine may be negative.
+                confidence = 1.0 - float(calibrate(best.score, None))
+                decision, label = Decision.NO_MATCH, None
                 if zero_shot and zero_shot_accepts(best.score, threshold, single):
                     verdict = (
                         f"{method} {best.score:.3f} for {best.label!r}: confidence "
@@ -423,11 +454,18 @@ class Classifier:
         )
 
 
-def _allowed(scores: list[LabelScore], allowed: Sequence[str]) -> list[LabelScore]:
-    """The head's probabilities over the allowed labels only, summing to one again."""
+def _allowed(
+    scores: list[LabelScore], allowed: Sequence[str], none_label: str | None = None
+) -> list[LabelScore]:
+    """The head's probabilities over the allowed labels only, summing to one again. The
+    none label stays: it is never answered, only the head's way to say NO_MATCH, and
+    without it an out-of-scope query would get an allowed label (even when the request
+    lists every label)."""
     if not allowed:
         return scores
-    wanted = set(allowed)
+    wanted = set(allowed) | ({none_label} if none_label is not None else set())
     kept = [s for s in scores if s.label in wanted]
+    if len(kept) == len(scores):
+        return scores  # nothing dropped: the same probabilities, not renormalised ones
     total = sum(s.score for s in kept) or 1.0
     return [LabelScore(s.label, s.score / total) for s in kept]

@@ -97,6 +97,17 @@ class LinearHead:
     # The first morpheme term (LexicalEncoder.morph_from); None: a legacy head's features.
     morph_from: int | None = None
 
+    def lacks(self, *, dense: bool, lexical: bool) -> str:
+        """The features the head was fitted on that a router computing only ``dense``
+        and/or ``lexical`` ones cannot give it ("": none). A hybrid index's head, served
+        by a dense or lexical router, would otherwise score half its logits."""
+        missing = []
+        if self.dense is not None and not dense:
+            missing.append("dense")
+        if self.lexical is not None and not lexical:
+            missing.append("lexical")
+        return " and ".join(missing)
+
     def scores(
         self,
         dense: Matrix | None,

@@ -100,10 +100,13 @@ def leave_reasons(
 
 def calibrate(score: Any, knots: Sequence[tuple[float, float]] | None) -> Any:
     """The probability of being right for a deciding score (elementwise): piecewise-linear
-    through ``knots`` (score, probability), flat beyond the ends; the score itself
-    without knots. Monotone because the knots are (config.py checks them)."""
+    through ``knots`` (score, probability), flat beyond the ends; the score itself, within
+    [0, 1], without knots. Monotone because the knots are (config.py checks them)."""
     if not knots:
-        return score
+        # An embedding zero-shot score is a cosine, down to -1: as a confidence (and
+        # against router.min_confidence, 0 meaning off) it is cut to [0, 1].
+        out = np.clip(score, 0.0, 1.0)
+        return float(out) if np.ndim(out) == 0 else out
     xs = np.array([x for x, _ in knots], dtype=float)
     ys = np.array([y for _, y in knots], dtype=float)
     out = np.interp(score, xs, ys)
