@@ -185,7 +185,8 @@ def test_eval_and_tune_commands_write_their_reports(
     text = config.read_text(encoding="utf-8")
     assert "# my router" in text and "# labels per query" in text
     written = YAML(typ="safe", pure=True).load(text)
-    assert re.fullmatch(r"encoder@[0-9a-f]{16}\|dim=32\|.*", written["tuned"]["encoder"])
+    fingerprint = written["tuned"]["encoder"]
+    assert re.fullmatch(r"encoder@[0-9a-f]{16}\|pipe=[0-9a-f]{8}\|dim=32\|.*", fingerprint)
     assert written["tuned"]["index_version"] == "cli_v1"
     assert 0.0 <= written["router"]["similarity_threshold"] <= 1.0
     assert (tmp_path / "tu" / "tradeoff.png").exists()

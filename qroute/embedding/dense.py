@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from qroute.embedding.backends import OnnxRunner, cache_root, model_inputs, onnx
 from qroute.errors import ModelLoadError
 from qroute.hub import resolve_model
 
-__all__ = ["Encoder", "SentenceTransformerEncoder", "weights_digest"]
+__all__ = ["Encoder", "SentenceTransformerEncoder", "same_encoder", "weights_digest"]
 
 # Written by ``qroute finetune-encoder`` into the model directory (see finetune_encoder).
 RUN_FILE = "finetune.json"
@@ -71,6 +72,41 @@ def weights_digest(folder: Path) -> str:
     return value
 
 
+# The pipeline's part of a fingerprint ("|pipe=" and a digest, see ``_pipeline_digest``).
+_PIPELINE = re.compile(r"\|pipe=[0-9a-f]+")
+
+
+def _pipeline_digest(model: Any) -> str:
+    """A short hash of what the sentence-transformers pipeline does beside its weights:
+    each module's type and config (pooling mode, dense and normalise layers), the
+    truncation length and the model's own prompts. Edited in place (a pooling switched
+    from mean to cls, a shorter max_seq_length), they change every vector while the
+    weights stay the same."""
+    parts: list[Any] = [
+        [type(m).__name__, m.get_config_dict() if hasattr(m, "get_config_dict") else {}]
+        for m in model
+    ]
+    parts.append(
+        {
+            "max_seq_length": model.max_seq_length,
+            "prompts": getattr(model, "prompts", None),
+            "default_prompt_name": getattr(model, "default_prompt_name", None),
+        }
+    )
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def same_encoder(built: str, running: str) -> bool:
+    """Whether vectors recorded under fingerprint ``built`` (an index's, a tuning's) are
+    this ``running`` encoder's. A fingerprint from before the pipeline joined it (no
+    ``|pipe=``) matches the running one without its pipeline part: such an index stays
+    searchable after an upgrade (the indexer still rebuilds it on its next run)."""
+    if built == running:
+        return True
+    return _PIPELINE.search(built) is None and _PIPELINE.sub("", running) == built
+
+
 class Encoder(Protocol):
     """Maps texts to L2-normalised float32 vectors, one row per text."""
 
@@ -106,6 +142,7 @@ class SentenceTransformerEncoder:
         self._run = _finetune_run(Path(path))
         # A hub id resolves to its snapshot directory, so its files are hashed too.
         self._weights = weights_digest(Path(path))
+        self._pipeline = _pipeline_digest(self._model)
         if settings.backend != "torch":
             self._swap_in_onnx()
 
@@ -154,7 +191,7 @@ class SentenceTransformerEncoder:
         # adds nothing: indexes built before backends existed stay valid.
         backend = "" if self._settings.backend == "torch" else f"|backend={self._settings.backend}"
         return (
-            f"{name}@{self._weights}{run}|dim={self._dimension}"
+            f"{name}@{self._weights}{run}|pipe={self._pipeline}|dim={self._dimension}"
             f"|prompt={self._settings.prompt!r}|norm=l2{backend}"
         )
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from qroute.config import Settings
-from qroute.embedding.dense import Encoder
+from qroute.embedding.dense import Encoder, same_encoder
 from qroute.embedding.lexical import LexicalEncoder
 from qroute.errors import (
     IndexRejected,
@@ -110,7 +110,7 @@ class Classifier:
         """Why the configured thresholds may not fit this classifier, or None."""
         tuned = self.settings.tuned
         fingerprint = self.retriever.fingerprint
-        if tuned is None or not tuned.encoder or tuned.encoder == fingerprint:
+        if tuned is None or not tuned.encoder or same_encoder(tuned.encoder, fingerprint):
             return None
         return (
             f"the thresholds in the config were tuned with encoder {tuned.encoder!r} "

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qroute.config import RetrievalSettings, Settings
-from qroute.embedding.dense import Encoder
+from qroute.embedding.dense import Encoder, same_encoder
 from qroute.embedding.lexical import LexicalEncoder, Lexicon
 from qroute.errors import EncoderMismatch
 from qroute.store import VectorStore
@@ -120,7 +120,7 @@ class Retriever:
         retriever cannot search the version's vectors."""
         if self.encoder is not None:
             built = metadata.encoder
-            if built != self.encoder.fingerprint:
+            if not same_encoder(built or "", self.encoder.fingerprint):
                 # Vectors from another model are not comparable: searching them would
                 # give confident nonsense.
                 what = f"encoder {built!r}" if built else "no dense vectors"

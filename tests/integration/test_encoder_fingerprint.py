@@ -80,3 +80,62 @@ async def test_router_refuses_and_indexer_rebuilds_after_a_same_named_model_swap
     rebuilt = await run_index(after, table, encoder=_encoder(new), store=store, progress=False)
     assert rebuilt.mode == "full" and rebuilt.reused == 0
     await store.close()
+
+
+def _dense_metadata(fingerprint: str, dimension: int) -> IndexMetadata:
+    return IndexMetadata(
+        retrieval="dense",
+        labels=("a",),
+        rows=1,
+        table="t.csv",
+        build="full",
+        created_at="2026-12-03T00:00:00+00:00",
+        encoder=fingerprint,
+        dimension=dimension,
+    )
+
+
+def _pooling_edited(source: Path, out: Path, mode: str) -> Path:
+    """The same weights with the pooling switched in place, as a person editing
+    ``1_Pooling/config.json`` would."""
+    import json
+
+    shutil.copytree(source, out)
+    config = out / "1_Pooling" / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["pooling_mode"] = mode
+    config.write_text(json.dumps(data), encoding="utf-8")
+    return out
+
+
+def test_the_same_weights_pooled_otherwise_are_refused(
+    tiny_models: TinyModels, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Only the pooling differs: the weights' digest is the same, every vector is not."""
+    edited = _pooling_edited(tiny_models.encoder, tmp_path / "model", "cls")
+    original, changed = _encoder(tiny_models.encoder), _encoder(edited)
+    texts = ["코스닥 지수 알려줘", "서귀포 맛집 알려줘"]
+    assert float((original.encode(texts) * changed.encode(texts)).sum(axis=1).min()) < 0.99
+    assert original.fingerprint != changed.fingerprint
+    metadata = _dense_metadata(original.fingerprint, original.dimension)
+    settings = make_settings(encoder={"model": str(edited)})
+    with pytest.raises(EncoderMismatch, match="re-index"):
+        Retriever.from_settings(settings, changed).check("v1", metadata)
+
+
+def test_an_index_fingerprinted_before_the_pipeline_counted_is_still_searched(
+    tiny_models: TinyModels, make_settings: Callable[..., Settings]
+) -> None:
+    """A version written before the pipeline joined the fingerprint stays searchable by
+    the same model after an upgrade (no outage until the next `qroute index`)."""
+    import re
+
+    encoder = _encoder(tiny_models.encoder)
+    legacy = re.sub(r"\|pipe=[0-9a-f]+", "", encoder.fingerprint)
+    assert legacy != encoder.fingerprint
+    settings = make_settings(encoder={"model": str(tiny_models.encoder)})
+    retriever = Retriever.from_settings(settings, encoder)
+    retriever.check("v1", _dense_metadata(legacy, encoder.dimension))
+    other = legacy.replace("|dim=", "|dim=1")
+    with pytest.raises(EncoderMismatch):
+        retriever.check("v1", _dense_metadata(other, encoder.dimension))
