@@ -42,7 +42,9 @@ def _arguments(review: argparse.ArgumentParser) -> None:
         help="NO_MATCH, ZERO_SHOT, LOW_CONFIDENCE, SHADOW_DISAGREE or FEEDBACK",
     )
     listing.add_argument("--label", help="rows answered, suggested or accepted with this label")
-    listing.add_argument("--since", help="rows recorded at or after this ISO time (UTC)")
+    listing.add_argument(
+        "--since", help="rows recorded at or after this ISO time (UTC unless it has an offset)"
+    )
     listing.add_argument(
         "--status", choices=("pending", "accepted", "rejected", "all"), default="pending"
     )
@@ -80,6 +82,22 @@ def _line(row: ReviewRow) -> str:
     )
 
 
+def _since(value: str) -> str:
+    """``--since`` as the store writes times (UTC, ISO 8601), so that comparing them as
+    strings compares the times: a local offset is converted, a time without one is UTC,
+    and what is no ISO time is refused (compared as given, "2026/12/01" matched nothing)."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"--since {value!r}: not an ISO time; e.g. 2026-12-01 or 2026-12-01T09:30+09:00"
+        ) from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds")
+
+
 def _row(store: ReviewStore, row_id: int) -> ReviewRow:
     row = store.get(row_id)
     if row is None:
@@ -92,8 +110,9 @@ def _review(args: argparse.Namespace) -> int:
     store = _store(settings)
     if args.action == "list":
         status = None if args.status == "all" else args.status
+        since = _since(args.since) if args.since else None
         rows = store.rows(
-            reason=args.reason, label=args.label, since=args.since, status=status, limit=args.limit
+            reason=args.reason, label=args.label, since=since, status=status, limit=args.limit
         )
         if args.json:
             print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False))
