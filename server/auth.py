@@ -88,7 +88,9 @@ class TokenFile:
 
     def _install(self, data: bytes) -> None:
         try:
-            text = data.decode("utf-8")
+            # utf-8-sig: a byte order mark (Notepad, PowerShell 5) would otherwise become
+            # part of the first line, silently refusing its token or digest.
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ConfigError(f"{self._source} is not UTF-8 text") from None
         digests = parse_tokens(text, self._source)
