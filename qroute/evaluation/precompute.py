@@ -1,9 +1,11 @@
 """The one encoding and search pass that threshold tuning replays (``qroute tune``).
 
 For each labelled query: its label groups at the largest k swept (optionally leaving its
-own row out), the zero-shot score of every label in them, and the index's linear head's
-probabilities where the router uses one. ``qroute.evaluation.tune`` sweeps the decision
-parameters over these numbers without searching again.
+own row out), the zero-shot score of every label the classifier may send its scorer (those
+of the groups; every label with ``zero_shot.candidates: all`` or where no group votes; the
+head's best ones), and the index's linear head's probabilities where the router uses one.
+``qroute.evaluation.tune`` sweeps the decision parameters over these numbers without
+searching again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from qroute.config import ZeroShotSettings
 from qroute.errors import NotIndexed
 from qroute.routing.classifier import Classifier
 from qroute.routing.published import IndexState
@@ -77,19 +80,50 @@ async def _stored(
     return retriever.with_lexical([e.text for e in chunk], dense, index.lexicon)
 
 
+def _zero_shot_labels(
+    groups: Sequence[Group],
+    head: Sequence[LabelScore] | None,
+    labels: Sequence[str],
+    settings: ZeroShotSettings,
+    none_label: str | None,
+    k_min: int,
+) -> tuple[str, ...]:
+    """Every label the classifier (``Classifier._candidates``) may hand this query's
+    zero-shot scorer at any k from ``k_min`` to the groups' own count, so that the replay
+    finds the score of each candidate it picks."""
+    every = tuple(label for label in labels if label != none_label)
+    if settings.candidates == "all":
+        return every
+    voted = [g.label for g in groups if g.label != none_label]
+    if head is None:
+        # The vote has no label score at all where the k_min nearest groups are the none
+        # label's (or there are none): the classifier then scores every label.
+        if not any(g.label != none_label for g in groups[:k_min]):
+            return every
+        return tuple(voted)
+    # With the head the candidates are the best of its (blended) scores, which rank a
+    # label outside the groups by its probability alone: only the top_n such labels, best
+    # first, can be among them, whatever the k and router.vote_weight.
+    seen = set(voted)
+    outside = [s.label for s in head if s.label != none_label and s.label not in seen]
+    return tuple(voted + outside[: settings.top_n])
+
+
 async def precompute(
     classifier: Classifier,
     examples: Sequence[Example],
     *,
     k_max: int,
+    k_min: int = 1,
     leave_one_out: bool = False,
     batch: int = 64,
     progress: bool = True,
 ) -> Precomputed:
-    """Groups at ``k_max`` and zero-shot scores for every example. With
-    ``leave_one_out`` each example's own row is removed from its neighbours (tuning
-    on the indexed table itself), and each is searched with its own stored vector
-    rather than encoded again."""
+    """Groups at ``k_max`` and zero-shot scores for every example: of each label the
+    classifier may score for it at any k from ``k_min`` (the smallest the sweep tries)
+    to ``k_max``. With ``leave_one_out`` each example's own row is removed from its
+    neighbours (tuning on the indexed table itself), and each is searched with its own
+    stored vector rather than encoded again."""
     index = classifier.index or await classifier.refresh_index()
     if index is None:
         raise NotIndexed("no index has been published yet: run `qroute index TABLE`")
@@ -127,8 +161,20 @@ async def precompute(
                 groups_all.append(kept[:k_max])
             if scorer is not None:
                 items = [
-                    ZeroShotItem(e.text, v, tuple(g.label for g in gs if g.label != none_label))
-                    for e, v, gs in zip(chunk, dense, groups_all[-len(chunk) :], strict=True)
+                    ZeroShotItem(
+                        e.text,
+                        v,
+                        _zero_shot_labels(
+                            gs, h, index.labels, classifier.settings.zero_shot, none_label, k_min
+                        ),
+                    )
+                    for e, v, gs, h in zip(
+                        chunk,
+                        dense,
+                        groups_all[-len(chunk) :],
+                        heads_all[-len(chunk) :],
+                        strict=True,
+                    )
                 ]
                 scored = await asyncio.to_thread(scorer.score, items, classifier.settings.zero_shot)
                 scores_all.extend({s.label: s.score for s in ranked} for ranked in scored)

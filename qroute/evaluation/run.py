@@ -56,7 +56,9 @@ async def evaluate_once(
     from qroute.routing.vote import answer_confidence
 
     settings = classifier.settings
-    pre = await precompute(classifier, examples, k_max=settings.router.k, progress=progress)
+    # One k only: the candidates at the configured k, not at every k a sweep would try.
+    k = settings.router.k
+    pre = await precompute(classifier, examples, k_max=k, k_min=k, progress=progress)
     a, ids, pred, used = decisions(
         pre, settings.router, settings.zero_shot, settings.table.none_label
     )

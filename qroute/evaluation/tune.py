@@ -190,6 +190,7 @@ def sweep(
             zs,
             ids,
             none_label,
+            trial.single,
         )
         for k in ks
         for w in weights
@@ -349,7 +350,9 @@ def decisions(
     """(the vote's arrays, label ids, predicted id or -1, zero-shot answered) for exactly
     these settings: what the classifier would decide."""
     ids = pre.label_ids()
-    a = vote_arrays(pre.groups, pre.head, pre.zero_shot, router.k, router, zs, ids, none_label)
+    a = vote_arrays(
+        pre.groups, pre.head, pre.zero_shot, router.k, router, zs, ids, none_label, _single(pre, zs)
+    )
     names = {i: label for label, i in ids.items()}
     thresholds = np.array(
         [

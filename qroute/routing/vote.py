@@ -274,9 +274,12 @@ def vote_arrays(
     zs: ZeroShotSettings,
     ids: dict[str, int],
     none_label: str | None = None,
+    single: bool = False,
 ) -> VoteArrays:
     """The vote's facts for every query at ``k``, for ``replay``. ``ids`` numbers the
-    labels; a zero-shot label it lacks is added."""
+    labels; a zero-shot label it lacks is added. ``single``: the zero-shot scores are one
+    softmax over the labels scored (NLI in single-label mode), which the classifier takes
+    over its candidates only: they are renormalised over the candidates here too."""
     n = len(groups)
     out = VoteArrays(
         np.full(n, -1),
@@ -298,6 +301,9 @@ def vote_arrays(
             else label_scores(query_groups, router.label_score)
         )
         if not scores:
+            # No label score: the classifier hands every label to the fallback.
+            every = [c for c in zero_shot[q] if c != none_label]
+            _zero_shot_fact(out, q, every, zero_shot[q], ids, single)
             continue
         out.via_head[q] = bool(head)
         if head and scores[0].label == none_label:
@@ -317,11 +323,28 @@ def vote_arrays(
             if zs.candidates == "vote"
             else [c for c in zero_shot[q] if c != none_label]
         )
-        scored = [(zero_shot[q][c], c) for c in candidates if c in zero_shot[q]]
-        if scored:
-            score, label = max(scored)
-            out.zs_label[q], out.zs_score[q] = ids.setdefault(label, len(ids)), score
+        _zero_shot_fact(out, q, candidates, zero_shot[q], ids, single)
     return out
+
+
+def _zero_shot_fact(
+    out: VoteArrays,
+    q: int,
+    candidates: Sequence[str],
+    scores: Mapping[str, float],
+    ids: dict[str, int],
+    single: bool,
+) -> None:
+    """Query ``q``'s best zero-shot label among ``candidates`` and its score (renormalised
+    over them when ``single``: the classifier's softmax runs over its candidates)."""
+    scored = [(scores[c], c) for c in candidates if c in scores]
+    if not scored:
+        return
+    score, label = max(scored)
+    if single:
+        total = sum(s for s, _ in scored)
+        score = score / total if total > 0 else score
+    out.zs_label[q], out.zs_score[q] = ids.setdefault(label, len(ids)), score
 
 
 def answer_confidence(
