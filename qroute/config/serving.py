@@ -62,7 +62,7 @@ class ServerSettings(Section):
     # On SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused (UNAVAILABLE),
     # and accepted ones get this long to finish before they are cancelled.
     shutdown_grace_s: float = Field(5.0, ge=0)
-    # OpenTelemetry spans per request and stage: off, console (stderr) or otlp (the
+    # OpenTelemetry spans per request and stage: off, console (stdout) or otlp (the
     # [tracing] extra; endpoint and headers from the standard OTEL_EXPORTER_OTLP_* vars).
     tracing: Literal["off", "console", "otlp"] = "off"
     tls: TLSSettings = TLSSettings()
@@ -90,6 +90,16 @@ class ServerSettings(Section):
     @property
     def reflection_enabled(self) -> bool:
         return self.reflection if self.reflection is not None else not self.auth.enabled
+
+    @model_validator(mode="after")
+    def _metrics_ports(self) -> ServerSettings:
+        # Worker i serves its metrics on metrics_port + i: the last one must be a port.
+        if self.metrics_port and self.metrics_port + self.worker_count - 1 > 65535:
+            raise ValueError(
+                f"metrics_port {self.metrics_port} + {self.worker_count} workers passes port "
+                "65535 (worker i serves metrics_port + i): lower metrics_port"
+            )
+        return self
 
 
 class ClientSettings(Section):

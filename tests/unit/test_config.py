@@ -52,6 +52,8 @@ def test_config_file_from_environment_variable(
         ("router:\n  label_thresholds: {금융: 1.5}\n", "router.label_thresholds"),
         ("store:\n  colection: x\n", "store.colection"),
         ("store:\n  collection: 'has space'\n", "store.collection"),
+        # The second worker's metrics would be port 65536 (a traceback at its start).
+        ("server:\n  metrics_port: 65535\n  workers: 2\n", "metrics_port 65535 + 2 workers"),
     ],
 )
 def test_bad_config_names_the_file_and_field(tmp_path: Path, content: str, field: str) -> None:
