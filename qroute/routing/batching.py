@@ -5,8 +5,9 @@ waiting at most ``max_wait_s`` for more, and hands the batch to ``handle``. Whil
 runs, new items queue up and form the next batch, so the batch size follows the load
 with no artificial delay (``max_wait_s`` can be 0). The queue is bounded: past
 ``max_queue`` waiting items a submit fails at once with Overloaded instead of adding
-latency for everyone. Items whose caller has gone (cancelled) are skipped, and items
-whose deadline has passed fail with DeadlineExceeded without being computed.
+latency for everyone. Items whose caller has gone (cancelled, or its request already
+failed) are skipped: they neither count against ``max_queue`` nor take a place in a
+batch. Items whose deadline has passed fail with DeadlineExceeded without being computed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from qroute.errors import DeadlineExceeded, Overloaded
@@ -52,6 +53,12 @@ class _Pending(Generic[T, R]):
     context: contextvars.Context
     queued_at: float  # time.perf_counter()
     queued_ns: int  # time.time_ns()
+    # Counted in ``MicroBatcher.waiting``: queued, not yet taken, and its caller still
+    # waits for it.
+    waiting: bool = True
+    # Every entry of the same submit call (this one included): once one fails, the
+    # call has failed, and nobody waits for the others.
+    siblings: list[_Pending[T, R]] = field(default_factory=list)
 
 
 class MicroBatcher(Generic[T, R]):
@@ -68,15 +75,20 @@ class MicroBatcher(Generic[T, R]):
         self._handle = handle
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=max_queue)
+        # The bound is on the items someone still waits for (``_waiting``), not on the
+        # queue's length: a caller who has gone leaves its entries behind until the worker
+        # reaches them, and they must not refuse live callers meanwhile.
+        self._max_queue = max_queue
+        self._waiting = 0
+        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._on_batch = on_batch
         self._observe = observe
         self._worker: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
-        """Items queued and not yet taken into a batch."""
-        return self._queue.qsize()
+        """Items queued, not yet taken into a batch, whose caller still waits."""
+        return self._waiting
 
     def start(self) -> None:
         if self._worker is None:
@@ -93,12 +105,14 @@ class MicroBatcher(Generic[T, R]):
         """Results for ``items``, in order. ``deadline`` is in ``loop.time()`` seconds.
         Raises Overloaded when the queue cannot take all of them."""
         self.start()
-        if self._queue.maxsize - self._queue.qsize() < len(items):
+        if self._max_queue - self._waiting < len(items):
             raise Overloaded(
-                f"the router is overloaded: {self._queue.qsize()} texts are already waiting "
+                f"the router is overloaded: {self._waiting} texts are already waiting "
                 f"and this request adds {len(items)}, over the queue's "
-                f"{self._queue.maxsize} (batching.max_queue); retry later"
+                f"{self._max_queue} (batching.max_queue); retry later"
             )
+        if self._queue.qsize() - self._waiting > self._max_queue:
+            self._compact()
         loop = asyncio.get_running_loop()
         context, queued_at, queued_ns = (
             contextvars.copy_context(),
@@ -110,26 +124,92 @@ class MicroBatcher(Generic[T, R]):
             for item in items
         ]
         for entry in pending:
+            entry.siblings = pending
             self._queue.put_nowait(entry)
-        return list(await asyncio.gather(*(p.future for p in pending)))
+        self._waiting += len(pending)
+        try:
+            return list(await asyncio.gather(*(p.future for p in pending)))
+        except asyncio.CancelledError:
+            # The caller went away (gather has cancelled every item): its items no
+            # longer count as waiting, and the worker skips them.
+            self._drop(pending)
+            raise
+
+    def _drop(self, entries: Sequence[_Pending[T, R]]) -> None:
+        """Nobody waits for those of ``entries`` still queued any more."""
+        for entry in entries:
+            if entry.waiting:
+                self._release(entry)
+                entry.future.cancel()
+
+    def _fail(self, entry: _Pending[T, R], exc: BaseException) -> None:
+        """Fail ``entry``, and with it its submit call: the call's items still queued
+        are never computed. (Its caller sees ``exc``: gather reports the first item to
+        finish, and the cancelled ones finish after it.)"""
+        entry.future.set_exception(exc)
+        self._drop(entry.siblings)
+
+    def _release(self, entry: _Pending[T, R]) -> None:
+        """``entry`` no longer counts as waiting (taken into a batch, or its caller has
+        gone)."""
+        if entry.waiting:
+            entry.waiting = False
+            self._waiting -= 1
+
+    def _compact(self) -> None:
+        """Drop the entries nobody waits for, so that callers who keep going away while a
+        long batch runs cannot grow the queue without bound."""
+        kept = []
+        while not self._queue.empty():
+            entry = self._queue.get_nowait()
+            if entry.waiting:
+                kept.append(entry)
+        for entry in kept:
+            self._queue.put_nowait(entry)
+
+    async def _take(self, timeout: float | None) -> _Pending[T, R] | None:
+        """The next entry someone waits for (skipping the others), or None when none
+        came within ``timeout`` seconds (None: wait as long as it takes)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            if not self._queue.empty():
+                entry = self._queue.get_nowait()
+            elif until is None:
+                entry = await self._queue.get()
+            else:
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    entry = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    return None
+            if not entry.waiting:
+                continue
+            self._release(entry)
+            if not entry.future.done():  # else its caller went away
+                return entry
 
     async def _next_batch(self) -> list[_Pending[T, R]]:
-        batch = [await self._queue.get()]
+        first = await self._take(None)
+        assert first is not None
+        batch = [first]
         loop = asyncio.get_running_loop()
         until = loop.time() + self._max_wait_s
         while len(batch) < self._max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = until - loop.time()
-            # Waiting pays only under concurrent load (several items were already
-            # queued): a lone request is never held back.
-            if remaining <= 0 or len(batch) == 1:
+            if self._waiting:
+                entry = await self._take(0)
+            else:
+                remaining = until - loop.time()
+                # Waiting pays only under concurrent load (several items were already
+                # queued): a lone request is never held back.
+                if remaining <= 0 or len(batch) == 1:
+                    break
+                entry = await self._take(remaining)
+            if entry is None:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(entry)
         return batch
 
     async def _run(self) -> None:
@@ -142,7 +222,7 @@ class MicroBatcher(Generic[T, R]):
                 if entry.future.done():  # the caller went away
                     continue
                 if entry.deadline is not None and entry.deadline <= now:
-                    entry.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                    self._fail(entry, DeadlineExceeded("deadline passed while queued"))
                     continue
                 live.append(entry)
             if not live:
@@ -163,7 +243,7 @@ class MicroBatcher(Generic[T, R]):
             except Exception as exc:
                 for entry in live:
                     if not entry.future.done():
-                        entry.future.set_exception(exc)
+                        self._fail(entry, exc)
                 continue
             finally:
                 _SERVING.set(())
