@@ -55,6 +55,9 @@ def _client(args: argparse.Namespace, timeout: float | None) -> Client:
     """A client from the settings (``client.*``, ``server.bind``), flags overriding them."""
     from qroute_client import Client
 
+    if timeout is not None and not timeout > 0:  # NaN too
+        # Checked here, not by the client, whose error would blame the client settings.
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     settings = settings_of(args)
     c = settings.client
     cert_file = args.cert_file or c.cert_file
