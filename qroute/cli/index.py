@@ -29,7 +29,9 @@ def _arguments(index: argparse.ArgumentParser) -> None:
     index.add_argument(
         "--replace-mode",
         action="store_true",
-        help="publish even though the live version was built in another retrieval mode",
+        help="publish even though the live version was built in another retrieval mode "
+        "(with --rollback: even though the target was built with another encoder, other "
+        "n-grams or without the vectors retrieval.mode searches)",
     )
     index.add_argument(
         "--holdout", help="labelled file whose accuracy must not drop (index.holdout_tolerance)"
@@ -78,11 +80,39 @@ def _list(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
+# What only a run that reads a table uses: given with --list or --rollback, it would be
+# silently ignored (``TABLE --rollback`` rolled back instead of indexing).
+_TABLE_FLAGS = (
+    ("table", "TABLE"),
+    ("check", "--check"),
+    ("full", "--full"),
+    ("holdout", "--holdout"),
+    ("extra", "--extra"),
+    ("encoding", "--encoding"),
+)
+
+
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    """ConfigError naming the flags when --list or --rollback comes with what it ignores."""
+    if args.list and (args.rollback or args.replace_mode):
+        other = "--rollback" if args.rollback else "--replace-mode"
+        raise ConfigError(f"--list and {other} do not go together")
+    action = "--list" if args.list else "--rollback" if args.rollback else None
+    if action is None:
+        return
+    given = [name for attr, name in _TABLE_FLAGS if getattr(args, attr)]
+    if given:
+        raise ConfigError(
+            f"{action} takes no {', '.join(given)} (they index a table; run {action} on its own)"
+        )
+
+
 def _index(args: argparse.Namespace) -> int:
     from qroute_indexer import rollback, run_index
 
     from qroute.table import scan_table
 
+    _refuse_conflicts(args)
     settings = settings_of(args)
     if args.encoding:
         table = settings.table.model_copy(update={"encoding": args.encoding})
@@ -90,7 +120,7 @@ def _index(args: argparse.Namespace) -> int:
     if args.list:
         return _list(settings, as_json=args.json)
     if args.rollback:
-        was, now = asyncio.run(rollback(settings))
+        was, now = asyncio.run(rollback(settings, replace_mode=args.replace_mode))
         if args.json:
             print_json({"published": now, "was": was})
         else:
