@@ -186,6 +186,10 @@ class ReviewRecorder:
         # record would cost a transaction each.
         self._gather_s = gather_s
         self._task: asyncio.Task[None] | None = None
+        # What the writer has taken off the queue and not finished with, and how many
+        # records of it the store is writing now: what a stop that cannot wait may lose.
+        self._taken: list[ReviewRecord | ShadowTally] = []
+        self._writing = 0
         self.counts: Counter[str] = Counter()
         self._last_failure_log = -float("inf")
 
@@ -209,7 +213,7 @@ class ReviewRecorder:
 
     async def _write(self) -> None:
         while True:
-            items = [await self._queue.get()]
+            items = self._taken = [await self._queue.get()]
             if self._gather_s:
                 await asyncio.sleep(self._gather_s)
             while len(items) < self._batch and not self._queue.empty():
@@ -217,15 +221,18 @@ class ReviewRecorder:
             try:
                 await self._flush(items)
             finally:
+                self._taken = []
                 for _ in items:
                     self._queue.task_done()
 
     async def _flush(self, items: list[ReviewRecord | ShadowTally]) -> None:
         records = [i for i in items if isinstance(i, ReviewRecord)]
         tallies = [i for i in items if isinstance(i, ShadowTally)]
+        self._writing = len(records)
         try:
             await asyncio.to_thread(self._sink.add, records, tallies)
         except Exception as exc:
+            self._writing = 0
             self._count("failed", len(records))
             now = time.monotonic()
             if now - self._last_failure_log >= 10.0:
@@ -238,6 +245,7 @@ class ReviewRecorder:
                     self.counts["failed"],
                 )
         else:
+            self._writing = 0
             self._count("written", len(records))
 
     async def drain(self, timeout: float = 5.0) -> None:
@@ -247,7 +255,8 @@ class ReviewRecorder:
             await asyncio.wait_for(self._queue.join(), timeout)
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Write what is queued (up to ``timeout`` s), then stop the writer."""
+        """Write what is queued (up to ``timeout`` s), then stop the writer; records still
+        queued then are counted as dropped and, with any write left unfinished, logged."""
         if self._task is None:
             return
         await self.drain(timeout)
@@ -255,3 +264,23 @@ class ReviewRecorder:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        # What the writer did not reach in time goes with the process. Feedback among it
+        # was answered OK, so say how much, rather than let it vanish without a trace.
+        writing, self._writing = self._writing, 0
+        # Taken off the queue but never handed to the store (the stop came first).
+        left = 0 if writing else sum(isinstance(i, ReviewRecord) for i in self._taken)
+        self._taken = []
+        while not self._queue.empty():
+            if isinstance(self._queue.get_nowait(), ReviewRecord):
+                left += 1
+            self._queue.task_done()
+        if left or writing:
+            self._count("dropped", left)
+            log.warning(
+                "stopped with %d review record(s) not written and %d whose write had not "
+                "finished after %.1f s: the review store (review.path) is too slow, and "
+                "those rows (feedback included) may be lost",
+                left,
+                writing,
+                timeout,
+            )
