@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from qroute.config import Settings, load_settings
-from qroute.errors import FeatureDisabled, InvalidQuery, NotReady, Overloaded, preview
+from qroute.errors import (
+    FeatureDisabled,
+    InvalidQuery,
+    NotIndexed,
+    NotReady,
+    Overloaded,
+    preview,
+)
 from qroute.routing.classifier import Classifier
 from qroute.routing.review import (
     FEEDBACK,
@@ -36,6 +43,8 @@ from qroute.types import Decision, LabelScore, Prediction, Query, Thresholds
 __all__ = ["FeedbackLoop"]
 
 MAX_SOURCE_CHARS = 100
+# The router's own request ids are 32 hex digits; room for a client's own scheme.
+MAX_REQUEST_ID_CHARS = 128
 
 
 class FeedbackLoop:
@@ -166,15 +175,29 @@ class FeedbackLoop:
                 "correct_label",
             )
         index = classifier.index
+        if feedback.correct_label and index is None:
+            # Nothing to check the label against: stored unchecked, a typo would become a
+            # new label at the next `qroute index --extra`.
+            raise NotIndexed(
+                "no index has been published yet, so correct_label cannot be checked: run "
+                "`qroute index TABLE`, then send the feedback again",
+                classifier.settings.store.collection,
+            )
         if (
             feedback.correct_label
             and index is not None
-            and (feedback.correct_label not in index.labels)
+            and feedback.correct_label not in index.labels
         ):
             raise InvalidQuery(
                 f"unknown correct_label {preview([feedback.correct_label])}; index "
                 f"{index.version} knows {len(index.labels)} labels",
                 "correct_label",
+            )
+        if len(feedback.request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidQuery(
+                f"request_id has {len(feedback.request_id)} characters; the limit is "
+                f"{MAX_REQUEST_ID_CHARS}: send the request_id of a response",
+                "request_id",
             )
         if len(feedback.source) > MAX_SOURCE_CHARS:
             raise InvalidQuery(
@@ -182,13 +205,18 @@ class FeedbackLoop:
                 "source",
             )
         text, answer = feedback.text, None
+        # The recorded row's text hash, where the feedback names an answer only by its id
+        # and the review store keeps no texts (review.store_texts: hash or none).
+        recorded_hash = None
         if feedback.request_id:
             text_answer = self._recent.get(feedback.request_id)
             if text_answer is None and self.store is not None:
-                # Older than memory, but recorded: the row has what feedback needs.
+                # Older than memory, but recorded: the row has what feedback needs (its
+                # text only where texts are stored).
                 row = await asyncio.to_thread(self.store.by_request, feedback.request_id)
-                if row is not None and row.text is not None:
-                    text_answer = (row.text, _answer_of(row))
+                if row is not None:
+                    text_answer = (row.text or "", _answer_of(row))
+                    recorded_hash = row.text_hash
             if text_answer is not None:
                 text = text or text_answer[0]
                 answer = text_answer[1]
@@ -199,7 +227,9 @@ class FeedbackLoop:
                     "(review.remember_requests): send the text as well",
                     "request_id",
                 )
-        kept, digest = text_fields(text, self.settings.store_texts)
+        kept, digest = (
+            text_fields(text, self.settings.store_texts) if text else (None, recorded_hash)
+        )
         record = ReviewRecord(
             kind="feedback",
             reasons=(FEEDBACK,),
