@@ -50,10 +50,18 @@ def resolve_model(name_or_path: str, role: str, env_var: str, without: str = "")
     model, the setting (``env_var``) that points at a local copy instead and, where
     given, ``without``: the settings under which the model is not needed at all.
     """
-    path = Path(name_or_path).expanduser()
+    tail = f" {without}" if without else ""
+    try:
+        path = Path(name_or_path).expanduser()
+    except RuntimeError:
+        # "~user/..." with no such user, or "~/..." with no HOME and no passwd entry
+        # (a container under an arbitrary uid): pathlib cannot say where home is.
+        raise ModelLoadError(
+            f"{role} model directory {name_or_path!r}: cannot find the home directory its "
+            f"'~' names; give the path without '~' (set {env_var}).{tail}"
+        ) from None
     if path.is_dir():
         return str(path)
-    tail = f" {without}" if without else ""
     if path.is_absolute() or name_or_path.startswith((".", "~")):
         raise ModelLoadError(
             f"{role} model directory {name_or_path!r} does not exist (set {env_var}).{tail}"
