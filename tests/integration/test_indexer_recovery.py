@@ -4,7 +4,6 @@ retention, its own reader of the live version in the way of retention."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from qroute.config import Settings
 from qroute.errors import IndexWriteError
 from qroute.store.embedded import EmbeddedStore
 from qroute.testing import BagOfWordsEncoder
+from tests.integration.test_indexer import _table as write_table
 
 ROWS = [
     (f"{topic} question number {i}", topic)
@@ -27,11 +27,7 @@ ROWS = [
 
 
 def _table(path: Path) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(ROWS)
-    return path
+    return write_table(path, ROWS)
 
 
 def _settings(tmp_path: Path, keep_versions: int = 3) -> Settings:

@@ -4,7 +4,6 @@ a damaged version in the listing, and flags that do nothing together."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from qroute.config import Settings
 from qroute.errors import IndexWriteError
 from qroute.store.embedded import EmbeddedStore
 from qroute.testing import BagOfWordsEncoder
+from tests.integration.test_indexer import _table as write_table
 
 ROWS = [
     (f"{topic} question number {i}", topic)
@@ -26,11 +26,7 @@ ROWS = [
 
 
 def _table(path: Path) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(ROWS)
-    return path
+    return write_table(path, ROWS)
 
 
 def _lexical(make_settings: Callable[..., Settings], ngram_max: int = 3) -> Settings:
