@@ -138,9 +138,19 @@ def _classify(args: argparse.Namespace) -> int:
                     )
                 ]
             else:
-                answers = client.classify_batch(
-                    args.texts, allowed_labels=allowed, top_labels=args.top_labels
-                )
+                # A file may hold more texts than one request may carry
+                # (router.max_batch_texts): sent in requests of the router's own limit.
+                try:
+                    size = client.index_info().limits.max_batch_texts or len(args.texts)
+                except QrouteClientError:
+                    size = len(args.texts)  # the batch's own answer says what is wrong
+                answers = []
+                for start in range(0, len(args.texts), size):
+                    answers += client.classify_batch(
+                        args.texts[start : start + size],
+                        allowed_labels=allowed,
+                        top_labels=args.top_labels,
+                    )
     except QrouteClientError as exc:
         print(f"qroute: {_describe(exc)}", file=sys.stderr)
         return 1

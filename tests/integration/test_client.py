@@ -123,6 +123,12 @@ class ScriptedRouter(router_pb2_grpc.RouterServiceServicer):
             responses=[await self._answer(r, context) for r in request.requests]
         )
 
+    async def GetIndexInfo(
+        self, request: pb.GetIndexInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetIndexInfoResponse:
+        # What `qroute classify` asks before a batch: how many texts one request takes.
+        return pb.GetIndexInfoResponse(limits=pb.RequestLimits(max_batch_texts=256))
+
     async def _answer(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
@@ -410,3 +416,25 @@ async def test_the_node_example_of_the_docs_runs(
     assert result.returncode == 0, result.stderr
     assert servicer.calls == 2  # UNAVAILABLE was retried
     assert [m.get("authorization") for m in servicer.metadata] == ["Bearer s3cret"] * 2
+
+
+async def test_cli_classifies_a_file_longer_than_one_request_may_be(
+    serve_router: ServeRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`qroute classify --file` with more lines than router.max_batch_texts: the CLI sends
+    them in requests of the router's limit (a user cannot "split the batch" of a file)."""
+    router = await serve_router(
+        ROWS,
+        encoder=BagOfWordsEncoder(),
+        nli=False,
+        zero_shot={"method": "off"},
+        router={"max_batch_texts": 4},
+    )
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(["코스닥 지수 알려줘"] * 10) + "\n", encoding="utf-8")
+    code = await asyncio.to_thread(
+        main, ["classify", "--address", router.address, "--json", "--file", str(texts)]
+    )
+    assert code == 0, capsys.readouterr().err
+    answers = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(answers) == 10 and {a["label"] for a in answers} == {"금융"}
