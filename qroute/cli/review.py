@@ -35,11 +35,14 @@ def _store(settings: Settings, *, must_exist: bool = True) -> ReviewStore:
 
 
 def _arguments(review: argparse.ArgumentParser) -> None:
+    from qroute.routing.review import ANSWER_REASONS, FEEDBACK
     sub = review.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="rows, newest first")
     listing.add_argument(
         "--reason",
-        help="NO_MATCH, ZERO_SHOT, LOW_CONFIDENCE, SHADOW_DISAGREE or FEEDBACK",
+        # A typo would list nothing, as if the queue had no such rows.
+        choices=(*ANSWER_REASONS, FEEDBACK),
+        help="rows recorded for this reason",
     )
     listing.add_argument("--label", help="rows answered, suggested or accepted with this label")
     listing.add_argument(

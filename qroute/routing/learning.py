@@ -38,7 +38,7 @@ from qroute.routing.review import (
 )
 from qroute.routing.review_store import ReviewRow, ReviewStore
 from qroute.routing.shadow import Shadow, ShadowResult
-from qroute.types import Decision, LabelScore, Prediction, Query, Thresholds
+from qroute.types import Decision, LabelScore, Prediction, Query, Thresholds, is_blank
 
 __all__ = ["FeedbackLoop"]
 
@@ -158,6 +158,9 @@ class FeedbackLoop:
         classifier = self._live()
         if classifier is None:
             raise NotReady("the router is still loading its models")
+        if is_blank(feedback.text):
+            # Blank is no text: the proto lets a request_id stand for it.
+            feedback = replace(feedback, text="")
         if not feedback.text and not feedback.request_id:
             raise InvalidQuery(
                 "text is empty and no request_id names an answer: send one of them", "text"

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from qroute.cli import main
 from tests.integration.test_review import (
     NONSENSE,
     Router,
@@ -55,3 +56,23 @@ async def test_a_request_id_longer_than_any_response_carries_is_refused(serve: S
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_id has 10000 characters" in (info.value.details() or "")
+
+
+async def test_a_blank_text_beside_a_request_id_is_no_text(serve: Serve) -> None:  # noqa: F811
+    """The proto lets request_id stand for the text: whitespace is no text either."""
+    router = await serve()
+    answer = await router.classify(NONSENSE)
+    await router.feedback(text="  ", request_id=answer.request_id, correct_label="뉴스")
+    await router.drain()
+    [row] = store_of(router).rows(reason="FEEDBACK")
+    assert (row.text, row.feedback_label) == (NONSENSE, "뉴스")
+
+
+def test_review_list_refuses_a_reason_that_is_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt --reason would list nothing, as if no such rows were queued."""
+    config = write_config(tmp_path / "qroute.yaml", tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["review", "list", "--reason", "NO_MATHC", "--config", str(config)])
+    assert info.value.code == 2 and "NO_MATHC" in capsys.readouterr().err
