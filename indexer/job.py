@@ -40,7 +40,7 @@ from qroute.store.metadata import IndexMetadata, to_payload
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
 
-from .gates import Canaries, check_gates
+from .gates import Canaries, check_gates, read_holdout
 from .versions import remove_drafts, retain
 
 __all__ = ["IndexReport", "run_index"]
@@ -257,6 +257,7 @@ async def _build(
     *,
     progress: bool,
     holdout: str | Path | None,
+    held: Sequence[Example] | None = None,
 ) -> tuple[int, int, int]:
     """Write the rows, fit the head, pass the gates: (distinct rows, embedded, reused).
     Raises IndexWriteError naming each failed gate."""
@@ -267,7 +268,14 @@ async def _build(
     rows, embedded, reused = await _write(
         store, version, retriever, lexicon, report, settings, live, canaries, progress, head
     )
-    if head is not None and len(labels) > 1:
+    if head is not None and len(labels) < 2:
+        # Say so: the user asked for a head, and the version will have none.
+        log.warning(
+            "index.head: no linear head fitted for %s: it needs two labels, the table has %s",
+            version,
+            list(labels),
+        )
+    elif head is not None:
         started = time.perf_counter()
         fitted = await asyncio.to_thread(
             partial(head.fit, morph_from=morph_from(settings.lexical)),
@@ -293,6 +301,7 @@ async def _build(
         canaries,
         holdout=holdout,
         live=plan.live,
+        held=held,
     )
     if failures:
         raise IndexWriteError(
@@ -340,6 +349,9 @@ async def run_index(
     and publish it. Raises TableError (nothing written), ModelLoadError,
     StoreUnavailable or IndexWriteError (a gate failed, or the live version was built in
     another retrieval mode and ``replace_mode`` is not set: nothing published)."""
+    # Read first: a bad held-out file must stop the run before the model loads and
+    # anything is encoded, not after.
+    held = read_holdout(holdout, settings.table) if holdout is not None else None
     report, retriever, lexicon = await _prepare(settings, table, encoder, extra, progress)
     own_store = store is None
     store = store or open_store(settings.store)
@@ -372,6 +384,7 @@ async def run_index(
                     settings,
                     progress=progress,
                     holdout=holdout,
+                    held=held,
                 )
                 previous = await store.publish(version)
             except BaseException:

@@ -1,0 +1,94 @@
+"""Gates that failed on valid input: canaries tied with another label's identical row,
+and a held-out file read through the indexed table's label-count policy."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qroute_indexer import run_index
+
+from qroute.config import Settings
+from qroute.errors import TableError
+from qroute.store.embedded import EmbeddedStore
+
+ROWS = [
+    (f"{topic} question number {i}", topic)
+    for topic in ("finance", "movie", "weather")
+    for i in range(6)
+]
+
+
+def _table(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def _settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    base: dict[str, dict[str, Any]] = {
+        "retrieval": {"mode": "lexical"},
+        "encoder": {"model": "/nowhere"},
+        "zero_shot": {"method": "off"},
+        "store": {"location": str(tmp_path / "store"), "collection": "gates"},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return Settings(**base)
+
+
+class CountingStore(EmbeddedStore):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.store.location, settings.store.collection, drain_s=0.2)
+        self.created = 0
+
+    async def create_version(self, *args: Any, **kwargs: Any) -> str:
+        self.created += 1
+        return await super().create_version(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("rows", "table"),
+    [
+        # Differs only in case: valid at the default policies, the same n-grams.
+        ([("Finance question number 0", "movie"), *ROWS], {}),
+        # The same text under two labels, kept on purpose.
+        ([("finance question number 0", "movie"), *ROWS], {"on_conflicting_labels": "warn"}),
+    ],
+)
+async def test_a_canary_tied_with_another_labels_identical_row_passes(
+    tmp_path: Path, rows: list[tuple[str, str]], table: dict[str, Any]
+) -> None:
+    settings = _settings(tmp_path, table=table, index={"head": True})
+    report = await run_index(settings, _table(tmp_path / "t.csv", rows), progress=False)
+    assert report.rows == len(rows)
+
+
+async def test_a_small_holdout_is_not_cut_by_the_tables_min_examples(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, table={"min_examples": 3, "on_rare_label": "skip"})
+    table = _table(tmp_path / "t.csv", ROWS)
+    first = await run_index(settings, table, progress=False)
+    held = _table(tmp_path / "h.csv", ROWS[::3])  # two rows per label
+    report = await run_index(settings, table, progress=False, full=True, holdout=held)
+    assert report.previous == first.version
+
+
+async def test_a_bad_holdout_fails_before_anything_is_written(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    store = CountingStore(settings)
+    with pytest.raises(TableError, match=r"--holdout.*nope\.csv") as info:
+        await run_index(
+            settings,
+            _table(tmp_path / "t.csv", ROWS),
+            progress=False,
+            holdout=tmp_path / "nope.csv",
+            store=store,
+        )
+    assert store.created == 0, info.value
+    assert await store.current_version() is None
+    await store.close()
