@@ -108,23 +108,17 @@ def _encoder_arguments(encoder_ft: argparse.ArgumentParser) -> None:
 
 
 def _finetune(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from qroute.table import read_table
-    from qroute.training.nli import DATA_DIR, finetune
-    from qroute.training.nli_pairs import (
-        PreparedData,
-        prepare_nli_pairs,
-        prepare_table,
-        read_nli_pairs,
-    )
+    from qroute.training.nli import finetune, saved_data
+    from qroute.training.nli_pairs import prepare_nli_pairs, prepare_table, read_nli_pairs
 
     options = _options(FinetuneOptions, args, _NLI)
     base = args.base or settings.nli.model
-    saved = Path(args.out) / DATA_DIR
-    if args.resume and (saved / "meta.json").exists():
-        # The interrupted run's pairs: the same data, without re-embedding the table.
-        data = PreparedData.load(saved)
+    # The interrupted run's pairs: the same data, without re-embedding the table. None
+    # without a checkpoint to resume: the table given is read then.
+    saved = saved_data(args.out) if args.resume else None
+    if saved is not None:
+        data = saved
     elif args.nli_pairs:
         data = prepare_nli_pairs(read_nli_pairs(args.table), options, source=args.table)
     else:

@@ -37,6 +37,7 @@ from qroute.training.common import (
     clear_checkpoints,
     discard_checkpoints,
     freeze_word_embeddings,
+    latest_checkpoint,
     recorded_options,
     resume_point,
     stopping_callbacks,
@@ -60,6 +61,7 @@ __all__ = [
     "label_accuracy",
     "load_base",
     "model_card",
+    "saved_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,9 @@ def load_base(base: str, seed: int) -> tuple[Any, Any, dict[str, int], str]:
             num_labels=len(NLI_LABELS),
             id2label=id2label,
             label2id={label: i for i, label in id2label.items()},
+            # A classifier of other classes (two-class sentiment, say) has a head of
+            # another shape: it gets the new, seeded one rather than a load error.
+            ignore_mismatched_sizes=True,
         )
         ids = {label: i for i, label in enumerate(NLI_LABELS)}
         kind = "encoder, new 3-class head"
@@ -227,6 +232,15 @@ def finetune(
     out = Path(out)
     data_dir, checkpoints = out / DATA_DIR, out / CHECKPOINTS_DIR
     resume_from = resume_point(options, checkpoints)
+    if resume_from is not None and not (data_dir / "meta.json").exists():
+        # A checkpoint is only resumable on the pairs it was trained on; without them
+        # the checkpoints are another run's (and are cleared below).
+        log.warning(
+            "%s holds no saved pairs of the run in %s: starting from the beginning",
+            data_dir,
+            checkpoints,
+        )
+        resume_from = None
     data = _run_data(data, data_dir, checkpoints, resume_from)
 
     model, tokenizer, ids, kind = load_base(base, options.seed)
@@ -267,12 +281,23 @@ def finetune(
     return report
 
 
+def saved_data(out: str | Path) -> PreparedData | None:
+    """The pairs of an interrupted run in ``out`` that ``--resume`` continues: None when
+    there is no checkpoint to resume (a finished run keeps its pairs but not its
+    checkpoints: a resumed command must then prepare its own table afresh)."""
+    out = Path(out)
+    data_dir = out / DATA_DIR
+    if latest_checkpoint(out / CHECKPOINTS_DIR) is None or not (data_dir / "meta.json").exists():
+        return None
+    return PreparedData.load(data_dir)
+
+
 def _run_data(
     data: PreparedData, data_dir: Path, checkpoints: Path, resume_from: str | None
 ) -> PreparedData:
     """What the run trains on: the interrupted run's pairs when it resumes one, else
     ``data``, saved for a later resume (any other run's checkpoints removed)."""
-    if resume_from is not None and (data_dir / "meta.json").exists():
+    if resume_from is not None:
         return PreparedData.load(data_dir)
     clear_checkpoints(checkpoints)
     data.save(data_dir)

@@ -16,6 +16,7 @@ table. ``qroute.training.nli`` trains on what this module prepares.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ __all__ = [
     "prepare_table",
     "read_nli_pairs",
 ]
+
+log = logging.getLogger(__name__)
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 NLILabel = Literal["entailment", "neutral", "contradiction"]
@@ -194,20 +197,30 @@ def confusable_labels(
 
 def _negatives(
     label: str,
-    labels: Sequence[str],
+    others: Sequence[str],
     confusable: dict[str, list[str]],
     count: int,
     hard_share: float,
     rng: random.Random,
 ) -> list[str]:
-    count = min(count, len(labels) - 1)
-    hard_pool = [other for other in confusable.get(label, []) if other != label]
+    """``count`` labels among ``others`` (those a row of ``label`` may contradict)."""
+    count = min(count, len(others))
+    allowed = set(others)
+    hard_pool = [other for other in confusable.get(label, []) if other in allowed]
     # Draw the hard ones from the most confused few, not always the same top ones, so
     # that each label is contrasted with all of its close neighbours over the table.
     hard_pool = hard_pool[: max(2 * count, 1)]
     hard = rng.sample(hard_pool, min(round(count * hard_share), len(hard_pool)))
-    rest = [other for other in labels if other != label and other not in hard]
+    rest = [other for other in others if other not in hard]
     return hard + rng.sample(rest, count - len(hard))
+
+
+def _alike(labels: Sequence[str], zero_shot: ZeroShotSettings) -> list[list[str]]:
+    """Groups of labels that share one hypothesis (the router cannot tell them apart)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for label in labels:
+        groups[zero_shot.hypothesis(label)].append(label)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def build_pairs(
@@ -222,19 +235,29 @@ def build_pairs(
     none_label: str | None = None,
 ) -> list[Pair]:
     """One entailment pair and ``negatives`` contradiction pairs per row, hypotheses
-    written with the router's template and label descriptions. A row of ``none_label``
-    (table.none_label: out of scope) entails nothing: ``negatives`` + 1 contradiction
-    pairs with labels drawn at random (``labels`` holds no none label)."""
+    written with the router's template and label descriptions (never a label whose
+    hypothesis is the row's own). A row of ``none_label`` (table.none_label: out of
+    scope) entails nothing: ``negatives`` + 1 contradiction pairs with labels drawn at
+    random (``labels`` holds no none label)."""
     rng = random.Random(seed)
+    hypotheses = {label: zero_shot.hypothesis(label) for label in labels}
+    # Per row label, the labels it may contradict. Two labels described alike (or one
+    # described by the other's name) share a hypothesis: a negative among them would
+    # teach the model that a row's own hypothesis is a contradiction.
+    contrasting: dict[str, list[str]] = {}
     pairs = []
     for example in examples:
         if example.label == none_label:
             for other in rng.sample(list(labels), min(negatives + 1, len(labels))):
                 pairs.append(Pair(example.text, zero_shot.hypothesis(other), "contradiction"))
             continue
-        pairs.append(Pair(example.text, zero_shot.hypothesis(example.label), "entailment"))
-        for other in _negatives(example.label, labels, confusable, negatives, hard_share, rng):
-            pairs.append(Pair(example.text, zero_shot.hypothesis(other), "contradiction"))
+        own = zero_shot.hypothesis(example.label)
+        pairs.append(Pair(example.text, own, "entailment"))
+        if example.label not in contrasting:
+            contrasting[example.label] = [lb for lb in labels if hypotheses[lb] != own]
+        others = contrasting[example.label]
+        for other in _negatives(example.label, others, confusable, negatives, hard_share, rng):
+            pairs.append(Pair(example.text, hypotheses[other], "contradiction"))
     return pairs
 
 
@@ -277,6 +300,13 @@ def prepare_table(
     premises that contradict the labels, never a hypothesis of their own."""
     labels, train_rows, dev_rows = split_table(examples, options.dev_fraction, source)
     labels = [label for label in labels if label != none_label]
+    for group in _alike(labels, zero_shot):
+        log.warning(
+            "labels %s share the hypothesis %r (zero_shot.template, zero_shot.label_descriptions):"
+            " they are never each other's negatives, and the NLI fallback cannot tell them apart",
+            ", ".join(group),
+            zero_shot.hypothesis(group[0]),
+        )
     confusable = confusable_labels(examples, encoder, seed=options.seed) if encoder else {}
     confusable = {
         label: [other for other in others if other != none_label]
