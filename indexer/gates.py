@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from qroute.store.metadata import IndexMetadata
 from qroute.table import normalise, read_table
 from qroute.types import Example, Hit, SparseVector
 
-__all__ = ["Canaries", "check_gates", "read_holdout"]
+__all__ = ["Canaries", "Holdout", "check_gates", "read_holdout"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,22 @@ class Canaries:
         return [example for example, _, _ in rows], Embedded(dense, sparse)
 
 
-def read_holdout(path: str | Path, settings: TableSettings) -> list[Example]:
-    """The accepted rows of the ``--holdout`` file, read before anything is written (a
-    bad file would otherwise surface only after the whole table was encoded). Its label
-    counts say nothing about the index: ``table.min_examples`` would skip or fail a
-    small held-out label, so rare labels are kept here."""
+@dataclass(frozen=True)
+class Holdout:
+    """The ``--holdout`` file and its accepted rows."""
+
+    path: Path
+    rows: tuple[Example, ...]
+
+
+def read_holdout(path: str | Path, settings: TableSettings) -> Holdout:
+    """The ``--holdout`` file, read before anything is written (a bad file would
+    otherwise surface only after the whole table was encoded). Its label counts say
+    nothing about the index: ``table.min_examples`` would skip or fail a small held-out
+    label, so rare labels are kept here."""
     try:
-        return read_table(path, settings.model_copy(update={"on_rare_label": "warn"}))
+        rows = read_table(path, settings.model_copy(update={"on_rare_label": "warn"}))
+        return Holdout(Path(path), tuple(rows))
     except TableError as error:
         raise TableError(
             [f"--holdout (the holdout gate): {problem}" for problem in error.problems]
@@ -180,12 +190,10 @@ async def check_gates(
     labels: tuple[str, ...],
     canaries: Canaries,
     *,
-    holdout: str | Path | None = None,
+    holdout: Holdout | None = None,
     live: str | None = None,
-    held: Sequence[Example] | None = None,
 ) -> list[str]:
-    """Every failed gate, in words; empty when ``version`` may be published. ``held``:
-    the ``holdout`` file's rows when already read (``read_holdout``)."""
+    """Every failed gate, in words; empty when ``version`` may be published."""
     failures = []
     points = await store.count(version)
     if points != rows:
@@ -205,9 +213,7 @@ async def check_gates(
             )
 
     if holdout is not None:
-        if held is None:
-            held = read_holdout(holdout, settings.table)
-        texts, truth = [e.text for e in held], [e.label for e in held]
+        texts, truth = [e.text for e in holdout.rows], [e.label for e in holdout.rows]
 
         async def accuracy(name: str, lex: Lexicon | None) -> float:
             queries = await asyncio.to_thread(retriever.embed, texts, lex)
@@ -233,14 +239,14 @@ async def check_gates(
                 "holdout: accuracy %.4f on %s; no live version this run can search to "
                 "compare it with, so the holdout gate is not applied",
                 new,
-                holdout,
+                holdout.path,
             )
         elif new < old - settings.index.holdout_tolerance:
             failures.append(
-                f"holdout: accuracy {new:.4f} on {holdout} is below the live version's "
+                f"holdout: accuracy {new:.4f} on {holdout.path} is below the live version's "
                 f"{old:.4f} ({live}) by more than index.holdout_tolerance "
                 f"({settings.index.holdout_tolerance})"
             )
         else:
-            log.info("holdout: accuracy %.4f on %s (live %s: %.4f)", new, holdout, live, old)
+            log.info("holdout: accuracy %.4f on %s (live %s: %.4f)", new, holdout.path, live, old)
     return failures

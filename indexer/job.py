@@ -40,7 +40,7 @@ from qroute.store.metadata import IndexMetadata, to_payload
 from qroute.table import TableReport, iter_examples, scan_table
 from qroute.types import Example
 
-from .gates import Canaries, check_gates, read_holdout
+from .gates import Canaries, Holdout, check_gates, read_holdout
 from .versions import remove_drafts, retain
 
 __all__ = ["IndexReport", "run_index"]
@@ -256,8 +256,7 @@ async def _build(
     settings: Settings,
     *,
     progress: bool,
-    holdout: str | Path | None,
-    held: Sequence[Example] | None = None,
+    holdout: Holdout | None,
 ) -> tuple[int, int, int]:
     """Write the rows, fit the head, pass the gates: (distinct rows, embedded, reused).
     Raises IndexWriteError naming each failed gate."""
@@ -301,7 +300,6 @@ async def _build(
         canaries,
         holdout=holdout,
         live=plan.live,
-        held=held,
     )
     if failures:
         raise IndexWriteError(
@@ -383,8 +381,7 @@ async def run_index(
                     report,
                     settings,
                     progress=progress,
-                    holdout=holdout,
-                    held=held,
+                    holdout=held,
                 )
                 previous = await store.publish(version)
             except BaseException:

@@ -3,8 +3,6 @@ and a held-out file read through the indexed table's label-count policy."""
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +12,8 @@ from qroute_indexer import run_index
 from qroute.config import Settings
 from qroute.errors import TableError
 from qroute.store.embedded import EmbeddedStore
-
-ROWS = [
-    (f"{topic} question number {i}", topic)
-    for topic in ("finance", "movie", "weather")
-    for i in range(6)
-]
-
-
-def _table(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
+from tests.integration.test_indexer import _table
+from tests.integration.test_indexer_recovery import ROWS
 
 
 def _settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:

@@ -16,17 +16,7 @@ from qroute.config import Settings
 from qroute.errors import IndexWriteError
 from qroute.store.embedded import EmbeddedStore
 from qroute.testing import BagOfWordsEncoder
-from tests.integration.test_indexer import _table as write_table
-
-ROWS = [
-    (f"{topic} question number {i}", topic)
-    for topic in ("finance", "movie", "weather")
-    for i in range(6)
-]
-
-
-def _table(path: Path) -> Path:
-    return write_table(path, ROWS)
+from tests.integration.test_indexer_recovery import _table
 
 
 def _lexical(make_settings: Callable[..., Settings], ngram_max: int = 3) -> Settings:
