@@ -227,6 +227,7 @@ async def _plan(
         table=str(table),
         build="incremental" if incremental else "full",
         base=live if incremental else None,
+        replaces=live,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     return _Plan(live, incremental, metadata)
@@ -396,7 +397,7 @@ async def run_index(
                 embedded,
                 reused,
             )
-            dropped = await retain(store, settings.index.keep_versions)
+            dropped = await retain(store, settings.store.collection, settings.index.keep_versions)
             return IndexReport(
                 version=version,
                 previous=previous,

@@ -13,7 +13,14 @@ from qroute.store import VectorStore, open_store
 from qroute.store.base import version_number
 from qroute.store.metadata import IndexMetadata
 
-__all__ = ["VersionRow", "list_versions", "remove_drafts", "retain", "rollback"]
+__all__ = [
+    "VersionRow",
+    "list_versions",
+    "remove_drafts",
+    "retain",
+    "rollback",
+    "rollback_chain",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +38,52 @@ async def remove_drafts(store: VectorStore) -> list[str]:
     return removed
 
 
-async def retain(store: VectorStore, keep: int) -> list[str]:
-    """Drop the oldest published versions beyond ``keep`` (the live one counts). Run
-    only after a successful publish, with the lock held: a failed run never removes a
-    rollback target."""
-    current = await store.current_version()
+async def rollback_chain(store: VectorStore, collection: str, current: str) -> list[str]:
+    """``current``, then what each rollback from it would publish in turn: the kept
+    version each one replaced when it was published (``replaces``), or, for a version
+    that does not record it (or whose record is gone), the newest kept version numbered
+    below it. A version rolled away from is in no chain once something replaces it."""
     published = [v for v in await store.versions() if await store.published(v)]
-    older = [v for v in published if v != current]
-    dropped = older[: max(len(older) - (keep - 1), 0)]
+    chain = [current]
+    while True:
+        last = chain[-1]
+        try:
+            replaced = IndexMetadata.from_json(await store.metadata(last), last).replaces
+        except QrouteError:
+            # A version whose metadata cannot be read (or whose files are gone) is when a
+            # rollback is needed most: step by number.
+            replaced = None
+        if replaced not in published or replaced in chain:
+            number = version_number(collection, last)
+            older = [
+                v
+                for v in published
+                if number is not None
+                and v not in chain
+                and (version_number(collection, v) or 0) < number
+            ]
+            replaced = max(older, key=lambda v: version_number(collection, v) or 0, default=None)
+        if replaced is None:
+            return chain
+        chain.append(replaced)
+
+
+async def retain(store: VectorStore, collection: str, keep: int) -> list[str]:
+    """Drop the published versions beyond ``keep`` (the live one counts), oldest first:
+    the live version's rollback chain is kept before any other. Run only after a
+    successful publish, with the lock held: a failed run never removes a rollback
+    target."""
+    current = await store.current_version()
+    if current is None:
+        return []
+    kept = set((await rollback_chain(store, collection, current))[:keep])
+    published = [v for v in await store.versions() if await store.published(v)]
+    # A chain shorter than ``keep`` (versions indexed before ``replaces`` was recorded)
+    # is filled with the newest others.
+    others = [v for v in published if v not in kept]
+    room = max(keep - len(kept), 0)
+    kept.update(others[len(others) - room :] if room else ())
+    dropped = [v for v in published if v not in kept]
     for version in dropped:
         await store.drop(version)
     return dropped
@@ -47,7 +92,7 @@ async def retain(store: VectorStore, keep: int) -> list[str]:
 async def rollback(
     settings: Settings, store: VectorStore | None = None, *, replace_mode: bool = False
 ) -> tuple[str, str]:
-    """Point the published version back to the newest kept version older than it.
+    """Point the published version back to the one it replaced (``rollback_chain``).
 
     Refuses (IndexWriteError, nothing moved) a target the routers would not serve: one
     whose metadata or files cannot be read, or, unless ``replace_mode``, one built with
@@ -63,23 +108,12 @@ async def rollback(
             current = await store.current_version()
             if current is None:
                 raise IndexWriteError("nothing is published: there is nothing to roll back")
-            collection = settings.store.collection
-            number = version_number(collection, current)
-            versions = await store.versions()
-            # By number, not by position: the published version's own files may be gone
-            # (removed by hand), which is when a rollback is needed most.
-            older = [
-                v
-                for v in versions
-                if number is not None
-                and (version_number(collection, v) or 0) < number
-                and await store.published(v)
-            ]
-            if not older:
+            chain = await rollback_chain(store, settings.store.collection, current)
+            if len(chain) < 2:
                 raise IndexWriteError(
                     f"{current} is the oldest kept version: nothing to roll back to"
                 )
-            target = older[-1]
+            target = chain[1]
             await _check_target(store, settings, current, target, replace_mode=replace_mode)
             await store.publish(target)
             return current, target

@@ -65,7 +65,8 @@ class IndexMetadata:
     ``encoder``/``dimension``: the dense encoder's fingerprint and vector size (dense and
     hybrid); ``lexical``/``lexicon``: the n-gram settings' fingerprint and the document
     frequencies (lexical and hybrid); ``head``: the fitted linear head, if any. ``build``
-    is ``full`` or ``incremental`` (on top of ``base``).
+    is ``full`` or ``incremental`` (on top of ``base``). ``replaces``: the version that
+    was published when this one was built, which a rollback from it restores.
     """
 
     retrieval: Retrieval
@@ -75,6 +76,7 @@ class IndexMetadata:
     build: Literal["full", "incremental"]
     created_at: str
     base: str | None = None
+    replaces: str | None = None
     encoder: str | None = None
     dimension: int | None = None
     lexical: str | None = None
@@ -95,6 +97,7 @@ class IndexMetadata:
             "created_at": self.created_at,
         }
         optional = {
+            "replaces": self.replaces,
             "encoder": self.encoder,
             "dimension": self.dimension,
             "lexical": self.lexical,
@@ -148,6 +151,7 @@ class IndexMetadata:
             build=build,
             created_at=get("created_at", str, ""),
             base=get("base", (str, type(None)), None),
+            replaces=get("replaces", str, None),
             encoder=get("encoder", str, None),
             dimension=get("dimension", int, None),
             lexical=get("lexical", str, None),

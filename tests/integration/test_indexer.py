@@ -408,3 +408,41 @@ async def test_lexical_index_holds_no_dense_vectors_and_needs_no_encoder(
     assert "encoder" not in metadata and metadata["retrieval"] == "lexical"
     assert await store.vectors(report.version, [row_id(*ROWS[0])]) == {row_id(*ROWS[0]): []}
     await store.close()
+
+
+async def test_a_rollback_after_a_rollback_and_a_new_run_skips_the_withdrawn_version(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # good is published, bad replaces it and is rolled back, then a new run publishes
+    # newer: a rollback from newer must restore good (what newer replaced), not bad.
+    table = _table(tmp_path / "t.csv", ROWS)
+    good = await _index(settings, table, BagOfWordsEncoder())
+    bad = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    store = _store(settings)
+    assert await rollback(settings, store) == (bad.version, good.version)
+    await store.close()
+    newer = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    assert newer.previous == good.version
+    store = _store(settings)
+    assert await rollback(settings, store) == (newer.version, good.version)
+    await store.close()
+
+
+async def test_retention_keeps_the_rollback_target_not_the_withdrawn_version(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"index": settings.index.model_copy(update={"keep_versions": 2})}
+    )
+    table = _table(tmp_path / "t.csv", ROWS)
+    good = await _index(settings, table, BagOfWordsEncoder())
+    bad = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    store = _store(settings)
+    await rollback(settings, store)
+    await store.close()
+    newer = await _index(settings, table, BagOfWordsEncoder(), full=True)
+    # The version rolled away from goes; the one a rollback would restore stays.
+    assert newer.dropped == (bad.version,)
+    store = _store(settings)
+    assert await store.versions() == [good.version, newer.version]
+    await store.close()
