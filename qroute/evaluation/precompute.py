@@ -88,7 +88,7 @@ def _zero_shot_labels(
     none_label: str | None,
     k_min: int,
 ) -> tuple[str, ...]:
-    """Every label the classifier (``Classifier._candidates``) may hand this query's
+    """Every label the classifier (``zero_shot_candidates``) may hand this query's
     zero-shot scorer at any k from ``k_min`` to the groups' own count, so that the replay
     finds the score of each candidate it picks."""
     every = tuple(label for label in labels if label != none_label)

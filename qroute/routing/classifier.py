@@ -31,7 +31,14 @@ from qroute.routing.head import LinearHead
 from qroute.routing.published import IndexState, follow_published, load_version
 from qroute.routing.retrieval import Embedded, Retriever, load_encoder
 from qroute.routing.validation import validate_queries, validate_query
-from qroute.routing.vote import Vote, calibrate, shares, take_vote, zero_shot_accepts
+from qroute.routing.vote import (
+    Vote,
+    calibrate,
+    shares,
+    take_vote,
+    zero_shot_accepts,
+    zero_shot_candidates,
+)
 from qroute.routing.zeroshot import EmbeddingZeroShot, ZeroShotItem, ZeroShotScorer
 from qroute.store import VectorStore
 from qroute.types import (
@@ -321,15 +328,6 @@ class Classifier:
         none = self.settings.table.none_label
         return [_allowed(s, labels, none) for s, labels in zip(scored, allowed, strict=True)]
 
-    def _candidates(self, query: Query, vote: Vote, index: IndexState) -> tuple[str, ...]:
-        settings = self.settings.zero_shot
-        none = self.settings.table.none_label
-        if settings.candidates == "all" or not vote.scores:
-            labels = [label for label in query.allowed_labels or index.labels if label != none]
-        else:
-            labels = [s.label for s in vote.scores if s.label != none][: settings.top_n]
-        return tuple(labels)
-
     async def classify(self, queries: Sequence[Query]) -> list[Prediction]:
         """Validate, then label each query (in-process callers; the server goes through
         ``qroute.routing.router.Router``, which validates once at the door). Raises
@@ -365,7 +363,12 @@ class Classifier:
                 ZeroShotItem(
                     queries[i].text,
                     embedded.dense[i] if embedded.dense is not None else None,
-                    self._candidates(queries[i], votes[i], index),
+                    zero_shot_candidates(
+                        votes[i].scores,
+                        queries[i].allowed_labels or index.labels,
+                        self.settings.zero_shot,
+                        self.settings.table.none_label,
+                    ),
                 )
                 for i in fallback
             ]

@@ -35,6 +35,7 @@ __all__ = [
     "take_vote",
     "vote_arrays",
     "zero_shot_accepts",
+    "zero_shot_candidates",
 ]
 
 
@@ -124,6 +125,20 @@ def zero_shot_accepts(
     (a softmax across labels always picks one), else at or above the threshold; and in
     both, only where its calibrated confidence reaches ``min_confidence``."""
     return ((score >= threshold) | single) & (calibrate(score, knots) >= min_confidence)
+
+
+def zero_shot_candidates(
+    scores: Sequence[LabelScore],
+    every: Sequence[str],
+    settings: ZeroShotSettings,
+    none_label: str | None,
+) -> tuple[str, ...]:
+    """The labels a query's zero-shot fallback scores: the vote's ``zero_shot.top_n``
+    best (``zero_shot.candidates: vote``), or ``every`` label it may answer (``all``, or
+    a vote with no label score). The none label is never a candidate."""
+    if settings.candidates == "all" or not scores:
+        return tuple(label for label in every if label != none_label)
+    return tuple([s.label for s in scores if s.label != none_label][: settings.top_n])
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,10 +315,10 @@ def vote_arrays(
             if head
             else label_scores(query_groups, router.label_score)
         )
+        # The replay scored every label the classifier may hand the fallback.
+        candidates = zero_shot_candidates(scores, list(zero_shot[q]), zs, none_label)
         if not scores:
-            # No label score: the classifier hands every label to the fallback.
-            every = [c for c in zero_shot[q] if c != none_label]
-            _zero_shot_fact(out, q, every, zero_shot[q], ids, single)
+            _zero_shot_fact(out, q, candidates, zero_shot[q], ids, single)
             continue
         out.via_head[q] = bool(head)
         if head and scores[0].label == none_label:
@@ -318,11 +333,6 @@ def vote_arrays(
         out.sims[q, : len(similarities)] = similarities
         if len(scores) > 1:
             out.margin[q] = scores[0].score - scores[1].score
-        candidates = (
-            [s.label for s in scores if s.label != none_label][: zs.top_n]
-            if zs.candidates == "vote"
-            else [c for c in zero_shot[q] if c != none_label]
-        )
         _zero_shot_fact(out, q, candidates, zero_shot[q], ids, single)
     return out
 
