@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import io
 import os
-import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qroute.atomicfile import replace_file
 from qroute.evaluation.crossval import CrossValidated
 from qroute.evaluation.tune import Choice
 
@@ -83,34 +82,15 @@ def write_tuned(
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: into a temporary file beside it, then renamed
-    over it. The router polls its config file and hot-reloads any valid content, and an
-    empty or truncated file is valid (the defaults): a failed or interrupted write must
-    never be what it reads. A symlinked config keeps its link (the file it points to is
-    replaced) and the file keeps its permission bits."""
-    target = path.resolve() if path.is_symlink() else path
+    """Write ``path`` whole or not at all (``replace_file``). The router polls its config
+    file and hot-reloads any valid content, and an empty or truncated file is valid (the
+    defaults): a failed or interrupted write must never be what it reads."""
     try:
-        mode = stat.S_IMODE(target.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-        )
+        replace_file(path, text)
     except PermissionError:
-        # A writable file in a folder we may not create files in: in place, as before
-        # (the text is complete, so only the write itself can be cut short).
-        target.write_text(text, encoding="utf-8")
-        return
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if not os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+            # A writable file in a folder we may not create files in: in place, as
+            # before (the text is complete, so only the write itself can be cut short).
+            path.write_text(text, encoding="utf-8")
+            return
         raise

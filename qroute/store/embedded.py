@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from qroute.atomicfile import replace_file
 from qroute.errors import IndexCorrupt, IndexWriteError, StoreUnavailable, VersionMissing
 from qroute.store import edge, sharing
 from qroute.store.base import (
@@ -164,9 +165,7 @@ class EmbeddedStore:
                 "(remove it only if no version was ever dropped)"
             ) from exc
         number = max(existing, default=0) + 1
-        tmp = self._root / f".{_ISSUED}.{os.getpid()}.tmp"
-        tmp.write_text(f"{number}\n", encoding="utf-8")
-        os.replace(tmp, issued)
+        replace_file(issued, f"{number}\n")
         return number
 
     async def upsert(self, version: str, points: Sequence[Point]) -> None:
@@ -247,10 +246,7 @@ class EmbeddedStore:
 
     async def add_metadata(self, version: str, data: Mapping[str, Any]) -> None:
         merged = {**await self.metadata(version), **data}
-        path = self._root / version / _META
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        replace_file(self._root / version / _META, json.dumps(merged, ensure_ascii=False))
 
     async def publish(self, version: str) -> str | None:
         shard = self._writers.pop(version, None)
@@ -266,17 +262,7 @@ class EmbeddedStore:
             raise VersionMissing(f"index version {version} does not exist in {self._root}")
         (self._root / version / _PUBLISHED).touch()
         previous = await self.current_version()
-        tmp = self._root / f".{_CURRENT}.{os.getpid()}.tmp"
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._root / _CURRENT)
-        dir_fd = os.open(self._root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self._root / _CURRENT, version + "\n")
         return previous if previous != version else None
 
     async def drop(self, version: str) -> None:
