@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +15,12 @@ from qroute.config import Settings
 from qroute.config.data import TableSettings
 from qroute.embedding.lexical import Lexicon
 from qroute.errors import EncoderMismatch, TableError
+from qroute.routing.classifier import Classifier
+from qroute.routing.published import load_version
 from qroute.routing.retrieval import Embedded, Retriever
 from qroute.store import VectorStore
-from qroute.store.metadata import IndexMetadata
 from qroute.table import normalise, read_table
-from qroute.types import Example, Hit, SparseVector
+from qroute.types import Example, Hit, Query, SparseVector
 
 __all__ = ["Canaries", "Holdout", "check_gates", "read_holdout"]
 
@@ -100,16 +101,26 @@ async def _nearest(
     return [groups[0].hits[0] if groups and groups[0].hits else None for groups in found]
 
 
-async def _nearest_labels(
-    store: VectorStore,
-    version: str,
-    retriever: Retriever,
-    settings: Settings,
-    embedded: Embedded,
-) -> list[str]:
-    """Each query's nearest label, found the way the router finds it."""
-    found = await _nearest(store, version, retriever, settings, embedded)
-    return [hit.label if hit is not None else "nothing" for hit in found]
+async def _vote_accuracy(
+    store: VectorStore, version: str, retriever: Retriever, settings: Settings, holdout: Holdout
+) -> float:
+    """The share of held-out rows ``version`` answers right by the router's vote (with
+    its linear head where the router uses it), before thresholds send a query to the
+    fallback, which is the same for both versions. A row of the table's none label is
+    right when the head picks that label. Raises EncoderMismatch where this run's
+    retriever cannot search ``version``."""
+    state = await load_version(store, retriever, version)
+    with ThreadPoolExecutor(1, thread_name_prefix="qroute-gate") as model_thread:
+        classifier = Classifier(
+            settings, retriever.encoder, None, store, index=state, executor=model_thread
+        )
+        _, _, votes = await classifier.votes([Query(e.text) for e in holdout.rows])
+    none = settings.table.none_label
+    answers = [
+        none if vote.none else vote.scores[0].label if vote.scores else None for vote in votes
+    ]
+    right = sum(1 for a, e in zip(answers, holdout.rows, strict=True) if a == e.label)
+    return right / len(holdout.rows) if holdout.rows else 1.0
 
 
 def _take(embedded: Embedded, rows: list[int]) -> Embedded:
@@ -213,26 +224,14 @@ async def check_gates(
             )
 
     if holdout is not None:
-        texts, truth = [e.text for e in holdout.rows], [e.label for e in holdout.rows]
-
-        async def accuracy(name: str, lex: Lexicon | None) -> float:
-            queries = await asyncio.to_thread(retriever.embed, texts, lex)
-            got = await _nearest_labels(store, name, retriever, settings, queries)
-            right = sum(1 for g, t in zip(got, truth, strict=True) if g == t)
-            return right / len(truth) if truth else 1.0
-
-        new = await accuracy(version, lexicon)
+        new = await _vote_accuracy(store, version, retriever, settings, holdout)
         old = None
         if live is not None:
             try:
                 # Only a live version this retriever can search is a fair comparison.
-                live_lexicon = retriever.check(
-                    live, IndexMetadata.from_json(await store.metadata(live), live)
-                )
+                old = await _vote_accuracy(store, live, retriever, settings, holdout)
             except EncoderMismatch:
-                live_lexicon, live = None, None
-            if live is not None:
-                old = await accuracy(live, live_lexicon)
+                live = None
         if old is None:
             # Nothing to compare with: say so, rather than pass the gate in silence.
             log.warning(

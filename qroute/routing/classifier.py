@@ -335,10 +335,10 @@ class Classifier:
         self.validate_all(queries)
         return await self.classify_validated(queries)
 
-    async def classify_validated(self, queries: Sequence[Query]) -> list[Prediction]:
-        """Label each query, already validated: one encoder call, one search batch and
-        at most one zero-shot pass for all of them. Raises NotIndexed, StoreUnavailable."""
-        loop = asyncio.get_running_loop()
+    async def votes(self, queries: Sequence[Query]) -> tuple[IndexState, Embedded, list[Vote]]:
+        """Each (validated) query's vote over its label groups and the head's scores:
+        the index's own answer, before the thresholds send it to any fallback. Raises
+        NotIndexed, StoreUnavailable."""
         router = self.settings.router
         index, embedded, found = await self.neighbours(
             [q.text for q in queries],
@@ -347,14 +347,18 @@ class Classifier:
             group_size=router.group_size,
         )
         heads = await self.head_scores(index, embedded, [q.allowed_labels for q in queries])
-        router_settings, zero_shot_settings = self.settings.router, self.settings.zero_shot
+        zero_shot, none = self.settings.zero_shot, self.settings.table.none_label
         votes = [
-            take_vote(
-                groups, router_settings, zero_shot_settings, h, self.settings.table.none_label
-            )
-            for groups, h in zip(found, heads, strict=True)
+            take_vote(groups, router, zero_shot, head, none)
+            for groups, head in zip(found, heads, strict=True)
         ]
+        return index, embedded, votes
 
+    async def classify_validated(self, queries: Sequence[Query]) -> list[Prediction]:
+        """Label each query, already validated: one encoder call, one search batch and
+        at most one zero-shot pass for all of them. Raises NotIndexed, StoreUnavailable."""
+        loop = asyncio.get_running_loop()
+        index, embedded, votes = await self.votes(queries)
         scorer = self.zero_shot
         fallback = [i for i, vote in enumerate(votes) if vote.reasons and not vote.none]
         zero_shot: dict[int, list[LabelScore]] = {}

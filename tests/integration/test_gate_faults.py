@@ -10,7 +10,7 @@ import pytest
 from qroute_indexer import run_index
 
 from qroute.config import Settings
-from qroute.errors import TableError
+from qroute.errors import IndexWriteError, TableError
 from qroute.store.embedded import EmbeddedStore
 from tests.integration.test_indexer import _table
 from tests.integration.test_indexer_recovery import ROWS
@@ -77,4 +77,37 @@ async def test_a_bad_holdout_fails_before_anything_is_written(tmp_path: Path) ->
         )
     assert store.created == 0, info.value
     assert await store.current_version() is None
+    await store.close()
+
+
+async def test_the_holdout_gate_scores_the_routers_vote_not_the_nearest_row(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    # The held-out query's nearest row is label a's, but label b's three close rows win
+    # the router's vote (router.label_score max_mean): the live version answers it
+    # right. The new version weakens b's rows: its answer turns to a. The nearest row
+    # is a's in both, so a gate on the nearest row saw no change.
+    from qroute.testing import BagOfWordsEncoder
+
+    settings = make_settings(index={"keep_versions": 3})
+    far = [("w1 y1 y2 y3", "a"), ("w1 y4 y5 y6", "a")]
+    live_rows = [("w1 w2 w3 w4 x", "a"), *far] + [(f"w1 w2 w3 z{i}", "b") for i in range(3)]
+    new_rows = [("w1 w2 w3 w4 x", "a"), *far] + [(f"w1 w2 z{i} v{i}", "b") for i in range(3)]
+    held = _table(tmp_path / "h.csv", [("w1 w2 w3 w4", "b")])
+    live = await run_index(
+        settings, _table(tmp_path / "l.csv", live_rows), encoder=BagOfWordsEncoder(), progress=False
+    )
+    with pytest.raises(
+        IndexWriteError, match=r"holdout: accuracy 0\.0000 .* live version's 1\.0000"
+    ):
+        await run_index(
+            settings,
+            _table(tmp_path / "n.csv", new_rows),
+            encoder=BagOfWordsEncoder(),
+            progress=False,
+            full=True,
+            holdout=held,
+        )
+    store = EmbeddedStore(settings.store.location, settings.store.collection)
+    assert await store.current_version() == live.version
     await store.close()
