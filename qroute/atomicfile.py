@@ -18,7 +18,11 @@ def replace_file(path: Path, text: str) -> None:
     content or the new, never a truncated file, even after a crash or ``kill -9``. A
     symlink keeps its link (the file it points to is replaced) and an existing file keeps
     its permission bits. Raises OSError (PermissionError where the folder does not let
-    us create the temporary file)."""
+    us create the temporary file). A path that is no regular file (``/dev/stdout``, a
+    pipe) is written to, not renamed over: that would replace the device."""
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8")
+        return
     target = path.resolve() if path.is_symlink() else path
     try:
         mode = stat.S_IMODE(target.stat().st_mode)

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qroute.atomicfile import replace_file
 from qroute.cli import tuning
 from qroute.cli.common import (
     Command,
@@ -142,15 +144,12 @@ def _write_eval(
 ) -> list[str]:
     """eval.json, threshold.json and the PNGs under --out; their paths."""
     import json
-    from pathlib import Path
 
     from qroute.evaluation.plots import plot_confusion, plot_curve, plot_reliability
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    replace_file(out / "eval.json", json.dumps(report, ensure_ascii=False, indent=2))
     plot_confusion(measured.result, out / "confusion.png")
     series = {k: v for k, v in curve.items() if k != "threshold"}
     plot_curve(
@@ -160,11 +159,17 @@ def _write_eval(
         xlabel="router.similarity_threshold",
         mark=settings.router.similarity_threshold,
     )
-    (out / "threshold.json").write_text(json.dumps(curve), encoding="utf-8")
+    replace_file(out / "threshold.json", json.dumps(curve))
     plot_reliability(measured.bins, measured.ece, out / "reliability.png")
     return [
         str(out / name)
-        for name in ("eval.json", "confusion.png", "threshold.png", "reliability.png")
+        for name in (
+            "eval.json",
+            "confusion.png",
+            "threshold.png",
+            "threshold.json",
+            "reliability.png",
+        )
     ]
 
 
@@ -263,23 +268,26 @@ def _typos_arguments(typos: argparse.ArgumentParser) -> None:
 def _typos(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from collections import Counter
-    from pathlib import Path
 
     from qroute.evaluation.typos import typo_set
     from qroute.table import read_table
 
     examples = read_table(args.data, settings.table)
     kinds: Counter[str] = Counter()
-    with Path(args.out).open("w", encoding="utf-8") as handle:
-        for typo in typo_set(examples, seed=args.seed):
-            row = {
-                "text": typo.text,
-                "label": typo.example.label,
-                "original": typo.example.text,
-                "kind": typo.kind,
-            }
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            kinds[typo.kind] += 1
+    lines = []
+    for typo in typo_set(examples, seed=args.seed):
+        row = {
+            "text": typo.text,
+            "label": typo.example.label,
+            "original": typo.example.text,
+            "kind": typo.kind,
+        }
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        kinds[typo.kind] += 1
+    out = Path(args.out)
+    # As eval's --out: a folder named for the set is made, not a "No such file" error.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(out, "".join(lines))
     summary = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
     print(f"wrote {sum(kinds.values())} typo rows of {len(examples)} to {args.out} ({summary})")
     return 0

@@ -32,6 +32,11 @@ _INSTALL = (
     "(Debian/Ubuntu: apt-get install fonts-nanum, or fonts-noto-cjk)"
 )
 
+# The confusion matrix's tick labels are drawn up to this many columns, its counts up to
+# _COUNTED; past _TICKED the figure stops growing, since it grew 0.45 inch per label and a
+# table of a few hundred labels asked for gigabytes of pixels (1,500: killed).
+_TICKED, _COUNTED = 40, 30
+
 _found: list[str | None] = []  # the one look per process: [family or None]
 _warned: list[bool] = []
 
@@ -101,8 +106,8 @@ def plot_confusion(result: EvalResult, path: str | Path) -> Path:
     rows = columns[: len(result.confusion)]
     plt, drawing = _pyplot(columns)
     with drawing:
-        width = max(5.0, 0.45 * len(columns) + 3)
-        height = max(4.0, 0.45 * len(rows) + 2.5)
+        width = max(5.0, 0.45 * min(len(columns), _TICKED) + 3)
+        height = max(4.0, 0.45 * min(len(rows), _TICKED) + 2.5)
         figure, axes = plt.subplots(figsize=(width, height))
         if not result.confusion:
             # Every row out of scope (a refusal test set): no true label to draw a row
@@ -115,10 +120,12 @@ def plot_confusion(result: EvalResult, path: str | Path) -> Path:
             return Path(path)
         image = axes.imshow(result.confusion, cmap="Blues", aspect="auto")
         figure.colorbar(image, ax=axes, label="rows")
-        if len(columns) <= 40:
-            axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
-            axes.set_yticks(range(len(rows)), rows)
-        if len(columns) <= 30:
+        if len(columns) <= _TICKED:
+            # Labels as written: matplotlib would read the text between two "$" as
+            # mathtext, and fail on a label such as "$_$".
+            axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right", parse_math=False)
+            axes.set_yticks(range(len(rows)), rows, parse_math=False)
+        if len(columns) <= _COUNTED:
             peak = max((max(row) for row in result.confusion if row), default=0)
             for i, row in enumerate(result.confusion):
                 for j, count in enumerate(row):
