@@ -8,6 +8,11 @@ with no artificial delay (``max_wait_s`` can be 0). The queue is bounded: past
 latency for everyone. Items whose caller has gone (cancelled, or its request already
 failed) are skipped: they neither count against ``max_queue`` nor take a place in a
 batch. Items whose deadline has passed fail with DeadlineExceeded without being computed.
+
+A batch that fails fails its own callers only (with the handler's error, or a
+RuntimeError for a fault of the batcher's own), and the worker goes on with the next
+batch; a hook that raises is logged and does not fail the batch. ``stop`` answers every
+caller still waiting with NotReady.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from qroute.errors import DeadlineExceeded, Overloaded
+from qroute.errors import DeadlineExceeded, NotReady, Overloaded
 from qroute.types import Observe, Stage, StageTime
 
 __all__ = ["MicroBatcher", "batch_contexts"]
@@ -95,11 +100,19 @@ class MicroBatcher(Generic[T, R]):
             self._worker = asyncio.create_task(self._run(), name="qroute-batcher")
 
     async def stop(self) -> None:
+        """Stop the worker. Every caller still waiting, in the batch it was running or
+        in the queue, fails with NotReady: nothing would ever answer it otherwise."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        while not self._queue.empty():
+            entry = self._queue.get_nowait()
+            if entry.waiting:
+                self._release(entry)
+                if not entry.future.done():
+                    entry.future.set_exception(_stopping())
 
     async def submit(self, items: Sequence[T], deadline: float | None = None) -> list[R]:
         """Results for ``items``, in order. ``deadline`` is in ``loop.time()`` seconds.
@@ -191,10 +204,12 @@ class MicroBatcher(Generic[T, R]):
             if not entry.future.done():  # else its caller went away
                 return entry
 
-    async def _next_batch(self) -> list[_Pending[T, R]]:
+    async def _next_batch(self, batch: list[_Pending[T, R]]) -> None:
+        """Fill ``batch`` (the caller's, so that whatever it holds when this is
+        cancelled is still answered)."""
         first = await self._take(None)
         assert first is not None
-        batch = [first]
+        batch.append(first)
         loop = asyncio.get_running_loop()
         until = loop.time() + self._max_wait_s
         while len(batch) < self._max_batch_size:
@@ -210,52 +225,96 @@ class MicroBatcher(Generic[T, R]):
             if entry is None:
                 break
             batch.append(entry)
-        return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            now = loop.time()
-            live = []
-            for entry in batch:
-                if entry.future.done():  # the caller went away
-                    continue
-                if entry.deadline is not None and entry.deadline <= now:
-                    self._fail(entry, DeadlineExceeded("deadline passed while queued"))
-                    continue
-                live.append(entry)
-            if not live:
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(live))
-            self._observe_waits(live)
-            # One context per submit call, not per item: the items of one ClassifyBatch
-            # share theirs, and a stage of the batch is one span under that call, not one
-            # per text (contexts are unhashable: by identity, in order).
-            _SERVING.set(tuple({id(entry.context): entry.context for entry in live}.values()))
+            # Taken from the queue: from here on only this loop can answer them.
+            batch: list[_Pending[T, R]] = []
             try:
-                results = await self._handle([entry.item for entry in live])
+                await self._next_batch(batch)
+                await self._serve(batch)
             except asyncio.CancelledError:
-                for entry in live:
-                    entry.future.cancel()
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # stop(), or the loop closing
+                    self._fail_all(batch, _stopping())
+                    raise
+                # An await inside the handler was cancelled under it (the model thread
+                # shut down), not this worker: only this batch is lost.
+                self._fail_all(
+                    batch,
+                    NotReady(
+                        "the batch was cancelled before it finished (the router is "
+                        "shutting down or closed its models); retry"
+                    ),
+                )
             except Exception as exc:
-                for entry in live:
-                    if not entry.future.done():
-                        self._fail(entry, exc)
-                continue
+                # A bug past the handler's own errors: those callers get it (INTERNAL
+                # over gRPC) and the next batch is served as usual.
+                log.exception("a batch of %d items failed", len(batch))
+                self._fail_all(batch, exc)
             finally:
                 _SERVING.set(())
-            for entry, result in zip(live, results, strict=True):
-                if not entry.future.done():
-                    entry.future.set_result(result)
+
+    async def _serve(self, batch: list[_Pending[T, R]]) -> None:
+        now = asyncio.get_running_loop().time()
+        live = []
+        for entry in batch:
+            if entry.future.done():  # the caller went away
+                continue
+            if entry.deadline is not None and entry.deadline <= now:
+                self._fail(entry, DeadlineExceeded("deadline passed while queued"))
+                continue
+            live.append(entry)
+        if not live:
+            return
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(live))
+            except Exception:
+                # A metrics hook's fault must not refuse traffic.
+                log.exception("the batch-size hook (on_batch) raised; serving the batch anyway")
+        self._observe_waits(live)
+        # One context per submit call, not per item: the items of one ClassifyBatch
+        # share theirs, and a stage of the batch is one span under that call, not one
+        # per text (contexts are unhashable: by identity, in order).
+        _SERVING.set(tuple({id(entry.context): entry.context for entry in live}.values()))
+        try:
+            results = await self._handle([entry.item for entry in live])
+        except Exception as exc:
+            self._fail_all(live, exc)
+            return
+        finally:
+            _SERVING.set(())
+        if len(results) != len(live):
+            # Checked before any is delivered: zipped, the callers past the shorter
+            # list would never be answered.
+            raise RuntimeError(
+                f"the batch handler returned {len(results)} results for {len(live)} items"
+            )
+        for entry, result in zip(live, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(result)
+
+    def _fail_all(self, entries: Sequence[_Pending[T, R]], exc: BaseException) -> None:
+        """Fail those of ``entries`` (taken into a batch) still unanswered."""
+        for entry in entries:
+            if not entry.future.done():
+                self._fail(entry, exc)
 
     def _observe_waits(self, live: list[_Pending[T, R]]) -> None:
         if self._observe is None:
             return
         now = time.perf_counter()
-        for entry in live:
-            _SERVING.set((entry.context,))
-            self._observe(StageTime(Stage.QUEUE_WAIT, entry.queued_ns, now - entry.queued_at))
-        _SERVING.set(())
+        try:
+            for entry in live:
+                _SERVING.set((entry.context,))
+                self._observe(StageTime(Stage.QUEUE_WAIT, entry.queued_ns, now - entry.queued_at))
+        except Exception:
+            # A metrics or tracing hook's fault must not refuse traffic.
+            log.exception("the timing hook (observe) raised; serving the batch anyway")
+        finally:
+            _SERVING.set(())
+
+
+def _stopping() -> NotReady:
+    return NotReady("the router is shutting down; retry on another replica or once it is back")
