@@ -6,6 +6,7 @@ to (``dns:///routers:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``: round_robi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -95,6 +96,32 @@ def _credentials(
     )
 
 
+def _timeout(timeout: float) -> float:
+    # NaN slips past "<= 0", and gRPC fails a NaN or infinite deadline at once as
+    # DEADLINE_EXCEEDED, which names no cause.
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout}")
+    return timeout
+
+
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The ``authorization`` metadata for ``token`` (none for None or "")."""
+    if not token:
+        return ()
+    # A token read from a file keeps its line end; the router strips what surrounds a
+    # bearer token too.
+    trimmed = token.strip()
+    # A header value is printable ASCII: anything else fails every call, in a way that
+    # blames the router (INTERNAL) or escapes as a bare cygrpc error (asyncio). The
+    # message never quotes the token: it is a secret.
+    if not trimmed or not all(" " <= ch <= "~" for ch in trimmed):
+        raise ValueError(
+            "token must be printable ASCII (it is sent as an authorization header), "
+            "with nothing but whitespace around it"
+        )
+    return (("authorization", f"Bearer {trimmed}"),)
+
+
 class _Options:
     """What both clients set up the same way: channel options, credentials, metadata."""
 
@@ -114,10 +141,8 @@ class _Options:
         skip_unhealthy: bool,
         options: Sequence[tuple[str, Any]],
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
         self.address = address
-        self.timeout = timeout
+        self.timeout = _timeout(timeout)
         self.credentials = _credentials(tls, ca_file, cert_file, key_file)
         defaults: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 1),
@@ -131,18 +156,20 @@ class _Options:
             # default, so that a retry finds it.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            # The router sends answers of any size (a full batch of long examples with
+            # many neighbours passes gRPC's default 4 MiB): refusing one here would read
+            # as RESOURCE_EXHAUSTED, "the router is overloaded", and never succeed.
+            ("grpc.max_receive_message_length", -1),
         ]
         if server_name is not None:
             defaults.append(("grpc.ssl_target_name_override", server_name))
         # The caller's options replace ours of the same name.
         given = {name for name, _ in options}
         self.options = [o for o in defaults if o[0] not in given] + list(options)
-        self.metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self.metadata = _bearer(token)
 
     def deadline(self, timeout: float | None) -> float:
-        return self.timeout if timeout is None else timeout
+        return self.timeout if timeout is None else _timeout(timeout)
 
 
 class _Connection:

@@ -50,6 +50,11 @@ class QrouteClientError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[type[QrouteClientError], tuple[object, ...]]:
+        # Pickle (a worker process handing its error back) rebuilds an exception from
+        # its args, which hold only the formatted string: rebuild it from its fields.
+        return type(self), (self.code, self.message, self.details)
+
     def detail(self, kind: type[Message]) -> Message | None:
         """The first detail of type ``kind`` (e.g. ``error_details_pb2.RetryInfo``)."""
         return next((d for d in self.details if isinstance(d, kind)), None)
