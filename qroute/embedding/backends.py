@@ -5,19 +5,27 @@ TorchScript exporter) and, for ``onnx-int8``, quantised with onnxruntime's dynam
 quantiser. Sentence-transformers' own ONNX backend and its quantiser go through optimum,
 whose releases pin transformers below the version qroute installs, so they are not used.
 
-Both files are written once into a cache folder keyed by the model's weights digest;
-later loads (other processes too: a file lock serialises the export) only read them.
+Each is written once into a cache folder keyed by the model's weights digest, as a build:
+a subfolder named after the backend, holding the model file (and any external data the
+exporter writes beside a model over 2 GB) and a manifest of every file's size and digest.
+A build is written in a scratch folder and renamed into place, under a file lock that
+serialises the export between processes; later loads check it against its manifest and
+only read it. A build that does not match (a truncated or overwritten file, an export
+killed midway, one by an older qroute) is exported again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -41,26 +49,130 @@ log = logging.getLogger(__name__)
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # Opset 17 has LayerNormalization, which ORT fuses; the TorchScript exporter supports it.
 _OPSET = 17
+# Written last into a build's folder: the files of the build, each with its size and
+# sha256. Bump _FORMAT when the export or the quantisation changes what it writes: the
+# builds of an older qroute are then exported again rather than reused.
+_MANIFEST = "qroute-onnx.json"
+_FORMAT = 1
+# Scratch folders of an export in progress; "tmp" is what qroute before builds named them.
+_SCRATCH = (".scratch-", "tmp")
 
 
 def cache_root(setting: str) -> Path:
-    """The folder of exported models: the setting, else $XDG_CACHE_HOME/qroute/onnx
-    (~/.cache/qroute/onnx)."""
-    if setting:
-        return Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """The folder of exported models: the setting (``~`` expanded), else
+    $XDG_CACHE_HOME/qroute/onnx (~/.cache/qroute/onnx)."""
+    try:
+        if setting:
+            return Path(setting).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except RuntimeError:
+        # No HOME and no passwd entry (a container under an arbitrary uid): pathlib
+        # cannot say where "~" is.
+        raise ModelLoadError(
+            f"the ONNX cache folder {setting or '~/.cache/qroute/onnx'!r}: cannot find the "
+            "home directory; set encoder.onnx_cache / nli.onnx_cache to a folder without '~' "
+            "(or XDG_CACHE_HOME)"
+        ) from None
     return Path(base) / "qroute" / "onnx"
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path, waiting: str | None) -> Iterator[bool]:
+    """Holds ``folder``'s export lock; yields whether it got it. ``waiting``: logged when
+    another process holds it, then waited for; None: do not wait (yields False)."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is None:
+                yield False
+                return
+            # Another worker is exporting this model, minutes for a large one: say why
+            # this one does not start meanwhile.
+            log.warning("%s", waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _write_manifest(build: Path) -> None:
+    files = sorted(p for p in build.rglob("*") if p.is_file())
+    manifest = {
+        "format": _FORMAT,
+        "opset": _OPSET,
+        "files": {
+            p.relative_to(build).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+            for p in files
+        },
+    }
+    (build / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def _damage(build: Path, name: str) -> str:
+    """Why the build in ``build`` cannot be used, "" when it can. Every file is hashed
+    against the manifest: a file overwritten in place keeps its size, and ONNX Runtime
+    loads damaged weights without a word, to compute other vectors."""
+    if not build.is_dir():
+        return "no build"
+    try:
+        recorded = json.loads((build / _MANIFEST).read_text(encoding="utf-8"))
+        if recorded.get("format") != _FORMAT or recorded.get("opset") != _OPSET:
+            return "written by another qroute version"
+        files = recorded["files"]
+        if name not in files:
+            return f"{_MANIFEST} does not list {name}"
+        for relative, entry in files.items():
+            path = build / relative
+            size = path.stat().st_size
+            if size != entry["size"]:
+                return f"{relative} is {size} bytes, not the {entry['size']} written"
+            if _sha256(path) != entry["sha256"]:
+                return f"{relative} differs from what was written"
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename or _MANIFEST).name} is missing"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"{_MANIFEST} is unreadable ({type(exc).__name__})"
+    return ""
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _sweep(folder: Path) -> None:
+    """Removes the scratch folders of exports killed midway (a worker OOM-killed while
+    exporting leaves a partial model, gigabytes for a large one). Only with the lock
+    held: then no export is writing into any of them."""
+    for path in folder.iterdir():
+        if path.is_dir() and path.name.startswith(_SCRATCH):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(folder: Path, build: Path, name: str, write: Callable[[Path], None]) -> None:
+    """Runs ``write`` on a file ``name`` in a scratch folder, adds the manifest and
+    renames the folder to ``build``: other processes see a whole build or none. Without
+    an fsync a crash may still leave a renamed build with empty files; the manifest check
+    catches that on the next load."""
+    scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH[0], dir=folder))
+    try:
+        write(scratch / name)
+        _write_manifest(scratch)
+        if build.exists() or build.is_symlink():
+            _remove(build)
+        os.replace(scratch, build)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Outputs:
@@ -145,47 +257,83 @@ def onnx_file(
     setting: str,
 ) -> Path:
     """The ONNX file of ``model`` for ``backend``, exported (and quantised) into
-    ``cache/key`` the first time. ``setting`` names the backend setting in errors."""
+    ``cache/key/backend`` the first time, and again when that build is damaged.
+    ``setting`` names the backend setting in errors."""
     if backend == "torch":
         raise ValueError("the torch backend has no ONNX file")
     optional_import("onnxruntime", "onnx", f"{setting}: {backend}")
     optional_import("onnx", "onnx", f"{setting}: {backend}")
     folder = cache / key
-    fp32 = folder / "model.onnx"
-    target = folder / ("model-int8.onnx" if backend == "onnx-int8" else "model.onnx")
-    if target.is_file():
-        return target
+    fp32_build, fp32_name = folder / "onnx", "model.onnx"
+    build = folder / backend
+    name = "model-int8.onnx" if backend == "onnx-int8" else fp32_name
     try:
-        with _locked(folder):
-            if target.is_file():  # another process exported it while this one waited
-                return target
-            if not fp32.is_file():
+        if not _damage(build, name):
+            if any(p.name.startswith(_SCRATCH) for p in folder.iterdir()):
+                # A read-only cache (baked into an image) cannot be swept: serve anyway.
+                with contextlib.suppress(OSError), _locked(folder, None) as free:
+                    if free:
+                        _sweep(folder)
+            return build / name
+        waiting = (
+            f"{setting}: {backend}: waiting for another process exporting the model into {folder}"
+        )
+        with _locked(folder, waiting):
+            damage = _damage(build, name)
+            if not damage:  # another process exported it while this one waited
+                return build / name
+            _sweep(folder)
+            fp32_damage = damage if build == fp32_build else _damage(fp32_build, fp32_name)
+            if fp32_damage:
+                _rebuilding(fp32_build, fp32_damage, setting, backend)
                 log.warning(
-                    "%s: %s: exporting the model to ONNX, once, into %s", setting, backend, folder
+                    "%s: %s: exporting the model to ONNX, once, into %s",
+                    setting,
+                    backend,
+                    fp32_build,
                 )
-                with tempfile.TemporaryDirectory(dir=folder) as scratch:
-                    part = Path(scratch) / fp32.name
-                    _export(model, inputs, output, part)
-                    os.replace(part, fp32)
+                _publish(
+                    folder,
+                    fp32_build,
+                    fp32_name,
+                    lambda part: _export(model, inputs, output, part),
+                )
             if backend == "onnx-int8":
+                _rebuilding(build, damage, setting, backend)
                 log.warning(
                     "%s: onnx-int8: quantising the ONNX model to int8, once, into %s",
                     setting,
-                    folder,
+                    build,
                 )
-                with tempfile.TemporaryDirectory(dir=folder) as scratch:
-                    part = Path(scratch) / target.name
-                    _quantize(fp32, part)
-                    os.replace(part, target)
+                _publish(folder, build, name, lambda part: _quantize(fp32_build / fp32_name, part))
     except ModelLoadError:
         raise
+    except OSError as exc:
+        section = setting.split(".")[0]
+        raise ModelLoadError(
+            f"{setting}: {backend}: cannot write the ONNX export into {folder} "
+            f"({type(exc).__name__}: {exc}); set {section}.onnx_cache to a writable folder, "
+            f"or {setting}: torch to run the model in PyTorch"
+        ) from exc
     except Exception as exc:
         raise ModelLoadError(
             f"{setting}: {backend}: exporting the model to ONNX into {folder} failed "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r}); "
             f"set {setting}: torch to run it in PyTorch"
         ) from exc
-    return target
+    return build / name
+
+
+def _rebuilding(build: Path, damage: str, setting: str, backend: str) -> None:
+    """Says why a build that exists is built again (a missing one is no news)."""
+    if damage and (build.exists() or build.is_symlink()):
+        log.warning(
+            "%s: %s: the cached ONNX model in %s cannot be used (%s); building it again",
+            setting,
+            backend,
+            build,
+            damage,
+        )
 
 
 class OnnxRunner:
@@ -204,7 +352,16 @@ class OnnxRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's own exception types derive from Exception only
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {path} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else exc!r}); delete the folder "
+                f"{path.parent}: the model is exported into it again at the next start"
+            ) from exc
         self.inputs = tuple(i.name for i in self._session.get_inputs())
 
     def run(self, feed: Mapping[str, Any]) -> npt.NDArray[np.float32]:
