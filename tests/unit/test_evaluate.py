@@ -32,6 +32,13 @@ def test_metrics_match_hand_computed_values() -> None:
     assert "in-scope accuracy 0.6000" in result.render()
 
 
+def test_latency_percentiles_are_not_read_one_rank_high() -> None:
+    # Two requests of 1 ms and 3 ms: the median is 2 ms, not the slower one.
+    result = metrics(["a", "a"], ["a", "a"], ["KNN", "KNN"], latencies_s=[0.001, 0.003])
+    assert result.latency_ms["p50"] == pytest.approx(2.0)
+    assert result.latency_ms["p99"] == pytest.approx(2.98)
+
+
 def test_plots_are_valid_pngs(tmp_path: Path) -> None:
     from PIL import Image
 
