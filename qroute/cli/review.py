@@ -36,6 +36,7 @@ def _store(settings: Settings, *, must_exist: bool = True) -> ReviewStore:
 
 def _arguments(review: argparse.ArgumentParser) -> None:
     from qroute.routing.review import ANSWER_REASONS, FEEDBACK
+
     sub = review.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="rows, newest first")
     listing.add_argument(
