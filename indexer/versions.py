@@ -177,6 +177,8 @@ class VersionRow:
     head: bool  # the version carries a linear head (index.head)
     encoder: str
     created_at: str
+    # What ``rollback`` would publish now (``rollback_chain``).
+    rollback_target: bool = False
 
 
 async def list_versions(settings: Settings, store: VectorStore | None = None) -> list[VersionRow]:
@@ -194,6 +196,10 @@ async def list_versions(settings: Settings, store: VectorStore | None = None) ->
             versions = sorted(
                 [*versions, current], key=lambda v: version_number(collection, v) or 0
             )
+        target = None
+        if current is not None:
+            chain = await rollback_chain(store, settings.store.collection, current)
+            target = chain[1] if len(chain) > 1 else None
         rows = []
         for version in versions:
             try:
@@ -223,6 +229,7 @@ async def list_versions(settings: Settings, store: VectorStore | None = None) ->
                     head=meta is not None and meta.head is not None,
                     encoder=(meta.encoder or meta.lexical or "?") if meta else "?",
                     created_at=(meta.created_at or "?") if meta else "?",
+                    rollback_target=version == target,
                 )
             )
         return rows

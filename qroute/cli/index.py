@@ -72,7 +72,15 @@ def _list(settings: Settings, *, as_json: bool) -> int:
     header = ("version", "state", "points", "labels", "head", "created", "encoder")
     table = []
     for row in rows:
-        state = "published*" if row.current else ("kept" if row.published else "draft")
+        state = (
+            "published*"
+            if row.current
+            else "rollback"
+            if row.rollback_target
+            else "kept"
+            if row.published
+            else "draft"
+        )
         points = "?" if row.points is None else str(row.points)
         head = "yes" if row.head else "no"
         table.append((row.name, state, points, str(row.labels), head, row.created_at, row.encoder))

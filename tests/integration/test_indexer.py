@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from qroute_indexer import rollback, run_index
+from qroute_indexer import list_versions, rollback, run_index
 from qroute_server.app import RouterApp
 
 from qroute.config import Settings
@@ -374,7 +374,7 @@ def test_kill_9_mid_write_then_rerun(tmp_path: Path, tiny_models: TinyModels) ->
         [*command[:4], "--list"], env=env, capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert re.search(rf"crash_v3 +published\* +{len(big_rows)} ", listing), listing
-    assert re.search(r"crash_v1 +kept +313 ", listing), listing
+    assert re.search(r"crash_v1 +rollback +313 ", listing), listing
 
 
 async def test_hybrid_reindex_reuses_dense_vectors_and_recounts_the_lexicon(
@@ -423,6 +423,9 @@ async def test_a_rollback_after_a_rollback_and_a_new_run_skips_the_withdrawn_ver
     await store.close()
     newer = await _index(settings, table, BagOfWordsEncoder(), full=True)
     assert newer.previous == good.version
+    # --list names the version a rollback would publish.
+    listed = {row.name: row.rollback_target for row in await list_versions(settings)}
+    assert listed == {good.version: True, bad.version: False, newer.version: False}
     store = _store(settings)
     assert await rollback(settings, store) == (newer.version, good.version)
     await store.close()
