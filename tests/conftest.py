@@ -121,6 +121,27 @@ class InterruptAfterSave(TrainerCallback):
 
 
 @pytest.fixture
+def lexical_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Path:
+    """A working folder (the current one) with the example table indexed by the
+    lexical example config (no model): what a CLI test runs its commands against."""
+    import json
+
+    from qroute.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QROUTE_CONFIG", raising=False)
+    monkeypatch.setenv("QROUTE_STORE__LOCATION", str(tmp_path / "store"))
+    table = str(ROOT / "examples" / "queries.csv")
+    config = str(ROOT / "examples" / "qroute-lexical.yaml")
+    assert main(["index", table, "--config", config, "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["version"] == "examples_lexical_v1" and report["rows"] > 0
+    return tmp_path
+
+
+@pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """A tiny model's step is microseconds of work: a second intra-op thread only adds
     synchronisation, and on a busy machine waiting for it dominates the run."""

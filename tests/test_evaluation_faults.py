@@ -20,19 +20,6 @@ LEXICAL = str(ROOT / "examples" / "qroute-lexical.yaml")
 EVAL_TABLE = str(ROOT / "examples" / "queries_eval.csv")
 
 
-@pytest.fixture
-def lexical_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QROUTE_CONFIG", raising=False)
-    monkeypatch.setenv("QROUTE_STORE__LOCATION", str(tmp_path / "store"))
-    table = str(ROOT / "examples" / "queries.csv")
-    assert main(["index", table, "--config", LEXICAL, "--no-progress", "--json"]) == 0
-    capsys.readouterr()
-    return tmp_path
-
-
 def _eval(out: str) -> int:
     return main(["eval", EVAL_TABLE, "--config", LEXICAL, "--out", out, "--no-progress", "--json"])
 

@@ -84,20 +84,6 @@ def test_a_table_of_korean_cells_lines_up_by_display_width() -> None:
     assert len(widths) == 1, table
 
 
-@pytest.fixture
-def lexical_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QROUTE_CONFIG", raising=False)
-    monkeypatch.setenv("QROUTE_STORE__LOCATION", str(tmp_path / "store"))
-    table = str(ROOT / "examples" / "queries.csv")
-    assert main(["index", table, "--config", LEXICAL, "--no-progress", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["version"] == "examples_lexical_v1" and report["rows"] > 0
-    return tmp_path
-
-
 def test_index_list_names_its_collection_and_prints_json(
     lexical_index: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
