@@ -9,15 +9,12 @@ import math
 import pickle
 import re
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from qroute_client import (
     AsyncClient,
     Client,
@@ -29,7 +26,8 @@ from qroute_client import (
     Unavailable,
 )
 from qroute_client.v1 import router_pb2 as pb
-from qroute_client.v1 import router_pb2_grpc
+
+from tests.integration.test_client import ScriptedRouter, scripted  # noqa: F401 (a fixture)
 
 CLIENT = Path(__file__).resolve().parent.parent / "clients" / "python"
 # Over gRPC's default max_receive_message_length (4 MiB): 1,600 neighbours of a
@@ -37,70 +35,31 @@ CLIENT = Path(__file__).resolve().parent.parent / "clients" / "python"
 BIG_NEIGHBOURS = 1600
 
 
-class Recorder(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
-    """Answers "echo" and keeps each call's metadata; "big" is answered with a response
-    over 4 MiB, as a full batch of long examples may be; "busy" and "" fail with
-    google.rpc details."""
+class Recorder(ScriptedRouter):
+    """The scripted router, which also answers "big" with a response over 4 MiB, as a
+    full batch of long examples may be."""
 
-    def __init__(self) -> None:
-        self.metadata: list[dict[str, str]] = []
-
-    async def Classify(
+    async def _answer(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ClassifyResponse:
-        self.metadata.append({k: str(v) for k, v in context.invocation_metadata() or ()})
         if request.text == "big":
             example = pb.Neighbour(text="가" * 1000, label="금융", similarity=0.5)
             return pb.ClassifyResponse(label="금융", neighbours=[example] * BIG_NEIGHBOURS)
-        if not request.text:
-            violation = error_details_pb2.BadRequest.FieldViolation(
-                field="text", description="text is empty"
-            )
-            await _abort(
-                context,
-                code_pb2.INVALID_ARGUMENT,
-                "text is empty",
-                error_details_pb2.BadRequest(field_violations=[violation]),
-            )
-        if request.text == "busy":
-            delay = duration_pb2.Duration(nanos=500_000_000)
-            await _abort(
-                context,
-                code_pb2.RESOURCE_EXHAUSTED,
-                "the queue is full",
-                error_details_pb2.RetryInfo(retry_delay=delay),
-            )
-        return pb.ClassifyResponse(label="echo")
-
-
-async def _abort(
-    context: grpc.aio.ServicerContext[Any, Any], code: int, message: str, detail: object
-) -> None:
-    packed = any_pb2.Any()
-    packed.Pack(detail)  # type: ignore[arg-type]
-    status = status_pb2.Status(code=code, message=message, details=[packed])
-    await context.abort_with_status(rpc_status.to_status(status))
+        response: pb.ClassifyResponse = await super()._answer(request, context)
+        return response
 
 
 Serve = Callable[[Recorder], Awaitable[str]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
+async def serve(scripted: Callable[..., Awaitable[int]]) -> Serve:  # noqa: F811
     """``await serve(servicer)``: the address a scripted router listens on."""
-    servers: list[grpc.aio.Server] = []
 
     async def start(servicer: Recorder) -> str:
-        server = grpc.aio.server()
-        router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
+        return f"127.0.0.1:{await scripted(servicer)}"
 
-    yield start
-    for server in servers:
-        await server.stop(grace=0)
+    return start
 
 
 # ------------------------------------------------------------------ the token
